@@ -1,0 +1,1 @@
+"""The radmatch service and its command line."""

@@ -1,0 +1,1 @@
+"""Pixels to embedding: decoding, preprocessing, the network and inference. Imports neither app nor training."""

@@ -1,0 +1,1 @@
+"""Losses, data sets, the phantom cohort, training and evaluation."""

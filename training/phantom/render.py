@@ -1,0 +1,321 @@
+"""One acquisition of one knee: a projection radiograph with everything that changes between exposures.
+
+The picture is physics in miniature. Each bone part is an ellipsoid (or a cylinder for a shaft), so the
+X-ray path length through it at a detector point has a closed form; cortical bone is the shell between
+an outer and an inner surface, trabecular bone the inside, modulated by the knee's own texture. The
+attenuation sum goes through Beer-Lambert with quantum noise, blur and scatter, then the detector's
+processing (window, gamma, edge enhancement), collimation and burned-in markers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFont
+from scipy import fft, ndimage
+
+from training.phantom.anatomy import KneeShape, KneeState
+
+# Linear attenuation per mm, in arbitrary but consistent units.
+MU_SOFT = 0.018
+MU_CORTEX = 0.05
+MU_TRABECULAR = 0.011
+MU_METAL = 0.6
+
+TEXTURE_SPACING_MM = 0.25
+TEXTURE_EXTENT_MM = (230.0, 200.0)  # (y, x) extent, centred on the joint
+
+
+@dataclass(frozen=True)
+class Detector:
+    name: str
+    pixel_spacing_mm: float
+    size_px: int  # square images
+
+
+DETECTORS = (
+    Detector("CR-A", 0.25, 640),
+    Detector("DX-B", 0.30, 544),
+    Detector("CR-C", 0.35, 464),
+)
+
+
+@dataclass(frozen=True)
+class Acquisition:
+    """Everything about one exposure that is not the patient."""
+
+    detector: Detector
+    rotation_deg: float
+    translation_mm: tuple[float, float]  # (x, y) on the detector
+    magnification: float
+    flexion: float  # -1..1: beam angle relative to the tibial plateau
+    axial_rotation: float  # -1..1: leg rotated about its own axis
+    photons: float  # quanta per pixel in the open beam: sets noise
+    blur_px: float
+    scatter: float
+    window: tuple[float, float]  # attenuation mapped to black and to white
+    gamma: float
+    edge_enhancement: float
+    collimation_mm: tuple[float, float, float, float]  # left, right, top, bottom margins
+    marker_corner: int  # 0..3
+    label: str
+
+
+def sample_acquisition(rng: np.random.Generator) -> Acquisition:
+    detector = DETECTORS[int(rng.integers(len(DETECTORS)))]
+    return Acquisition(
+        detector=detector,
+        rotation_deg=float(rng.uniform(-10.0, 10.0)),
+        translation_mm=(float(rng.normal(0.0, 5.0)), float(rng.normal(0.0, 5.0))),
+        magnification=float(rng.uniform(0.94, 1.08)),
+        flexion=float(np.clip(rng.normal(0.0, 0.45), -1.0, 1.0)),
+        axial_rotation=float(np.clip(rng.normal(0.0, 0.45), -1.0, 1.0)),
+        photons=float(np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))),
+        blur_px=float(rng.uniform(0.4, 1.4)),
+        scatter=float(rng.uniform(0.03, 0.15)),
+        window=(float(rng.uniform(-0.1, 0.3)), float(rng.uniform(3.6, 4.6))),
+        gamma=float(rng.uniform(0.7, 1.4)),
+        edge_enhancement=float(rng.uniform(0.0, 0.8)),
+        collimation_mm=tuple(float(v) for v in rng.uniform(0.0, 14.0, size=4)),
+        marker_corner=int(rng.integers(4)),
+        label=str(rng.choice(["PA FIXED FLEXION", "AP STANDING", "PA WB", "KNEE AP"])),
+    )
+
+
+def trabecular_texture(seed: int) -> np.ndarray:
+    """Band-pass noise stretched along the leg, squashed into plates: a knee's trabecular fingerprint.
+
+    Returns a zero-mean, unit-variance field on a fixed grid of the anatomy frame.
+    """
+    rng = np.random.default_rng(seed)
+    shape = tuple(int(extent / TEXTURE_SPACING_MM) for extent in TEXTURE_EXTENT_MM)
+    noise = rng.standard_normal(shape).astype(np.float32)
+    fy = fft.fftfreq(shape[0], d=TEXTURE_SPACING_MM)[:, None]
+    fx = fft.rfftfreq(shape[1], d=TEXTURE_SPACING_MM)[None, :]
+    # Trabeculae run mostly along the load axis: finer across the leg (x) than along it (y).
+    radius = np.hypot(fx / 1.0, fy / 0.5)
+    band = np.exp(-0.5 * ((radius - 0.75) / 0.3) ** 2).astype(np.float32)
+    field = fft.irfft2(fft.rfft2(noise) * band, s=shape)
+    field = np.tanh(1.5 * field / field.std())
+    return ((field - field.mean()) / field.std()).astype(np.float32)
+
+
+def render(
+    state: KneeState,
+    mirrored: bool,
+    texture: np.ndarray,
+    acquisition: Acquisition,
+    marker: str,
+    caption: str,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """The display image, float32 in [0, 1], bone bright."""
+    x, y = _anatomy_coordinates(acquisition, mirrored)
+    attenuation = _attenuation(state, acquisition, x, y, texture)
+    image = _expose(attenuation, acquisition, rng)
+    image = _collimate(image, acquisition)
+    return _burn_in(image, acquisition, marker, caption)
+
+
+def _anatomy_coordinates(acq: Acquisition, mirrored: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Where each detector pixel's ray crosses the anatomy frame (mm)."""
+    n, spacing = acq.detector.size_px, acq.detector.pixel_spacing_mm
+    centres = (np.arange(n, dtype=np.float32) - n / 2 + 0.5) * spacing
+    u = centres[None, :] - acq.translation_mm[0]
+    v = centres[:, None] - acq.translation_mm[1]
+    theta = np.deg2rad(acq.rotation_deg)
+    cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))
+    x = (cos * u + sin * v) / acq.magnification
+    y = (-sin * u + cos * v) / acq.magnification
+    # The joint sits a little below the image centre in a knee radiograph.
+    y = y + np.float32(4.0)
+    return (-x if mirrored else x), y
+
+
+def _ellipsoid(x, y, cx, cy, rx, ry, depth, power=2.0):
+    """Path length through an ellipsoid (a superellipsoid for power > 2) centred at (cx, cy)."""
+    q = np.abs((x - cx) / rx) ** power + np.abs((y - cy) / ry) ** power
+    return 2.0 * depth * np.sqrt(np.clip(1.0 - q, 0.0, None))
+
+
+def _cylinder(x, y, cx, half_width, depth, y_start, upward):
+    """Path length through a shaft running from y_start up (or down) out of the picture."""
+    along = (y_start - y) if upward else (y - y_start)
+    fade = np.clip(along / 6.0 + 0.5, 0.0, 1.0)
+    return 2.0 * depth * np.sqrt(np.clip(1.0 - ((x - cx) / half_width) ** 2, 0.0, None)) * fade
+
+
+def _bone(parts_outer: list[np.ndarray], parts_inner: list[np.ndarray]):
+    outer = np.maximum.reduce(parts_outer)
+    inner = np.minimum(np.maximum.reduce(parts_inner), outer)
+    return outer - inner, inner  # cortical and trabecular path lengths
+
+
+def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarray:
+    s: KneeShape = state.shape
+    flex, axial = acq.flexion, acq.axial_rotation
+    gap = 10.0 if state.implant else 0.0  # the polyethylene insert of a replacement
+    c_shaft, c_epi = s.cortex_shaft, s.cortex_epiphysis
+
+    # Femur: shaft, metaphysis, two condyles whose lowest points sit one joint space above the plateau.
+    med_rx = s.condyle_medial_rx * (1.0 + 0.05 * axial)
+    lat_rx = s.condyle_lateral_rx * (1.0 - 0.05 * axial)
+    med_cy = -s.joint_space_medial - gap - s.condyle_medial_ry
+    lat_cy = -s.joint_space_lateral - gap - s.condyle_lateral_ry
+    meta_cy = min(med_cy, lat_cy) - 9.0
+    shaft_top = meta_cy - 14.0
+    femur_cx = s.femur_shaft_tilt * (y - shaft_top)
+    femur = []
+    for t in (0.0, 1.0):
+        cort = c_shaft if t else c_epi
+        femur.append([
+            _cylinder(x, y, femur_cx, s.femur_shaft_half_width - t * c_shaft,
+                      s.femur_shaft_half_width * 0.95 - t * c_shaft, shaft_top, upward=True),
+            _ellipsoid(x, y, 0.0, meta_cy, s.femur_metaphysis_half_width + 3.0 - t * cort,
+                       26.0 - t * cort, s.condyle_depth * 0.9 - t * cort, power=2.4),
+            _ellipsoid(x, y, s.condyle_medial_x, med_cy, med_rx - t * c_epi,
+                       s.condyle_medial_ry - t * c_epi, s.condyle_depth - t * c_epi),
+            _ellipsoid(x, y, s.condyle_lateral_x, lat_cy, lat_rx - t * c_epi,
+                       s.condyle_lateral_ry - t * c_epi, s.condyle_depth - t * c_epi),
+        ])
+    femur_cortex, femur_inner = _bone(femur[0], femur[1])
+    # The intercondylar notch: an arch of missing bone between the condyles.
+    notch = _ellipsoid(x, y, 0.5 * (s.condyle_medial_x + s.condyle_lateral_x),
+                       -s.joint_space_medial - gap, 4.5, 11.0, 0.5) > 0
+    femur_cortex = np.where(notch, 0.35 * femur_cortex, femur_cortex)
+    femur_inner = np.where(notch, 0.35 * femur_inner, femur_inner)
+
+    # Tibia: a boxy plateau (its apparent height depends on the beam angle), spines, shaft.
+    plateau_ry = s.plateau_height * (1.0 + 0.25 * flex)
+    plateau_cy = plateau_ry
+    shaft_start = plateau_cy + 28.0
+    tibia_cx = s.plateau_offset_x + s.tibia_shaft_tilt * (y - shaft_start)
+    tibia = []
+    for t in (0.0, 1.0):
+        tibia.append([
+            _ellipsoid(x, y, s.plateau_offset_x, plateau_cy, s.plateau_half_width - t * c_epi,
+                       plateau_ry - t * c_epi, 27.0 - t * c_epi, power=2.8),
+            _ellipsoid(x, y, s.plateau_offset_x, plateau_cy + 12.0, 33.0 - t * c_epi,
+                       26.0 - t * c_epi, 24.0 - t * c_epi),
+            _cylinder(x, y, tibia_cx, s.tibia_shaft_half_width - t * c_shaft,
+                      s.tibia_shaft_half_width - t * c_shaft, shaft_start, upward=False),
+        ])
+        for spine_x in (-4.5, 3.5):
+            tibia[-1].append(_ellipsoid(
+                x, y, s.plateau_offset_x + spine_x, 3.0, 3.5 - t, s.tibial_spine_height + 3.0 - t,
+                8.0 - t, power=1.5))
+    tibia_cortex, tibia_inner = _bone(tibia[0], tibia[1])
+
+    # Fibula: its overlap with the tibia moves with the leg's axial rotation.
+    head_x = s.fibula_head_x + 5.0 * axial
+    fibula = []
+    for t in (0.0, 1.0):
+        fibula.append([
+            _ellipsoid(x, y, head_x, s.fibula_head_y, s.fibula_head_rx - t * c_epi,
+                       s.fibula_head_ry - t * c_epi, 9.0 - t * c_epi),
+            _cylinder(x, y, head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
+                      s.fibula_shaft_half_width - t * 1.5, s.fibula_shaft_half_width - t * 1.5,
+                      s.fibula_head_y + 6.0, upward=False),
+        ])
+    fibula_cortex, fibula_inner = _bone(fibula[0], fibula[1])
+
+    patella = _ellipsoid(x, y, s.patella_x, s.patella_y - 12.0 * flex, s.patella_rx, s.patella_ry,
+                         11.0)
+    osteophytes = _osteophytes(state, x, y, med_cy, s)
+
+    soft_half_width = s.soft_tissue_half_width + s.thigh_flare * np.clip(-y, 0.0, None)
+    soft = 2.0 * 0.85 * soft_half_width * np.sqrt(np.clip(1.0 - (x / soft_half_width) ** 2, 0, None))
+
+    density = s.bone_density * (1.0 + 0.22 * _sample_texture(texture, x, y, state.texture_drift))
+    # Subchondral sclerosis: denser bone just under the medial plateau as the joint wears.
+    density = density + state.sclerosis * np.exp(-(((y - 3.0) / 4.0) ** 2)) * (x < 8.0)
+    cortex = femur_cortex + tibia_cortex + fibula_cortex + osteophytes
+    inner = femur_inner + tibia_inner + fibula_inner + 0.6 * patella
+    attenuation = MU_SOFT * soft + MU_CORTEX * cortex + MU_TRABECULAR * density * inner
+    if state.implant:
+        attenuation = attenuation + MU_METAL * _implant(x, y, s, med_cy, lat_cy, med_rx, lat_rx)
+    return attenuation.astype(np.float32)
+
+
+def _sample_texture(texture: np.ndarray, x, y, drift: float) -> np.ndarray:
+    """The knee's trabecular pattern at (x, y), partly remodelled: a second field fades in with time."""
+    rows = (y + TEXTURE_EXTENT_MM[0] / 2) / TEXTURE_SPACING_MM
+    cols = (x + TEXTURE_EXTENT_MM[1] / 2) / TEXTURE_SPACING_MM
+    base, remodelled = texture[0], texture[1]
+    field = np.sqrt(1.0 - drift) * base + np.sqrt(drift) * remodelled
+    return ndimage.map_coordinates(field, [rows, cols], order=1, mode="mirror").astype(np.float32)
+
+
+def _osteophytes(state: KneeState, x, y, med_cy, s: KneeShape) -> np.ndarray:
+    """Bony spurs at the joint margins, mostly medial, growing with the disease."""
+    size = state.osteophyte_mm
+    if size <= 0.0:
+        return np.zeros_like(x)
+    femoral_edge = s.condyle_medial_x - s.condyle_medial_rx
+    tibial_edge = s.plateau_offset_x - s.plateau_half_width
+    spurs = [
+        _ellipsoid(x, y, femoral_edge - 0.3 * size, med_cy + 0.7 * s.condyle_medial_ry,
+                   size, 1.4 * size, 4.0),
+        _ellipsoid(x, y, tibial_edge - 0.4 * size, 2.0, 1.2 * size, 0.8 * size, 4.0),
+        _ellipsoid(x, y, s.plateau_offset_x + s.plateau_half_width + 0.2 * size, 2.5,
+                   0.5 * size, 0.5 * size, 3.0),
+    ]
+    return np.maximum.reduce(spurs)
+
+
+def _implant(x, y, s: KneeShape, med_cy, lat_cy, med_rx, lat_rx) -> np.ndarray:
+    """A total knee replacement: a metal femoral shell over the condyles, a tibial tray with a stem."""
+    shells = []
+    for cx, cy, rx, ry in ((s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry),
+                           (s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry)):
+        outer = _ellipsoid(x, y, cx, cy, rx, ry, 25.0)
+        inner = _ellipsoid(x, y, cx, cy, rx - 3.0, ry - 3.0, 22.0)
+        shells.append((outer - inner) * (y > cy - 2.0))
+    tray = ((np.abs(x - s.plateau_offset_x) < s.plateau_half_width * 0.92) & (y > 1.0) & (y < 5.0))
+    stem = (np.abs(x - s.plateau_offset_x) < 6.0) & (y >= 5.0) & (y < 45.0)
+    return np.maximum.reduce(shells) + 30.0 * tray + 12.0 * stem
+
+
+def _expose(attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator) -> np.ndarray:
+    """Beer-Lambert, focal-spot blur, scatter, quantum noise, then the detector's display processing."""
+    transmitted = np.exp(-attenuation)
+    transmitted = ndimage.gaussian_filter(transmitted, acq.blur_px)
+    transmitted = (1.0 - acq.scatter) * transmitted + acq.scatter * ndimage.gaussian_filter(
+        transmitted, 40.0)
+    counts = rng.poisson(acq.photons * transmitted).astype(np.float32)
+    measured = -np.log(np.maximum(counts, 0.5) / acq.photons)
+    lo, hi = acq.window
+    image = np.clip((measured - lo) / (hi - lo), 0.0, 1.0) ** acq.gamma
+    if acq.edge_enhancement > 0:
+        image = image + acq.edge_enhancement * (image - ndimage.gaussian_filter(image, 6.0))
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
+def _collimate(image: np.ndarray, acq: Acquisition) -> np.ndarray:
+    """Outside the collimator's field the detector sees no beam, which displays white."""
+    n, spacing = image.shape[0], acq.detector.pixel_spacing_mm
+    left, right, top, bottom = (int(round(m / spacing)) for m in acq.collimation_mm)
+    out = np.ones_like(image) * np.float32(0.97)
+    out[top : n - bottom, left : n - right] = image[top : n - bottom, left : n - right]
+    return out
+
+
+def _burn_in(image: np.ndarray, acq: Acquisition, marker: str, caption: str) -> np.ndarray:
+    """A lead laterality marker and the site's text, as burned into the pixels by the modality."""
+    n, spacing = image.shape[0], acq.detector.pixel_spacing_mm
+    overlay = Image.new("L", (n, n), 0)
+    draw = ImageDraw.Draw(overlay)
+    marker_size = int(round(9.0 / spacing))
+    font = ImageFont.load_default(size=marker_size)
+    text_font = ImageFont.load_default(size=max(8, int(round(3.5 / spacing))))
+    margin = int(round(18.0 / spacing))
+    right, bottom = acq.marker_corner % 2, acq.marker_corner // 2
+    mx = n - margin - marker_size if right else margin
+    my = n - margin - marker_size if bottom else margin
+    draw.rectangle((mx - 3, my - 3, mx + marker_size, my + marker_size + 3), outline=255, width=2)
+    draw.text((mx + marker_size // 6, my), marker, fill=255, font=font)
+    tx, ty = (margin, n - margin // 2) if not bottom else (margin, margin // 3)
+    draw.text((tx if not right else n // 2, ty), f"{acq.label}  {caption}", fill=230, font=text_font)
+    burned = np.asarray(overlay, dtype=np.float32) / 255.0
+    return np.maximum(image, burned)

@@ -57,7 +57,7 @@ def _synth(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from training.baselines import baseline_embedder
     from training.cohorts import read_knee_manifest
-    from training.evaluate import evaluate_by_interval, metrics_table
+    from training.protocol import evaluate_by_interval, metrics_table
 
     records = read_knee_manifest(args.manifest)
     report = evaluate_by_interval(records, baseline_embedder(args.embedder, args.input_size))

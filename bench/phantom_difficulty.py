@@ -21,7 +21,7 @@ from PIL import Image, ImageDraw, ImageFont
 from model.decode import decode_image
 from training.baselines import baseline_embedder
 from training.cohorts import read_knee_manifest
-from training.evaluate import evaluate_by_interval, metrics_table
+from training.protocol import evaluate_by_interval, metrics_table
 from training.phantom.cohort import CohortSpec, synthesize
 
 EMBEDDERS = ("raw-pixels", "untrained-resnet18")

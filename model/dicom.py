@@ -43,6 +43,7 @@ from model.image import (
     DecodedImage,
     DecodeLimits,
     ImageMetadata,
+    ImageTooLarge,
     MultiFrameImage,
     NotAnImage,
     UnsupportedFormat,
@@ -52,13 +53,16 @@ from model.raster import check_dimensions, luminance
 # Large values (the pixel data) stay in the upload buffer until the header has passed its checks.
 _DEFER_SIZE = "256 KB"
 # Objects that carry pixel data which is not a picture of anatomy.
-_NON_IMAGE_SOP_CLASSES = {RTDoseStorage: "radiotherapy dose grid", SegmentationStorage: "segmentation"}
+_NON_IMAGE_SOP_CLASSES = {
+    RTDoseStorage: "radiotherapy dose grid",
+    SegmentationStorage: "segmentation",
+}
 _NON_IMAGE_MODALITIES = {"RTDOSE": "radiotherapy dose grid", "SEG": "segmentation"}
 _GREY = ("MONOCHROME1", "MONOCHROME2")
 _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL_420")
 # Header allowance on top of the largest pixel data a deflated file may inflate to.
 _INFLATE_SLACK_BYTES = 1 << 20
-_INFLATE_CHUNK_BYTES = 1 << 20
+_INFLATE_CHUNK_BYTES = 1 << 16
 _AGE = re.compile(r"(\d{1,3})([DWMY])")
 _DAYS_PER_YEAR = 365.25
 _AGE_UNIT_YEARS = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
@@ -97,11 +101,13 @@ def _refuse_deflate_bomb(data: bytes, limits: DecodeLimits) -> None:
     try:
         fp = BytesIO(data)
         read_preamble(fp, force=True)
+        if data[fp.tell() : fp.tell() + 2] != b"\x02\x00":
+            return  # no file meta group, so no transfer syntax that could be deflate
         meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_past_meta)
         if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
             return
         budget = limits.max_pixels * 3 * 2 + _INFLATE_SLACK_BYTES  # 16-bit RGB at the limit
-        inflated = _inflated_size(data[fp.tell() :], stop_after=budget)
+        inflated = _inflated_size(memoryview(data)[fp.tell() :], stop_after=budget)
     except Exception as exc:  # a file meta group or deflate stream broken in any way
         raise CorruptImage(f"unreadable DICOM file meta or deflate stream: {exc}") from exc
     if inflated > budget:
@@ -112,16 +118,18 @@ def _past_meta(tag: BaseTag, vr: str | None, length: int) -> bool:
     return tag.group != 0x0002
 
 
-def _inflated_size(deflated: bytes, stop_after: int) -> int:
+def _inflated_size(deflated: memoryview, stop_after: int) -> int:
+    # Input goes in small slices so that neither the output nor the unconsumed input is copied
+    # in bulk; counting stops once past `stop_after`.
     inflater = zlib.decompressobj(-zlib.MAX_WBITS)
     size = 0
-    pending = deflated
-    while size <= stop_after:
-        chunk = inflater.decompress(pending, _INFLATE_CHUNK_BYTES)
-        if not chunk:
+    for start in range(0, len(deflated), _INFLATE_CHUNK_BYTES):
+        pending: bytes | memoryview = deflated[start : start + _INFLATE_CHUNK_BYTES]
+        while pending and size <= stop_after:
+            size += len(inflater.decompress(pending, _INFLATE_CHUNK_BYTES))
+            pending = inflater.unconsumed_tail
+        if size > stop_after:
             break
-        size += len(chunk)
-        pending = inflater.unconsumed_tail
     return size
 
 
@@ -139,16 +147,19 @@ def _parse(data: bytes) -> Dataset:
 def _refuse_non_images(ds: Dataset) -> None:
     sop_class = _sop_class(ds)
     modality = (_text(ds, "Modality") or "").upper()
-    what = f"{sop_class.name if sop_class else 'unknown SOP class'} (modality {modality or '-'})"
+    what = (
+        f"DICOM {sop_class.name if sop_class else 'object of unknown SOP class'} "
+        f"(modality {modality or 'not given'})"
+    )
     if "PixelData" not in ds:
-        raise NotAnImage(f"DICOM object is a {what} without pixel data; upload a radiograph")
+        raise NotAnImage(f"{what} has no pixel data; upload a radiograph image")
     kind = _NON_IMAGE_SOP_CLASSES.get(sop_class) or _NON_IMAGE_MODALITIES.get(modality)
     if kind:
-        raise NotAnImage(f"DICOM object is a {what}: its pixels are a {kind}, not a radiograph")
+        raise NotAnImage(f"{what} holds a {kind}, not a radiograph")
 
 
 def _sop_class(ds: Dataset) -> UID | None:
-    uid = _text(ds, "SOPClassUID") or _text(ds.get("file_meta", Dataset()), "MediaStorageSOPClassUID")
+    uid = _text(ds, "SOPClassUID") or _text(_file_meta(ds), "MediaStorageSOPClassUID")
     return UID(uid) if uid else None
 
 
@@ -196,13 +207,10 @@ def _check_sample_format(header: _PixelHeader, frames: int) -> None:
 
 
 def _transfer_syntax(ds: Dataset) -> UID:
-    syntax = _text(ds.get("file_meta", Dataset()), "TransferSyntaxUID")
+    syntax = _text(_file_meta(ds), "TransferSyntaxUID")
     if syntax:
         return UID(syntax)
-    # Files without a file meta group: pydicom inferred the encoding from the first element.
-    # Such files can only hold native pixel data, which has a defined length.
-    if ds.get_item("PixelData", keep_deferred=True).length == 0xFFFFFFFF:
-        raise CorruptImage("compressed DICOM pixel data without a transfer syntax")
+    # No file meta group: pydicom inferred the (necessarily native) encoding from the first element.
     implicit_vr, little_endian = ds.original_encoding
     if little_endian:
         return ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
@@ -312,18 +320,17 @@ def _first_window(ds: Dataset) -> tuple[float, float, str] | None:
     if center is None or width is None:
         return None
     function = (_text(ds, "VOILUTFunction") or "LINEAR").upper()
-    # Unknown functions fall back to the default, LINEAR.
-    function = function if function in ("SIGMOID", "LINEAR_EXACT") else "LINEAR"
-    minimum_width = 1.0 if function == "LINEAR" else 0.0
-    if width < minimum_width or (width == minimum_width and function != "LINEAR"):
-        return None
-    return center, width, function
+    if function not in ("SIGMOID", "LINEAR_EXACT"):
+        function = "LINEAR"  # the default, also for values the standard does not define
+    usable = width >= 1 if function == "LINEAR" else width > 0
+    return (center, width, function) if usable else None
 
 
 def _percentile_window(values: np.ndarray) -> np.ndarray:
-    low, high = np.percentile(values, [0.5, 99.5])
+    # Python floats keep the arithmetic in float32 (NumPy scalars would promote it to float64).
+    low, high = (float(v) for v in np.percentile(values, [0.5, 99.5]))
     if high <= low:
-        low, high = values.min(), values.max()
+        low, high = float(values.min()), float(values.max())
     if high <= low:
         return np.zeros_like(values, dtype=np.float32)
     return (values - low) / (high - low)
@@ -333,7 +340,7 @@ def _lut(item: Dataset, ds: Dataset) -> tuple[int, np.ndarray, int]:
     """(first mapped input value, table as float32, bits per entry) of a LUT sequence item."""
     try:
         entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
-        table = _lut_table(item.LUTData, little_endian=ds.original_encoding[1] is not False)
+        table = _lut_table(item.LUTData, little_endian=bool(ds.original_encoding[1]))
     except Exception as exc:  # missing or malformed LUT elements
         raise CorruptImage(f"malformed DICOM lookup table: {exc}") from exc
     entries = entries or 65536  # PS3.3 C.11.1.1.1: 0 means 2**16 entries
@@ -415,7 +422,7 @@ def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
         value = _get(ds, keyword)
         if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
             row, column = (_to_float(v) for v in value)
-            if row and column and row > 0 and column > 0:
+            if row is not None and column is not None and row > 0 and column > 0:
                 return row, column
     return None
 
@@ -430,6 +437,10 @@ def _get(ds: Dataset, keyword: str) -> Any:
         return ds.get(keyword)
     except Exception:
         return None
+
+
+def _file_meta(ds: Dataset) -> Dataset:
+    return getattr(ds, "file_meta", None) or Dataset()
 
 
 def _text(ds: Dataset, keyword: str) -> str | None:

@@ -2,8 +2,8 @@
 
 Every one of these metrics depends only on the rank of each relevant gallery item in its query's
 ranking, so the ranking is never materialised: for a chunk of queries, the ranks of just the
-relevant items are counted with one binary search per gallery item into that query's (few)
-relevant scores. That keeps 10,000 x 10,000 well below a full sort of every row.
+relevant items are counted with one binary search per gallery item into that query's sorted
+relevant keys: 10,000 x 10,000 costs a fraction of a full sort of every row.
 
 Ranking is by similarity (dot product, i.e. cosine for L2-normalised embeddings) descending.
 Equal similarities are ordered by gallery index, lower first, as a stable sort would: an exact tie
@@ -54,7 +54,7 @@ def retrieval_metrics(
     ks = _checked_ks(ks)
     n_relevant = _count_relevant(q_labels, g_labels)
 
-    rows_per_chunk = max(1, _CHUNK_ELEMENTS // max(1, len(gallery)))
+    rows_per_chunk = max(1, _CHUNK_ELEMENTS // len(gallery))  # gallery not empty: R > 0
     totals = torch.zeros(2 + 2 * len(ks), dtype=torch.float64, device=queries.device)
     for start in range(0, len(queries), rows_per_chunk):
         chunk = slice(start, start + rows_per_chunk)

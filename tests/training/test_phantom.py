@@ -86,7 +86,9 @@ def test_bone_is_brighter_than_soft_tissue_and_air(cohort):
     centre = pixels[n // 2 - n // 10 : n // 2 + n // 10, n // 2 - n // 10 : n // 2 + n // 10]
     edge_rows = pixels[n // 3 : 2 * n // 3]
     # The joint is bone; the left and right image edges (inside the collimation) are soft tissue/air.
-    assert np.median(centre) > np.median(np.concatenate([edge_rows[:, 20:50], edge_rows[:, -50:-20]]))
+    assert np.median(centre) > np.median(
+        np.concatenate([edge_rows[:, 20:50], edge_rows[:, -50:-20]])
+    )
 
 
 def test_knees_change_the_way_real_knees_do():

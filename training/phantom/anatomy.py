@@ -108,6 +108,7 @@ class Person:
     remodelling_rate: float  # how fast the trabecular pattern drifts
     density_loss_per_year: float
     weight_change_per_year: float  # relative change of soft-tissue width
+    equipment_change_years: float  # when the site replaces its X-ray system
     replacement: tuple[str, int] | None  # (side, visit month) of a total knee replacement
     missed_visits: frozenset[int]
 
@@ -146,7 +147,8 @@ def sample_person(person_id: str, rng: np.random.Generator) -> Person:
         oa_rate=oa_rate,
         remodelling_rate=float(rng.uniform(0.05, 0.12)),
         density_loss_per_year=float(rng.uniform(0.004, 0.012) * (1.5 if sex == "F" else 1.0)),
-        weight_change_per_year=float(rng.normal(0.0, 0.012)),
+        weight_change_per_year=float(rng.normal(0.0, 0.035)),
+        equipment_change_years=float(rng.exponential(4.0)),
         replacement=replacement,
         missed_visits=frozenset(follow_ups),
     )

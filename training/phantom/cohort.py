@@ -22,7 +22,12 @@ from tqdm import tqdm
 from training.cohorts import write_knee_manifest
 from training.phantom.anatomy import VISIT_MONTHS, knee_at_visit, sample_person
 from training.phantom.dicom import Study, sample_encoding, write_dicom
-from training.phantom.render import render, sample_acquisition, trabecular_texture
+from training.phantom.render import (
+    render,
+    sample_acquisition,
+    sample_equipment,
+    trabecular_texture,
+)
 from training.records import ImageRecord
 
 SIDES = ("R", "L")
@@ -75,15 +80,19 @@ def _make_person(spec: CohortSpec, index: int) -> list[ImageRecord]:
             if months in person.missed_visits:
                 continue
             rng = np.random.default_rng([spec.seed, index, 2, side_code, months])
+            era = int(months / 12.0 >= person.equipment_change_years)
+            equipment = sample_equipment(np.random.default_rng([spec.seed, index, 3, era]))
             records.append(
-                _make_image(spec, person, side, months, texture, baseline, site, rng)
+                _make_image(spec, person, side, months, texture, baseline, site, equipment, rng)
             )
     return records
 
 
-def _make_image(spec, person, side, months, texture, baseline, site, rng) -> ImageRecord:
+def _make_image(
+    spec, person, side, months, texture, baseline, site, equipment, rng
+) -> ImageRecord:
     state = knee_at_visit(person, side, months)
-    acquisition = sample_acquisition(rng)
+    acquisition = sample_acquisition(rng, equipment)
     acquired = baseline + timedelta(days=round(months * 30.4375))
     pixels = render(
         state,

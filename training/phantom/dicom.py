@@ -93,9 +93,9 @@ def write_dicom(path: Path, pixels: np.ndarray, study: Study, encoding: Encoding
     elif encoding.transfer_syntax == JPEG2000:
         ds.LossyImageCompression = "01"
         ds.LossyImageCompressionMethod = "ISO_15444_1"
-        ds.compress(JPEG2000, stored, j2k_psnr=[LOSSY_PSNR_DB])
+        ds.compress(JPEG2000, stored, j2k_psnr=[LOSSY_PSNR_DB], generate_instance_uid=False)
     else:
-        ds.compress(encoding.transfer_syntax, stored)
+        ds.compress(encoding.transfer_syntax, stored, generate_instance_uid=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     ds.save_as(path, enforce_file_format=True)
 

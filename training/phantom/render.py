@@ -41,6 +41,20 @@ DETECTORS = (
 )
 
 
+# Standard deviations of positioning between two exposures of the same knee. Positioning frames and
+# protocols (fixed-flexion PA) keep most exposures close; some are taken without them (a ward, a
+# mortuary) and vary several times more. Rotation is always clipped to +-10 degrees.
+POSE_SPREAD = {
+    "rotation_deg": 1.0,
+    "translation_mm": 1.0,
+    "magnification": 0.012,
+    "flexion": 0.3,
+    "axial_rotation": 0.3,
+}
+UNCONTROLLED_SHARE = 0.1
+UNCONTROLLED_FACTOR = 4.0
+
+
 @dataclass(frozen=True)
 class Acquisition:
     """Everything about one exposure that is not the patient."""
@@ -62,24 +76,50 @@ class Acquisition:
     label: str
 
 
-def sample_acquisition(rng: np.random.Generator) -> Acquisition:
-    detector = DETECTORS[int(rng.integers(len(DETECTORS)))]
-    return Acquisition(
-        detector=detector,
-        rotation_deg=float(rng.uniform(-10.0, 10.0)),
-        translation_mm=(float(rng.normal(0.0, 5.0)), float(rng.normal(0.0, 5.0))),
-        magnification=float(rng.uniform(0.94, 1.08)),
-        flexion=float(np.clip(rng.normal(0.0, 0.45), -1.0, 1.0)),
-        axial_rotation=float(np.clip(rng.normal(0.0, 0.45), -1.0, 1.0)),
-        photons=float(np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))),
-        blur_px=float(rng.uniform(0.4, 1.4)),
-        scatter=float(rng.uniform(0.03, 0.15)),
+@dataclass(frozen=True)
+class Equipment:
+    """A site's X-ray system and its image processing, kept until the site replaces it."""
+
+    detector: Detector
+    window: tuple[float, float]
+    gamma: float
+    edge_enhancement: float
+    scatter: float
+    label: str
+
+
+def sample_equipment(rng: np.random.Generator) -> Equipment:
+    return Equipment(
+        detector=DETECTORS[int(rng.integers(len(DETECTORS)))],
         window=(float(rng.uniform(-0.1, 0.3)), float(rng.uniform(3.6, 4.6))),
         gamma=float(rng.uniform(0.7, 1.4)),
         edge_enhancement=float(rng.uniform(0.0, 0.8)),
+        scatter=float(rng.uniform(0.03, 0.15)),
+        label=str(rng.choice(["PA FIXED FLEXION", "AP STANDING", "PA WB", "KNEE AP"])),
+    )
+
+
+def sample_acquisition(rng: np.random.Generator, equipment: Equipment) -> Acquisition:
+    """One exposure on the given equipment: the patient's positioning and the exposure vary."""
+    factor = UNCONTROLLED_FACTOR if rng.random() < UNCONTROLLED_SHARE else 1.0
+    spread = {name: factor * sd for name, sd in POSE_SPREAD.items()}
+    lo, hi = equipment.window
+    return Acquisition(
+        detector=equipment.detector,
+        rotation_deg=float(np.clip(rng.normal(0.0, spread["rotation_deg"]), -10.0, 10.0)),
+        translation_mm=tuple(float(v) for v in rng.normal(0.0, spread["translation_mm"], 2)),
+        magnification=float(1.0 + np.clip(rng.normal(0.0, spread["magnification"]), -0.08, 0.08)),
+        flexion=float(np.clip(rng.normal(0.0, spread["flexion"]), -1.0, 1.0)),
+        axial_rotation=float(np.clip(rng.normal(0.0, spread["axial_rotation"]), -1.0, 1.0)),
+        photons=float(np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))),
+        blur_px=float(rng.uniform(0.4, 1.4)),
+        scatter=equipment.scatter,
+        window=(lo + float(rng.normal(0.0, 0.05)), hi + float(rng.normal(0.0, 0.1))),
+        gamma=equipment.gamma * float(np.exp(rng.normal(0.0, 0.04))),
+        edge_enhancement=equipment.edge_enhancement,
         collimation_mm=tuple(float(v) for v in rng.uniform(0.0, 14.0, size=4)),
         marker_corner=int(rng.integers(4)),
-        label=str(rng.choice(["PA FIXED FLEXION", "AP STANDING", "PA WB", "KNEE AP"])),
+        label=equipment.label,
     )
 
 

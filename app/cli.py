@@ -26,11 +26,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.add_argument("--manifest", type=Path, required=True)
     evaluate.add_argument(
-        "--embedder", choices=["raw-pixels", "untrained-resnet18"], required=True,
+        "--embedder",
+        choices=["raw-pixels", "untrained-resnet18"],
+        required=True,
         help="what turns an image into a vector",
     )
     evaluate.add_argument("--input-size", type=int, default=128, help="network input side in px")
-    evaluate.add_argument("--out", type=Path, default=None, help="write metrics.json and metrics.md")
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write metrics.json and metrics.md"
+    )
     evaluate.set_defaults(run=_evaluate)
 
     demo = commands.add_parser("demo", help="generate a phantom cohort and report how hard it is")
@@ -75,7 +79,9 @@ def _demo(args: argparse.Namespace) -> int:
     if not (cohort / "manifest.csv").exists():
         main(["synth", "--out", str(cohort), "--subjects", "40", "--seed", "1"])
     print(f"\nPhantom cohort: {cohort}. Nearest neighbour on raw pixels, by time since baseline:\n")
-    return main(["evaluate", "--manifest", str(cohort / "manifest.csv"), "--embedder", "raw-pixels"])
+    return main(
+        ["evaluate", "--manifest", str(cohort / "manifest.csv"), "--embedder", "raw-pixels"]
+    )
 
 
 if __name__ == "__main__":

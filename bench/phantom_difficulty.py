@@ -21,8 +21,8 @@ from PIL import Image, ImageDraw, ImageFont
 from model.decode import decode_image
 from training.baselines import baseline_embedder
 from training.cohorts import read_knee_manifest
-from training.protocol import evaluate_by_interval, metrics_table
 from training.phantom.cohort import CohortSpec, synthesize
+from training.protocol import evaluate_by_interval, metrics_table
 
 EMBEDDERS = ("raw-pixels", "untrained-resnet18")
 
@@ -100,6 +100,20 @@ def _write_markdown(args, result, reports, figure: Path) -> None:
         "",
         "Gallery: every person's baseline images (both knees); queries: their follow-up images, "
         "grouped by months since baseline. Identity = person. Percentages.",
+        "",
+    ]
+    raw = reports["raw-pixels"]["intervals"]
+    top1 = {name: m["cmc"]["1"] for name, m in raw.items() if name != "all"}
+    first, last = next(iter(top1)), list(top1)[-1]
+    lines += [
+        "## Calibration targets",
+        "",
+        f"- Raw-pixel CMC top-1 at {last} months: {100 * top1[last]:.1f}% (target: at most 30%).",
+        f"- Raw-pixel CMC top-1 falls from {100 * top1[first]:.1f}% at {first} months to "
+        f"{100 * top1[last]:.1f}% at {last} months; by interval: "
+        + ", ".join(f"{k} mo {100 * v:.1f}%" for k, v in top1.items())
+        + ".",
+        f"- Chance level (one of {result['subjects']} people): {100 / result['subjects']:.1f}%.",
         "",
     ]
     for name, report in reports.items():

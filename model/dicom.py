@@ -11,6 +11,7 @@ display-ready: BT.601 luminance divided by 2**BitsStored - 1. Palette colour is 
 from __future__ import annotations
 
 import re
+import struct
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
+from pydicom.encaps import get_frame
 from pydicom.filereader import read_dataset, read_preamble
 from pydicom.pixels import get_decoder
 from pydicom.pixels.decoders.base import Decoder
@@ -32,7 +34,10 @@ from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
+    JPEG2000TransferSyntaxes,
     JPEGExtended12Bit,
+    JPEGLSTransferSyntaxes,
+    JPEGTransferSyntaxes,
     RTDoseStorage,
     SegmentationStorage,
 )
@@ -63,6 +68,12 @@ _COLOUR = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_RCT", "YBR_ICT", "YBR_PARTIAL
 # Header allowance on top of the largest pixel data a deflated file may inflate to.
 _INFLATE_SLACK_BYTES = 1 << 20
 _INFLATE_CHUNK_BYTES = 1 << 16
+# Most robust on malformed input first: pydicom's own RLE decoder (pylibjpeg-rle panics with a
+# BaseException on some corrupt data), then the continuously fuzzed openjpeg, CharLS and
+# libjpeg-turbo, GDCM last.
+_PLUGIN_PREFERENCE = ("pydicom", "pylibjpeg", "pyjpegls", "pillow", "gdcm")
+# SOF0..SOF15 except DHT (C4), JPG (C8) and DAC (CC), plus JPEG-LS SOF55 (F7).
+_JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
 _AGE = re.compile(r"(\d{1,3})([DWMY])")
 _DAYS_PER_YEAR = 365.25
 _AGE_UNIT_YEARS = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
@@ -125,10 +136,10 @@ def _inflated_size(deflated: memoryview, stop_after: int) -> int:
     size = 0
     for start in range(0, len(deflated), _INFLATE_CHUNK_BYTES):
         pending: bytes | memoryview = deflated[start : start + _INFLATE_CHUNK_BYTES]
-        while pending and size <= stop_after:
+        while pending and not inflater.eof and size <= stop_after:
             size += len(inflater.decompress(pending, _INFLATE_CHUNK_BYTES))
             pending = inflater.unconsumed_tail
-        if size > stop_after:
+        if inflater.eof or size > stop_after:
             break
     return size
 
@@ -212,9 +223,9 @@ def _transfer_syntax(ds: Dataset) -> UID:
         return UID(syntax)
     # No file meta group: pydicom inferred the (necessarily native) encoding from the first element.
     implicit_vr, little_endian = ds.original_encoding
-    if little_endian:
-        return ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
-    return ExplicitVRBigEndian
+    if little_endian is False:
+        return ExplicitVRBigEndian
+    return ImplicitVRLittleEndian if implicit_vr else ExplicitVRLittleEndian
 
 
 def _decoder(syntax: UID, header: _PixelHeader) -> Decoder:
@@ -244,8 +255,10 @@ def _decoder(syntax: UID, header: _PixelHeader) -> Decoder:
 def _decode_stored(ds: Dataset, header: _PixelHeader, decoder: Decoder) -> np.ndarray:
     if decoder.is_native:
         _check_native_length(ds, header)
+    else:
+        _check_codestream_header(ds, header, decoder.UID)
     try:
-        stored, _ = decoder.as_array(ds, index=0)
+        stored, _ = decoder.as_array(ds, index=0, decoding_plugin=_plugin(decoder))
     except Exception as exc:  # each codec plugin reports corrupt data in its own way
         message = " ".join(str(exc).split())
         raise CorruptImage(f"cannot decode {decoder.UID.name} pixel data: {message}") from exc
@@ -253,6 +266,14 @@ def _decode_stored(ds: Dataset, header: _PixelHeader, decoder: Decoder) -> np.nd
     if stored.shape != shape:
         raise CorruptImage(f"decoded pixel data has shape {stored.shape}, header says {shape}")
     return stored
+
+
+def _plugin(decoder: Decoder) -> str:
+    """One plugin per transfer syntax, no fallback: pydicom would otherwise pass data that the
+    first plugin rejected as corrupt on to the next one, and GDCM crashes the process (SIGSEGV)
+    on some corrupt JPEG, so it is used only where nothing else reads the syntax."""
+    available = decoder.available_plugins
+    return next((name for name in _PLUGIN_PREFERENCE if name in available), "")
 
 
 def _check_native_length(ds: Dataset, header: _PixelHeader) -> None:
@@ -268,23 +289,93 @@ def _check_native_length(ds: Dataset, header: _PixelHeader) -> None:
         raise CorruptImage(f"truncated DICOM pixel data: {actual:,} of {expected:,} bytes")
 
 
+def _check_codestream_header(ds: Dataset, header: _PixelHeader, syntax: UID) -> None:
+    """Codecs allocate what the compressed stream declares, not what the DICOM header says, so a
+    small upload could claim gigapixels there; and GDCM, the only JPEG Lossless decoder here,
+    crashes the process (SIGSEGV) on some impossible frame headers."""
+    if syntax in JPEG2000TransferSyntaxes:
+        read_header = _j2k_frame_header
+    elif syntax in JPEGTransferSyntaxes or syntax in JPEGLSTransferSyntaxes:
+        read_header = _jpeg_frame_header
+    else:
+        return  # RLE output is sized from the DICOM header
+    try:
+        frame = get_frame(ds.PixelData, 0, number_of_frames=1)
+    except Exception as exc:  # broken item or fragment structure
+        raise CorruptImage(f"unreadable {syntax.name} fragments: {exc}") from exc
+    declared = read_header(frame)
+    if declared is None:
+        raise CorruptImage(f"{syntax.name} frame has no readable frame header")
+    expected_size = (header.columns, header.rows)
+    if declared.size != expected_size or declared.components != header.samples:
+        raise CorruptImage(
+            f"{syntax.name} frame declares {declared.components} component(s) of "
+            f"{declared.size[0]}x{declared.size[1]} pixels; the DICOM header says "
+            f"{header.samples} of {header.columns}x{header.rows}"
+        )
+    if not 1 <= declared.precision <= 16:
+        raise CorruptImage(f"{syntax.name} frame declares {declared.precision}-bit samples")
+
+
+@dataclass(frozen=True)
+class _FrameHeader:
+    size: tuple[int, int]  # (width, height)
+    components: int
+    precision: int
+
+
+def _jpeg_frame_header(frame: bytes) -> _FrameHeader | None:
+    """From the SOFn (or JPEG-LS SOF55) segment: marker, length, P, Y, X, Nf."""
+    if not frame.startswith(b"\xff\xd8"):
+        return None
+    offset = 2
+    while offset + 4 <= len(frame):
+        if frame[offset] != 0xFF:
+            return None
+        marker = frame[offset + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            offset += 1
+            continue
+        if marker in _JPEG_FRAME_MARKERS:
+            if offset + 10 > len(frame):
+                return None
+            precision, height, width, components = struct.unpack_from(">BHHB", frame, offset + 4)
+            return _FrameHeader((width, height), components, precision)
+        (length,) = struct.unpack_from(">H", frame, offset + 2)
+        offset += 2 + length
+    return None
+
+
+def _j2k_frame_header(frame: bytes) -> _FrameHeader | None:
+    """From the SIZ segment after SOC (found also inside a JP2 wrapper): marker, Lsiz, Rsiz,
+    image and tile geometry (eight 32-bit values), Csiz, then Ssiz of the first component."""
+    start = frame.find(b"\xff\x4f\xff\x51")
+    if start < 0 or start + 43 > len(frame):
+        return None
+    x_size, y_size, x_offset, y_offset = struct.unpack_from(">IIII", frame, start + 8)
+    components, sample_size = struct.unpack_from(">HB", frame, start + 40)
+    return _FrameHeader(
+        (x_size - x_offset, y_size - y_offset), components, (sample_size & 0x7F) + 1
+    )
+
+
 def _to_unit_range(stored: np.ndarray, ds: Dataset, header: _PixelHeader) -> np.ndarray:
     if header.samples == 3:
         full_scale = 2**header.bits_stored - 1
         return np.clip(luminance(stored) / full_scale, 0, 1)
-    unit = _voi(_modality(stored, ds), ds)
+    unit = _voi(_modality(stored, ds), ds).astype(np.float32, copy=False)
     if header.photometric == "MONOCHROME1":
-        unit = 1 - unit
-    return np.clip(unit, 0, 1).astype(np.float32)
+        np.subtract(1, unit, out=unit)
+    return np.clip(unit, 0, 1, out=unit)
 
 
 # --- modality and VOI transforms -----------------------------------------------------------------
 
 
 def _modality(stored: np.ndarray, ds: Dataset) -> np.ndarray:
-    lut = ds.get("ModalityLUTSequence")
+    lut = _lut(ds, "ModalityLUTSequence")
     if lut:
-        first_mapped, table, _ = _lut(lut[0], ds)
+        first_mapped, table, _ = lut
         return _apply_lut(stored, first_mapped, table)
     slope = _float(ds, "RescaleSlope", default=1.0)
     intercept = _float(ds, "RescaleIntercept", default=0.0)
@@ -295,9 +386,9 @@ def _modality(stored: np.ndarray, ds: Dataset) -> np.ndarray:
 
 
 def _voi(values: np.ndarray, ds: Dataset) -> np.ndarray:
-    lut = ds.get("VOILUTSequence")
+    lut = _lut(ds, "VOILUTSequence")
     if lut:
-        first_mapped, table, bits = _lut(lut[0], ds)
+        first_mapped, table, bits = lut
         return _apply_lut(values, first_mapped, table) / (2**bits - 1)
     window = _first_window(ds)
     if window is None:
@@ -336,13 +427,17 @@ def _percentile_window(values: np.ndarray) -> np.ndarray:
     return (values - low) / (high - low)
 
 
-def _lut(item: Dataset, ds: Dataset) -> tuple[int, np.ndarray, int]:
-    """(first mapped input value, table as float32, bits per entry) of a LUT sequence item."""
+def _lut(ds: Dataset, keyword: str) -> tuple[int, np.ndarray, int] | None:
+    """(first mapped input value, table as float32, bits per entry) from the first item of the
+    LUT sequence `keyword`, or None where there is none."""
     try:
-        entries, first_mapped, bits = (int(v) for v in item.LUTDescriptor)
-        table = _lut_table(item.LUTData, little_endian=bool(ds.original_encoding[1]))
+        items = ds.get(keyword)
+        if not items:
+            return None
+        entries, first_mapped, bits = (int(v) for v in items[0].LUTDescriptor)
+        table = _lut_table(items[0].LUTData, little_endian=ds.original_encoding[1] is not False)
     except Exception as exc:  # missing or malformed LUT elements
-        raise CorruptImage(f"malformed DICOM lookup table: {exc}") from exc
+        raise CorruptImage(f"malformed DICOM {keyword}: {exc}") from exc
     entries = entries or 65536  # PS3.3 C.11.1.1.1: 0 means 2**16 entries
     if not 1 <= bits <= 16 or len(table) < entries:
         raise CorruptImage(
@@ -352,7 +447,7 @@ def _lut(item: Dataset, ds: Dataset) -> tuple[int, np.ndarray, int]:
 
 
 def _lut_table(raw: Any, little_endian: bool) -> np.ndarray:
-    if isinstance(raw, bytes):  # OW: 16-bit words in the dataset's byte order
+    if isinstance(raw, bytes | bytearray):  # OW: 16-bit words in the dataset's byte order
         return np.frombuffer(raw, dtype="<u2" if little_endian else ">u2").astype(np.float32)
     values = raw if isinstance(raw, Sequence) else [raw]  # US, one or many values
     return np.asarray(values, dtype=np.float32)

@@ -15,7 +15,9 @@ class Embedder(nn.Module):
         super().__init__()
         backbone = torchvision.models.resnet18(weights=None)
         if backbone_weights is not None:
-            backbone.load_state_dict(_grayscale_stem(torch.load(backbone_weights, map_location="cpu")))
+            backbone.load_state_dict(
+                _grayscale_stem(torch.load(backbone_weights, map_location="cpu"))
+            )
         stem = backbone.conv1
         backbone.conv1 = nn.Conv2d(1, 64, kernel_size=7, stride=2, padding=3, bias=False)
         with torch.no_grad():

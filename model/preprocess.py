@@ -50,7 +50,11 @@ def resized(image: np.ndarray, prep: Preprocessing, pixel_spacing_mm: float | No
     square = centre_crop(image, crop_side_px(prep, pixel_spacing_mm))
     tensor = torch.from_numpy(np.ascontiguousarray(square, dtype=np.float32))[None, None]
     tensor = F.interpolate(
-        tensor, size=(prep.resize, prep.resize), mode="bilinear", antialias=True, align_corners=False
+        tensor,
+        size=(prep.resize, prep.resize),
+        mode="bilinear",
+        antialias=True,
+        align_corners=False,
     )
     return tensor[0]
 
@@ -69,6 +73,8 @@ def final_crop(
     return (crop - prep.mean) / prep.std
 
 
-def preprocess(image: np.ndarray, prep: Preprocessing, pixel_spacing_mm: float | None) -> torch.Tensor:
+def preprocess(
+    image: np.ndarray, prep: Preprocessing, pixel_spacing_mm: float | None
+) -> torch.Tensor:
     """The evaluation-time input tensor (1, input_size, input_size) for one decoded image."""
     return final_crop(resized(image, prep, pixel_spacing_mm), prep)

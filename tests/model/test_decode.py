@@ -6,6 +6,7 @@ from __future__ import annotations
 import struct
 import time
 import zlib
+from collections.abc import Callable
 from datetime import date
 from fnmatch import fnmatch
 from io import BytesIO
@@ -17,7 +18,7 @@ import pydicom.data
 import pytest
 from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate
+from pydicom.encaps import encapsulate, get_frame
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -120,7 +121,9 @@ def bundled_expectation(name: str) -> type[DecodeError] | None | str:
 
 def test_bundled_files_are_the_local_ones() -> None:
     assert len(BUNDLED) > 100
-    assert all((BUNDLED_ROOT / name).resolve().is_relative_to(BUNDLED_ROOT.resolve()) for name in BUNDLED)
+    assert all(
+        (BUNDLED_ROOT / name).resolve().is_relative_to(BUNDLED_ROOT.resolve()) for name in BUNDLED
+    )
 
 
 @pytest.mark.filterwarnings("ignore::UserWarning")  # pydicom's remarks on its odd samples
@@ -449,33 +452,28 @@ def test_lossless_compression_decodes_like_native(syntax: UID, dtype: type, bits
     assert compressed.metadata.transfer_syntax_uid == syntax
 
 
-def jpeg_bytes(pixels: np.ndarray, **options: object) -> bytes:
+def jpeg_bytes(pixels: np.ndarray, quality: int = 90, **options: object) -> bytes:
     out = BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=90, **options)
+    Image.fromarray(pixels).save(out, "JPEG", quality=quality, **options)
+    return out.getvalue()
+
+
+def jpeg_baseline_dicom(pixels: np.ndarray) -> bytes:
+    """An 8-bit greyscale JPEG made by Pillow, in a DICOM whose window is value / 255."""
+    ds = pydicom.dcmread(BytesIO(dicom_bytes(pixels, WindowCenter=128, WindowWidth=256)))
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.PixelData = encapsulate([jpeg_bytes(pixels)])
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
     return out.getvalue()
 
 
 def test_jpeg_baseline_dicom() -> None:
     pixels = ramp(0, 255, np.uint8, (96, 128))
-    codestream = jpeg_bytes(pixels)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
-    ds.file_meta.MediaStorageSOPClassUID = ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.Rows, ds.Columns = pixels.shape
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = ds.BitsStored = 8
-    ds.HighBit = 7
-    ds.PixelRepresentation = 0
-    ds.WindowCenter, ds.WindowWidth = 128, 256  # value / 255
-    ds.PixelData = encapsulate([codestream])
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    image = decode_image(out.getvalue())
-    reference = np.asarray(Image.open(BytesIO(codestream)), dtype=np.float64) / 255
-    np.testing.assert_allclose(image.pixels, reference, atol=1.5 / 255)
+    image = decode_image(jpeg_baseline_dicom(pixels))
+    reference = np.asarray(Image.open(BytesIO(jpeg_bytes(pixels))), dtype=np.float64) / 255
+    np.testing.assert_allclose(image.pixels, reference, atol=1e-6)
+    assert image.metadata.transfer_syntax_uid == JPEGBaseline8Bit
 
 
 def test_rgb_dicom_becomes_luminance() -> None:
@@ -573,11 +571,16 @@ def test_laterality(elements: dict[str, str], side: str | None) -> None:
     ],
 )
 def test_acquisition_date(elements: dict[str, str], day: date | None) -> None:
-    assert decode_image(dicom_bytes(ramp(0, 255, np.uint8), **elements)).metadata.acquisition_date == day
+    assert (
+        decode_image(dicom_bytes(ramp(0, 255, np.uint8), **elements)).metadata.acquisition_date
+        == day
+    )
 
 
 def test_pixel_spacing_prefers_pixel_spacing() -> None:
-    data = dicom_bytes(ramp(0, 255, np.uint8), PixelSpacing=[0.2, 0.1], ImagerPixelSpacing=[0.3, 0.3])
+    data = dicom_bytes(
+        ramp(0, 255, np.uint8), PixelSpacing=[0.2, 0.1], ImagerPixelSpacing=[0.3, 0.3]
+    )
     assert decode_image(data).metadata.pixel_spacing_mm == (0.2, 0.1)
 
 
@@ -652,6 +655,62 @@ def test_corrupt_compressed_pixel_data(syntax: UID) -> None:
     ds.save_as(out, enforce_file_format=True)
     with pytest.raises(CorruptImage):
         decode_image(out.getvalue())
+
+
+def with_patched_frame(data: bytes, patch: Callable[[bytearray], None]) -> bytes:
+    ds = pydicom.dcmread(BytesIO(data))
+    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
+    patch(frame)
+    ds.PixelData = encapsulate([bytes(frame)])
+    out = BytesIO()
+    ds.save_as(out, enforce_file_format=True)
+    return out.getvalue()
+
+
+def j2k_claims(side: int) -> Callable[[bytearray], None]:
+    def patch(frame: bytearray) -> None:
+        siz = frame.index(b"\xff\x51")  # Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz after Lsiz, Rsiz
+        struct.pack_into(">IIIIII", frame, siz + 6, side, side, 0, 0, side, side)
+
+    return patch
+
+
+def jpeg_ls_claims(side: int) -> Callable[[bytearray], None]:
+    def patch(frame: bytearray) -> None:
+        struct.pack_into(">HH", frame, frame.index(b"\xff\xf7") + 5, side, side)
+
+    return patch
+
+
+def jpeg_precision(bits: int) -> Callable[[bytearray], None]:
+    def patch(frame: bytearray) -> None:
+        frame[frame.index(b"\xff\xc0") + 4] = bits
+
+    return patch
+
+
+@pytest.mark.parametrize(
+    ("syntax", "patch", "complaint"),
+    [
+        (JPEG2000Lossless, j2k_claims(60000), "60000x60000"),
+        (JPEGLSLossless, jpeg_ls_claims(60000), "60000x60000"),
+        (JPEGLSLossless, jpeg_ls_claims(65), "65x65"),
+        (JPEGBaseline8Bit, jpeg_precision(241), "241-bit"),
+    ],
+    ids=["j2k-bomb", "jpeg-ls-bomb", "jpeg-ls-mismatch", "jpeg-precision"],
+)
+def test_codestream_header_must_agree_with_dicom_header(
+    syntax: UID, patch: Callable[[bytearray], None], complaint: str
+) -> None:
+    """Codecs size their output from the codestream, and some crash on impossible headers."""
+    if syntax == JPEGBaseline8Bit:
+        data = jpeg_baseline_dicom(ramp(0, 255, np.uint8))
+    else:
+        data = dicom_bytes(ramp(0, 4095, np.uint16), syntax, bits_stored=12)
+    start = time.perf_counter()
+    with pytest.raises(CorruptImage, match=complaint):
+        decode_image(with_patched_frame(data, patch))
+    assert time.perf_counter() - start < 1
 
 
 def test_zero_rescale_slope_is_corrupt() -> None:

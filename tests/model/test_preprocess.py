@@ -55,8 +55,10 @@ def test_random_crop_is_reproducible_and_inside_the_image():
     first = final_crop(resized, prep, torch.Generator().manual_seed(3))
     again = final_crop(resized, prep, torch.Generator().manual_seed(3))
     assert torch.equal(first, again) and first.shape == (1, 32, 32)
-    crops = {final_crop(resized, prep, torch.Generator().manual_seed(s))[0, 0, 0].item()
-             for s in range(20)}
+    crops = {
+        final_crop(resized, prep, torch.Generator().manual_seed(s))[0, 0, 0].item()
+        for s in range(20)
+    }
     assert len(crops) > 1, "training crops move"
 
 

@@ -117,9 +117,16 @@ def sample_person(person_id: str, rng: np.random.Generator) -> Person:
     sex = "F" if rng.random() < 0.58 else "M"
     size = 1.06 if sex == "M" else 1.0
     base = {name: rng.normal(mean, sd) for name, (mean, sd) in POPULATION.items()}
-    for name in ("femur_shaft_half_width", "femur_metaphysis_half_width", "condyle_medial_rx",
-                 "condyle_lateral_rx", "plateau_half_width", "tibia_shaft_half_width",
-                 "patella_rx", "patella_ry"):
+    for name in (
+        "femur_shaft_half_width",
+        "femur_metaphysis_half_width",
+        "condyle_medial_rx",
+        "condyle_lateral_rx",
+        "plateau_half_width",
+        "tibia_shaft_half_width",
+        "patella_rx",
+        "patella_ry",
+    ):
         base[name] *= size
 
     shapes = {}
@@ -177,8 +184,10 @@ def knee_at_visit(person: Person, side: str, months: int) -> KneeState:
     lateral_loss = min(0.5, 0.12 * progression)
     osteophyte_mm = min(6.0, 2.2 * progression)
     sclerosis = min(0.6, 0.25 * max(0.0, progression - 0.6))
-    implant = person.replacement is not None and person.replacement[0] == side and (
-        months >= person.replacement[1]
+    implant = (
+        person.replacement is not None
+        and person.replacement[0] == side
+        and (months >= person.replacement[1])
     )
 
     tissue = 1.0 + person.weight_change_per_year * years

@@ -88,9 +88,7 @@ def _make_person(spec: CohortSpec, index: int) -> list[ImageRecord]:
     return records
 
 
-def _make_image(
-    spec, person, side, months, texture, baseline, site, equipment, rng
-) -> ImageRecord:
+def _make_image(spec, person, side, months, texture, baseline, site, equipment, rng) -> ImageRecord:
     state = knee_at_visit(person, side, months)
     acquisition = sample_acquisition(rng, equipment)
     acquired = baseline + timedelta(days=round(months * 30.4375))

@@ -209,20 +209,61 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     femur = []
     for t in (0.0, 1.0):
         cort = c_shaft if t else c_epi
-        femur.append([
-            _cylinder(x, y, femur_cx, s.femur_shaft_half_width - t * c_shaft,
-                      s.femur_shaft_half_width * 0.95 - t * c_shaft, shaft_top, upward=True),
-            _ellipsoid(x, y, 0.0, meta_cy, s.femur_metaphysis_half_width + 3.0 - t * cort,
-                       26.0 - t * cort, s.condyle_depth * 0.9 - t * cort, power=2.4),
-            _ellipsoid(x, y, s.condyle_medial_x, med_cy, med_rx - t * c_epi,
-                       s.condyle_medial_ry - t * c_epi, s.condyle_depth - t * c_epi),
-            _ellipsoid(x, y, s.condyle_lateral_x, lat_cy, lat_rx - t * c_epi,
-                       s.condyle_lateral_ry - t * c_epi, s.condyle_depth - t * c_epi),
-        ])
+        femur.append(
+            [
+                _cylinder(
+                    x,
+                    y,
+                    femur_cx,
+                    s.femur_shaft_half_width - t * c_shaft,
+                    s.femur_shaft_half_width * 0.95 - t * c_shaft,
+                    shaft_top,
+                    upward=True,
+                ),
+                _ellipsoid(
+                    x,
+                    y,
+                    0.0,
+                    meta_cy,
+                    s.femur_metaphysis_half_width + 3.0 - t * cort,
+                    26.0 - t * cort,
+                    s.condyle_depth * 0.9 - t * cort,
+                    power=2.4,
+                ),
+                _ellipsoid(
+                    x,
+                    y,
+                    s.condyle_medial_x,
+                    med_cy,
+                    med_rx - t * c_epi,
+                    s.condyle_medial_ry - t * c_epi,
+                    s.condyle_depth - t * c_epi,
+                ),
+                _ellipsoid(
+                    x,
+                    y,
+                    s.condyle_lateral_x,
+                    lat_cy,
+                    lat_rx - t * c_epi,
+                    s.condyle_lateral_ry - t * c_epi,
+                    s.condyle_depth - t * c_epi,
+                ),
+            ]
+        )
     femur_cortex, femur_inner = _bone(femur[0], femur[1])
     # The intercondylar notch: an arch of missing bone between the condyles.
-    notch = _ellipsoid(x, y, 0.5 * (s.condyle_medial_x + s.condyle_lateral_x),
-                       -s.joint_space_medial - gap, 4.5, 11.0, 0.5) > 0
+    notch = (
+        _ellipsoid(
+            x,
+            y,
+            0.5 * (s.condyle_medial_x + s.condyle_lateral_x),
+            -s.joint_space_medial - gap + 3.0,
+            6.0,
+            10.0,
+            0.5,
+        )
+        > 0
+    )
     femur_cortex = np.where(notch, 0.35 * femur_cortex, femur_cortex)
     femur_inner = np.where(notch, 0.35 * femur_inner, femur_inner)
 
@@ -233,39 +274,90 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     tibia_cx = s.plateau_offset_x + s.tibia_shaft_tilt * (y - shaft_start)
     tibia = []
     for t in (0.0, 1.0):
-        tibia.append([
-            _ellipsoid(x, y, s.plateau_offset_x, plateau_cy, s.plateau_half_width - t * c_epi,
-                       plateau_ry - t * c_epi, 27.0 - t * c_epi, power=2.8),
-            _ellipsoid(x, y, s.plateau_offset_x, plateau_cy + 12.0, 33.0 - t * c_epi,
-                       26.0 - t * c_epi, 24.0 - t * c_epi),
-            _cylinder(x, y, tibia_cx, s.tibia_shaft_half_width - t * c_shaft,
-                      s.tibia_shaft_half_width - t * c_shaft, shaft_start, upward=False),
-        ])
+        tibia.append(
+            [
+                _ellipsoid(
+                    x,
+                    y,
+                    s.plateau_offset_x,
+                    plateau_cy,
+                    s.plateau_half_width - t * c_epi,
+                    plateau_ry - t * c_epi,
+                    27.0 - t * c_epi,
+                    power=2.8,
+                ),
+                _ellipsoid(
+                    x,
+                    y,
+                    s.plateau_offset_x,
+                    plateau_cy + 12.0,
+                    33.0 - t * c_epi,
+                    26.0 - t * c_epi,
+                    24.0 - t * c_epi,
+                ),
+                _cylinder(
+                    x,
+                    y,
+                    tibia_cx,
+                    s.tibia_shaft_half_width - t * c_shaft,
+                    s.tibia_shaft_half_width - t * c_shaft,
+                    shaft_start,
+                    upward=False,
+                ),
+            ]
+        )
         for spine_x in (-4.5, 3.5):
-            tibia[-1].append(_ellipsoid(
-                x, y, s.plateau_offset_x + spine_x, 3.0, 3.5 - t, s.tibial_spine_height + 3.0 - t,
-                8.0 - t, power=1.5))
+            tibia[-1].append(
+                _ellipsoid(
+                    x,
+                    y,
+                    s.plateau_offset_x + spine_x,
+                    3.0,
+                    3.5 - t,
+                    s.tibial_spine_height + 3.0 - t,
+                    8.0 - t,
+                    power=1.5,
+                )
+            )
     tibia_cortex, tibia_inner = _bone(tibia[0], tibia[1])
 
     # Fibula: its overlap with the tibia moves with the leg's axial rotation.
     head_x = s.fibula_head_x + 5.0 * axial
     fibula = []
     for t in (0.0, 1.0):
-        fibula.append([
-            _ellipsoid(x, y, head_x, s.fibula_head_y, s.fibula_head_rx - t * c_epi,
-                       s.fibula_head_ry - t * c_epi, 9.0 - t * c_epi),
-            _cylinder(x, y, head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
-                      s.fibula_shaft_half_width - t * 1.5, s.fibula_shaft_half_width - t * 1.5,
-                      s.fibula_head_y + 6.0, upward=False),
-        ])
+        fibula.append(
+            [
+                _ellipsoid(
+                    x,
+                    y,
+                    head_x,
+                    s.fibula_head_y,
+                    s.fibula_head_rx - t * c_epi,
+                    s.fibula_head_ry - t * c_epi,
+                    9.0 - t * c_epi,
+                ),
+                _cylinder(
+                    x,
+                    y,
+                    head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
+                    s.fibula_shaft_half_width - t * 1.5,
+                    s.fibula_shaft_half_width - t * 1.5,
+                    s.fibula_head_y + 6.0,
+                    upward=False,
+                ),
+            ]
+        )
     fibula_cortex, fibula_inner = _bone(fibula[0], fibula[1])
 
-    patella = _ellipsoid(x, y, s.patella_x, s.patella_y - 12.0 * flex, s.patella_rx, s.patella_ry,
-                         11.0)
+    patella = _ellipsoid(
+        x, y, s.patella_x, s.patella_y - 12.0 * flex, s.patella_rx, s.patella_ry, 11.0
+    )
     osteophytes = _osteophytes(state, x, y, med_cy, s)
 
     soft_half_width = s.soft_tissue_half_width + s.thigh_flare * np.clip(-y, 0.0, None)
-    soft = 2.0 * 0.85 * soft_half_width * np.sqrt(np.clip(1.0 - (x / soft_half_width) ** 2, 0, None))
+    soft = (
+        2.0 * 0.85 * soft_half_width * np.sqrt(np.clip(1.0 - (x / soft_half_width) ** 2, 0, None))
+    )
 
     density = s.bone_density * (1.0 + 0.22 * _sample_texture(texture, x, y, state.texture_drift))
     # Subchondral sclerosis: denser bone just under the medial plateau as the joint wears.
@@ -295,11 +387,25 @@ def _osteophytes(state: KneeState, x, y, med_cy, s: KneeShape) -> np.ndarray:
     femoral_edge = s.condyle_medial_x - s.condyle_medial_rx
     tibial_edge = s.plateau_offset_x - s.plateau_half_width
     spurs = [
-        _ellipsoid(x, y, femoral_edge - 0.3 * size, med_cy + 0.7 * s.condyle_medial_ry,
-                   size, 1.4 * size, 4.0),
+        _ellipsoid(
+            x,
+            y,
+            femoral_edge - 0.3 * size,
+            med_cy + 0.7 * s.condyle_medial_ry,
+            size,
+            1.4 * size,
+            4.0,
+        ),
         _ellipsoid(x, y, tibial_edge - 0.4 * size, 2.0, 1.2 * size, 0.8 * size, 4.0),
-        _ellipsoid(x, y, s.plateau_offset_x + s.plateau_half_width + 0.2 * size, 2.5,
-                   0.5 * size, 0.5 * size, 3.0),
+        _ellipsoid(
+            x,
+            y,
+            s.plateau_offset_x + s.plateau_half_width + 0.2 * size,
+            2.5,
+            0.5 * size,
+            0.5 * size,
+            3.0,
+        ),
     ]
     return np.maximum.reduce(spurs)
 
@@ -307,12 +413,14 @@ def _osteophytes(state: KneeState, x, y, med_cy, s: KneeShape) -> np.ndarray:
 def _implant(x, y, s: KneeShape, med_cy, lat_cy, med_rx, lat_rx) -> np.ndarray:
     """A total knee replacement: a metal femoral shell over the condyles, a tibial tray with a stem."""
     shells = []
-    for cx, cy, rx, ry in ((s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry),
-                           (s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry)):
+    for cx, cy, rx, ry in (
+        (s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry),
+        (s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry),
+    ):
         outer = _ellipsoid(x, y, cx, cy, rx, ry, 25.0)
         inner = _ellipsoid(x, y, cx, cy, rx - 3.0, ry - 3.0, 22.0)
         shells.append((outer - inner) * (y > cy - 2.0))
-    tray = ((np.abs(x - s.plateau_offset_x) < s.plateau_half_width * 0.92) & (y > 1.0) & (y < 5.0))
+    tray = (np.abs(x - s.plateau_offset_x) < s.plateau_half_width * 0.92) & (y > 1.0) & (y < 5.0)
     stem = (np.abs(x - s.plateau_offset_x) < 6.0) & (y >= 5.0) & (y < 45.0)
     return np.maximum.reduce(shells) + 30.0 * tray + 12.0 * stem
 
@@ -322,7 +430,8 @@ def _expose(attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator)
     transmitted = np.exp(-attenuation)
     transmitted = ndimage.gaussian_filter(transmitted, acq.blur_px)
     transmitted = (1.0 - acq.scatter) * transmitted + acq.scatter * ndimage.gaussian_filter(
-        transmitted, 40.0)
+        transmitted, 40.0
+    )
     counts = rng.poisson(acq.photons * transmitted).astype(np.float32)
     measured = -np.log(np.maximum(counts, 0.5) / acq.photons)
     lo, hi = acq.window
@@ -356,6 +465,8 @@ def _burn_in(image: np.ndarray, acq: Acquisition, marker: str, caption: str) -> 
     draw.rectangle((mx - 3, my - 3, mx + marker_size, my + marker_size + 3), outline=255, width=2)
     draw.text((mx + marker_size // 6, my), marker, fill=255, font=font)
     tx, ty = (margin, n - margin // 2) if not bottom else (margin, margin // 3)
-    draw.text((tx if not right else n // 2, ty), f"{acq.label}  {caption}", fill=230, font=text_font)
+    draw.text(
+        (tx if not right else n // 2, ty), f"{acq.label}  {caption}", fill=230, font=text_font
+    )
     burned = np.asarray(overlay, dtype=np.float32) / 255.0
     return np.maximum(image, burned)

@@ -45,7 +45,10 @@ def decode_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedI
 
 
 def sniff_format(data: bytes) -> str:
-    """ "dicom", "png", "jpeg" or "tiff", from the leading bytes; UnsupportedFormat otherwise."""
+    """The format the leading bytes announce: "dicom", "png", "jpeg" or "tiff".
+
+    Raises UnsupportedFormat for anything else, naming the accepted formats.
+    """
     if not data:
         raise UnsupportedFormat(f"the file is empty; expected {ACCEPTED_FORMATS}")
     # Before the raster magics: a DICOM preamble may itself carry a TIFF header (dual-format files).

@@ -92,8 +92,8 @@ def _load_grey(image: Image.Image, label: str) -> tuple[np.ndarray, int]:
     # padded with black.
     try:
         image.load()
-        upright = ImageOps.exif_transpose(image)
-        return _to_unit_grey(upright)
+        ImageOps.exif_transpose(image, in_place=True)
+        return _to_unit_grey(image)
     except DecodeError:
         raise
     except Exception as exc:  # truncation and corruption surface as OSError, SyntaxError, ...

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,13 @@ from model.decode import decode_image
 from training.cohorts import read_knee_manifest
 from training.phantom.anatomy import VISIT_MONTHS, knee_at_visit, sample_person
 from training.phantom.cohort import CohortSpec, person_id, synthesize
+from training.phantom.dicom import (
+    SIGNED_SYNTAXES,
+    TRANSFER_SYNTAXES,
+    Encoding,
+    Study,
+    write_dicom,
+)
 
 SUBJECTS = 2
 
@@ -109,3 +117,45 @@ def test_knees_change_the_way_real_knees_do():
             grades_at_end.append(grades[-1])
     counts = np.bincount(grades_at_end, minlength=5)
     assert counts[0] > 0 and counts[4] > 0 and counts[2:4].sum() > 0
+
+
+@pytest.mark.parametrize(
+    "encoding",
+    [
+        Encoding(syntax, photometric, signed)
+        for syntax, _ in TRANSFER_SYNTAXES
+        for photometric in ("MONOCHROME1", "MONOCHROME2")
+        for signed in (False, True)
+        if not (signed and (photometric == "MONOCHROME1" or syntax not in SIGNED_SYNTAXES))
+    ],
+    ids=str,
+)
+def test_every_dicom_variant_decodes_to_its_png_twin(tmp_path, encoding):
+    rng = np.random.default_rng(0)
+    display = rng.integers(0, 65536, size=(96, 80)).astype(np.uint16)
+    display[:, :10] = 0
+    display[:, -10:] = 65535  # the ends of the range survive the round trip too
+    study = Study(
+        person_id="PH0-00000",
+        sex="F",
+        age_years=61.5,
+        side="L",
+        acquired=date(2006, 3, 1),
+        modality="DX",
+        view="PA",
+        site="Phantom Site A",
+        pixel_spacing_mm=0.3,
+        uid_key="variant",
+    )
+    write_dicom(tmp_path / "twin.dcm", display, study, encoding)
+    decoded = decode_image((tmp_path / "twin.dcm").read_bytes())
+    expected = display / 65535.0
+    difference = np.abs(decoded.pixels - expected)
+    if encoding.transfer_syntax == JPEG2000:
+        assert difference.mean() < 2e-3  # lossy; this noise image is its worst case
+    else:
+        assert difference.max() < 1e-4
+    assert decoded.metadata.transfer_syntax_uid == encoding.transfer_syntax
+    assert decoded.metadata.photometric_interpretation == encoding.photometric
+    assert decoded.metadata.acquisition_date == date(2006, 3, 1)
+    assert decoded.metadata.patient_age_years == 61

@@ -38,6 +38,8 @@ TRANSFER_SYNTAXES = (
     (JPEG2000, 0.08),
 )
 LOSSY_PSNR_DB = 62.0
+# Signed storage only where every encoder handles it; MONOCHROME1 stays unsigned like real CR.
+SIGNED_SYNTAXES = (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless)
 
 
 @dataclass(frozen=True)
@@ -51,12 +53,7 @@ def sample_encoding(rng: np.random.Generator) -> Encoding:
     syntaxes, shares = zip(*TRANSFER_SYNTAXES, strict=True)
     syntax = syntaxes[int(rng.choice(len(syntaxes), p=np.array(shares) / sum(shares)))]
     photometric = "MONOCHROME1" if rng.random() < 0.25 else "MONOCHROME2"
-    # Signed storage only where every encoder handles it; MONOCHROME1 stays unsigned like real CR.
-    signed = (
-        photometric == "MONOCHROME2"
-        and syntax in (ExplicitVRLittleEndian, ImplicitVRLittleEndian, RLELossless)
-        and rng.random() < 0.4
-    )
+    signed = photometric == "MONOCHROME2" and syntax in SIGNED_SYNTAXES and rng.random() < 0.4
     return Encoding(syntax, photometric, signed)
 
 

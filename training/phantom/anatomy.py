@@ -67,7 +67,7 @@ POPULATION: dict[str, tuple[float, float]] = {
     "condyle_lateral_x": (19.0, 1.3),
     "condyle_lateral_rx": (17.0, 1.2),
     "condyle_lateral_ry": (13.0, 1.0),
-    "condyle_depth": (29.0, 2.0),
+    "condyle_depth": (32.0, 2.0),
     "plateau_half_width": (38.0, 1.8),
     "plateau_height": (13.0, 1.0),
     "plateau_offset_x": (0.5, 1.0),

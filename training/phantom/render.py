@@ -225,9 +225,9 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
                     y,
                     0.0,
                     meta_cy,
-                    s.femur_metaphysis_half_width + 3.0 - t * cort,
+                    s.femur_metaphysis_half_width + 1.0 - t * cort,
                     26.0 - t * cort,
-                    s.condyle_depth * 0.9 - t * cort,
+                    s.condyle_depth * 0.78 - t * cort,
                     power=2.4,
                 ),
                 _ellipsoid(

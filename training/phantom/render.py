@@ -186,10 +186,53 @@ def _cylinder(x, y, cx, half_width, depth, y_start, upward):
     return 2.0 * depth * np.sqrt(np.clip(1.0 - ((x - cx) / half_width) ** 2, 0.0, None)) * fade
 
 
-def _bone(parts_outer: list[np.ndarray], parts_inner: list[np.ndarray]):
-    outer = np.maximum.reduce(parts_outer)
-    inner = np.minimum(np.maximum.reduce(parts_inner), outer)
-    return outer - inner, inner  # cortical and trabecular path lengths
+@dataclass(frozen=True)
+class Blob:
+    """An ellipsoidal bone part (a superellipsoid for power > 2) with a cortical shell."""
+
+    cx: float
+    cy: float
+    rx: float
+    ry: float
+    depth: float
+    cortex: float
+    power: float = 2.0
+
+    def paths(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cortex
+        outer = _ellipsoid(x, y, self.cx, self.cy, self.rx, self.ry, self.depth, self.power)
+        inner = _ellipsoid(
+            x, y, self.cx, self.cy, self.rx - c, self.ry - c, self.depth - c, self.power
+        )
+        return outer, inner
+
+
+@dataclass(frozen=True)
+class Shaft:
+    """A long-bone shaft, a tube leaving the picture upward or downward from y_start."""
+
+    cx: np.ndarray | float
+    half_width: float
+    depth: float
+    cortex: float
+    y_start: float
+    upward: bool
+
+    def paths(self, x, y) -> tuple[np.ndarray, np.ndarray]:
+        c = self.cortex
+        outer = _cylinder(x, y, self.cx, self.half_width, self.depth, self.y_start, self.upward)
+        inner = _cylinder(
+            x, y, self.cx, self.half_width - c, self.depth - c, self.y_start, self.upward
+        )
+        return outer, inner
+
+
+def _bone(parts: list[Blob | Shaft], x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical and trabecular path lengths through the union of a bone's parts."""
+    outers, inners = zip(*(part.paths(x, y) for part in parts), strict=True)
+    outer = np.maximum.reduce(outers)
+    inner = np.minimum(np.maximum.reduce(inners), outer)
+    return outer - inner, inner
 
 
 def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarray:
@@ -205,65 +248,35 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     lat_cy = -s.joint_space_lateral - gap - s.condyle_lateral_ry
     meta_cy = min(med_cy, lat_cy) - 9.0
     shaft_top = meta_cy - 14.0
-    femur_cx = s.femur_shaft_tilt * (y - shaft_top)
-    femur = []
-    for t in (0.0, 1.0):
-        cort = c_shaft if t else c_epi
-        femur.append(
-            [
-                _cylinder(
-                    x,
-                    y,
-                    femur_cx,
-                    s.femur_shaft_half_width - t * c_shaft,
-                    s.femur_shaft_half_width * 0.95 - t * c_shaft,
-                    shaft_top,
-                    upward=True,
-                ),
-                _ellipsoid(
-                    x,
-                    y,
-                    0.0,
-                    meta_cy,
-                    s.femur_metaphysis_half_width + 1.0 - t * cort,
-                    26.0 - t * cort,
-                    s.condyle_depth * 0.78 - t * cort,
-                    power=2.4,
-                ),
-                _ellipsoid(
-                    x,
-                    y,
-                    s.condyle_medial_x,
-                    med_cy,
-                    med_rx - t * c_epi,
-                    s.condyle_medial_ry - t * c_epi,
-                    s.condyle_depth - t * c_epi,
-                ),
-                _ellipsoid(
-                    x,
-                    y,
-                    s.condyle_lateral_x,
-                    lat_cy,
-                    lat_rx - t * c_epi,
-                    s.condyle_lateral_ry - t * c_epi,
-                    s.condyle_depth - t * c_epi,
-                ),
-            ]
-        )
-    femur_cortex, femur_inner = _bone(femur[0], femur[1])
-    # The intercondylar notch: an arch of missing bone between the condyles.
-    notch = (
-        _ellipsoid(
-            x,
-            y,
-            0.5 * (s.condyle_medial_x + s.condyle_lateral_x),
-            -s.joint_space_medial - gap + 3.0,
-            6.0,
-            10.0,
-            0.5,
-        )
-        > 0
+    femur_cortex, femur_inner = _bone(
+        [
+            Shaft(
+                s.femur_shaft_tilt * (y - shaft_top),
+                s.femur_shaft_half_width,
+                s.femur_shaft_half_width * 0.95,
+                c_shaft,
+                shaft_top,
+                upward=True,
+            ),
+            Blob(
+                0.0,
+                meta_cy,
+                s.femur_metaphysis_half_width + 1.0,
+                26.0,
+                s.condyle_depth * 0.78,
+                c_shaft,
+                power=2.4,
+            ),
+            Blob(s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry, s.condyle_depth, c_epi),
+            Blob(s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry, s.condyle_depth, c_epi),
+        ],
+        x,
+        y,
     )
+    # The intercondylar notch: an arch of missing bone between the condyles.
+    notch_x = 0.5 * (s.condyle_medial_x + s.condyle_lateral_x)
+    notch_y = -s.joint_space_medial - gap + 3.0
+    notch = _ellipsoid(x, y, notch_x, notch_y, 6.0, 10.0, 0.5) > 0
     femur_cortex = np.where(notch, 0.35 * femur_cortex, femur_cortex)
     femur_inner = np.where(notch, 0.35 * femur_inner, femur_inner)
 
@@ -271,83 +284,45 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     plateau_ry = s.plateau_height * (1.0 + 0.25 * flex)
     plateau_cy = plateau_ry
     shaft_start = plateau_cy + 28.0
-    tibia_cx = s.plateau_offset_x + s.tibia_shaft_tilt * (y - shaft_start)
-    tibia = []
-    for t in (0.0, 1.0):
-        tibia.append(
-            [
-                _ellipsoid(
-                    x,
-                    y,
-                    s.plateau_offset_x,
-                    plateau_cy,
-                    s.plateau_half_width - t * c_epi,
-                    plateau_ry - t * c_epi,
-                    27.0 - t * c_epi,
-                    power=2.8,
-                ),
-                _ellipsoid(
-                    x,
-                    y,
-                    s.plateau_offset_x,
-                    plateau_cy + 12.0,
-                    33.0 - t * c_epi,
-                    26.0 - t * c_epi,
-                    24.0 - t * c_epi,
-                ),
-                _cylinder(
-                    x,
-                    y,
-                    tibia_cx,
-                    s.tibia_shaft_half_width - t * c_shaft,
-                    s.tibia_shaft_half_width - t * c_shaft,
-                    shaft_start,
-                    upward=False,
-                ),
-            ]
-        )
-        for spine_x in (-4.5, 3.5):
-            tibia[-1].append(
-                _ellipsoid(
-                    x,
-                    y,
-                    s.plateau_offset_x + spine_x,
-                    3.0,
-                    3.5 - t,
-                    s.tibial_spine_height + 3.0 - t,
-                    8.0 - t,
-                    power=1.5,
-                )
-            )
-    tibia_cortex, tibia_inner = _bone(tibia[0], tibia[1])
+    tx = s.plateau_offset_x
+    tibia_cortex, tibia_inner = _bone(
+        [
+            Blob(tx, plateau_cy, s.plateau_half_width, plateau_ry, 27.0, c_epi, power=2.8),
+            Blob(tx, plateau_cy + 12.0, 33.0, 26.0, 24.0, c_epi),
+            Shaft(
+                tx + s.tibia_shaft_tilt * (y - shaft_start),
+                s.tibia_shaft_half_width,
+                s.tibia_shaft_half_width,
+                c_shaft,
+                shaft_start,
+                upward=False,
+            ),
+            *(
+                Blob(tx + spine_x, 3.0, 3.5, s.tibial_spine_height + 3.0, 8.0, 1.0, power=1.5)
+                for spine_x in (-4.5, 3.5)
+            ),
+        ],
+        x,
+        y,
+    )
 
     # Fibula: its overlap with the tibia moves with the leg's axial rotation.
     head_x = s.fibula_head_x + 5.0 * axial
-    fibula = []
-    for t in (0.0, 1.0):
-        fibula.append(
-            [
-                _ellipsoid(
-                    x,
-                    y,
-                    head_x,
-                    s.fibula_head_y,
-                    s.fibula_head_rx - t * c_epi,
-                    s.fibula_head_ry - t * c_epi,
-                    9.0 - t * c_epi,
-                ),
-                _cylinder(
-                    x,
-                    y,
-                    head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
-                    s.fibula_shaft_half_width - t * 1.5,
-                    s.fibula_shaft_half_width - t * 1.5,
-                    s.fibula_head_y + 6.0,
-                    upward=False,
-                ),
-            ]
-        )
-    fibula_cortex, fibula_inner = _bone(fibula[0], fibula[1])
+    fibula_cortex, fibula_inner = _bone(
+        [
+            Blob(head_x, s.fibula_head_y, s.fibula_head_rx, s.fibula_head_ry, 9.0, c_epi),
+            Shaft(
+                head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
+                s.fibula_shaft_half_width,
+                s.fibula_shaft_half_width,
+                1.5,
+                s.fibula_head_y + 6.0,
+                upward=False,
+            ),
+        ],
+        x,
+        y,
+    )
 
     patella = _ellipsoid(
         x, y, s.patella_x, s.patella_y - 12.0 * flex, s.patella_rx, s.patella_ry, 11.0

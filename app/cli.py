@@ -48,12 +48,11 @@ def main(argv: list[str] | None = None) -> int:
 def _synth(args: argparse.Namespace) -> int:
     from training.phantom.cohort import CohortSpec, synthesize
 
-    if args.subjects < 1:
-        raise SystemExit("radmatch synth: --subjects must be at least 1")
-    manifest = synthesize(
-        CohortSpec(out=args.out, subjects=args.subjects, seed=args.seed, dicom=not args.no_dicom),
-        workers=args.workers,
-    )
+    spec = CohortSpec(out=args.out, subjects=args.subjects, seed=args.seed, dicom=not args.no_dicom)
+    try:
+        manifest = synthesize(spec, workers=args.workers)
+    except ValueError as error:
+        raise SystemExit(f"radmatch synth: {error}") from None
     print(manifest)
     return 0
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 import torch
 
-from app.cli import main
 from training.protocol import evaluate_by_interval, metrics_table, split_gallery_queries
 from training.records import ImageRecord
 
@@ -69,20 +67,3 @@ def test_a_perfect_embedder_scores_one_everywhere_and_noise_scores_less():
 def test_a_cohort_without_follow_ups_is_refused():
     with pytest.raises(ValueError, match="no follow-up"):
         evaluate_by_interval(_records({"a": [0], "b": [0]}), _identity_embedder(0.0))
-
-
-def test_evaluate_command_writes_metrics(tmp_path, capsys):
-    cohort = tmp_path / "cohort"
-    assert (
-        main(["synth", "--out", str(cohort), "--subjects", "3", "--seed", "11", "--no-dicom"]) == 0
-    )
-    out = tmp_path / "eval"
-    args = ["evaluate", "--manifest", str(cohort / "manifest.csv"), "--embedder", "raw-pixels"]
-    assert main([*args, "--input-size", "64", "--out", str(out)]) == 0
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert "all" in metrics["intervals"]
-    for interval in metrics["intervals"].values():
-        assert 0.0 <= interval["mAP"] <= 1.0
-        assert set(interval["cmc"]) == {"1", "5", "10"}
-    assert (out / "metrics.md").read_text().startswith("| metric |")
-    assert "CMC top-1" in capsys.readouterr().out

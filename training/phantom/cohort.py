@@ -50,6 +50,8 @@ def synthesize(spec: CohortSpec, workers: int | None = None, progress: bool = Tr
     """Generate the cohort and return the path of its manifest."""
     if spec.subjects < 1:
         raise ValueError("a cohort needs at least one subject")
+    if spec.seed < 0:
+        raise ValueError("the seed must be zero or positive")
     spec.out.mkdir(parents=True, exist_ok=True)
     workers = workers or min(os.cpu_count() or 1, spec.subjects)
     make = partial(_make_person, spec)

@@ -97,12 +97,62 @@ SIDE_ASYMMETRY = 0.02
 
 
 @dataclass(frozen=True)
+class Landmarks:
+    """What forensic examiners match on besides shape: features that persist for decades.
+
+    Physeal scars (the closed growth plates, a dense wavy line across each metaphysis), Harris
+    growth-arrest lines (thin transverse lines left by childhood illness), and bone islands (small
+    sclerotic foci). All in the knee's anatomy frame (mm).
+    """
+
+    physeal_scars: tuple[
+        tuple[float, float, float, float, float], ...
+    ]  # y, amplitude, wavelength, phase, strength
+    harris_lines: tuple[tuple[float, float, float], ...]  # y, half length, strength
+    bone_islands: tuple[tuple[float, float, float, float], ...]  # x, y, rx, ry
+
+
+def sample_landmarks(rng: np.random.Generator) -> Landmarks:
+    scars = tuple(
+        (
+            float(rng.normal(y, 2.5)),
+            float(rng.uniform(0.5, 2.5)),
+            float(rng.uniform(18.0, 40.0)),
+            float(rng.uniform(0.0, 2 * np.pi)),
+            float(rng.uniform(0.3, 0.9)),
+        )
+        for y in (-33.0, 22.0)  # distal femoral and proximal tibial growth plates
+    )
+    harris = tuple(
+        (
+            float(rng.choice([-1.0, 1.0]) * rng.uniform(40.0, 70.0)),
+            float(rng.uniform(6.0, 12.0)),
+            float(rng.uniform(0.3, 0.8)),
+        )
+        for _ in range(int(rng.integers(0, 4)))
+    )
+    islands = []
+    for _ in range(int(rng.integers(0, 4))):
+        in_femur = rng.random() < 0.5
+        islands.append(
+            (
+                float(rng.uniform(-25.0, 25.0)),
+                float(rng.uniform(-40.0, -10.0) if in_femur else rng.uniform(6.0, 40.0)),
+                float(rng.uniform(1.0, 3.5)),
+                float(rng.uniform(1.0, 3.5)),
+            )
+        )
+    return Landmarks(scars, harris, tuple(islands))
+
+
+@dataclass(frozen=True)
 class Person:
     person_id: str
     sex: str  # "M" or "F"
     baseline_age: float
     shapes: dict[str, KneeShape]  # by side, "R" and "L"
     texture_seeds: dict[str, int]  # by side; the trabecular pattern is the knee's fingerprint
+    landmarks: dict[str, Landmarks]  # by side
     oa_onset_years: dict[str, float]  # years after baseline when osteoarthritis starts (may be < 0)
     oa_rate: dict[str, float]  # how fast it progresses once started
     remodelling_rate: float  # how fast the trabecular pattern drifts
@@ -150,6 +200,7 @@ def sample_person(person_id: str, rng: np.random.Generator) -> Person:
         baseline_age=float(rng.uniform(45.0, 79.0)),
         shapes=shapes,
         texture_seeds={side: int(rng.integers(2**62)) for side in ("R", "L")},
+        landmarks={side: sample_landmarks(rng) for side in ("R", "L")},
         oa_onset_years=oa_onset,
         oa_rate=oa_rate,
         remodelling_rate=float(rng.uniform(0.05, 0.12)),
@@ -166,6 +217,7 @@ class KneeState:
     """One knee at one visit: its shape after the years, and the disease signs to draw."""
 
     shape: KneeShape
+    landmarks: Landmarks
     years: float
     kl_grade: int
     osteophyte_mm: float
@@ -200,6 +252,7 @@ def knee_at_visit(person: Person, side: str, months: int) -> KneeState:
     )
     return KneeState(
         shape=shape,
+        landmarks=person.landmarks[side],
         years=years,
         kl_grade=kellgren_lawrence(medial_loss, osteophyte_mm, sclerosis),
         osteophyte_mm=0.0 if implant else osteophyte_mm,

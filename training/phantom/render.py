@@ -15,7 +15,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 from scipy import fft, ndimage
 
-from training.phantom.anatomy import KneeShape, KneeState
+from training.phantom.anatomy import KneeShape, KneeState, Landmarks
 
 # Linear attenuation per mm, in arbitrary but consistent units.
 MU_SOFT = 0.018
@@ -126,18 +126,22 @@ def sample_acquisition(rng: np.random.Generator, equipment: Equipment) -> Acquis
 def trabecular_texture(seed: int) -> np.ndarray:
     """Band-pass noise stretched along the leg, squashed into plates: a knee's trabecular fingerprint.
 
-    Returns a zero-mean, unit-variance field on a fixed grid of the anatomy frame.
+    Two scales: the fine trabecular lattice (about 1.3 mm), and coarser density variations (about
+    4 mm) that survive the down-sampling of a low-resolution model input. Returns a zero-mean,
+    unit-variance field on a fixed grid of the anatomy frame.
     """
     rng = np.random.default_rng(seed)
     shape = tuple(int(extent / TEXTURE_SPACING_MM) for extent in TEXTURE_EXTENT_MM)
-    noise = rng.standard_normal(shape).astype(np.float32)
+    spectrum = fft.rfft2(rng.standard_normal(shape).astype(np.float32))
     fy = fft.fftfreq(shape[0], d=TEXTURE_SPACING_MM)[:, None]
     fx = fft.rfftfreq(shape[1], d=TEXTURE_SPACING_MM)[None, :]
     # Trabeculae run mostly along the load axis: finer across the leg (x) than along it (y).
     radius = np.hypot(fx / 1.0, fy / 0.5)
-    band = np.exp(-0.5 * ((radius - 0.75) / 0.3) ** 2).astype(np.float32)
-    field = fft.irfft2(fft.rfft2(noise) * band, s=shape)
-    field = np.tanh(1.5 * field / field.std())
+    field = np.zeros(shape, dtype=np.float32)
+    for centre, width, weight in ((0.75, 0.3, 0.8), (0.25, 0.1, 0.6)):
+        band = np.exp(-0.5 * ((radius - centre) / width) ** 2).astype(np.float32)
+        scale = fft.irfft2(spectrum * band, s=shape)
+        field += weight * np.tanh(1.5 * scale / scale.std())
     return ((field - field.mean()) / field.std()).astype(np.float32)
 
 
@@ -335,6 +339,7 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     )
 
     density = s.bone_density * (1.0 + 0.22 * _sample_texture(texture, x, y, state.texture_drift))
+    density = density + _landmark_density(state.landmarks, state.years, x, y)
     # Subchondral sclerosis: denser bone just under the medial plateau as the joint wears.
     density = density + state.sclerosis * np.exp(-(((y - 3.0) / 4.0) ** 2)) * (x < 8.0)
     cortex = femur_cortex + tibia_cortex + fibula_cortex + osteophytes
@@ -343,6 +348,22 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     if state.implant:
         attenuation = attenuation + MU_METAL * _implant(x, y, s, med_cy, lat_cy, med_rx, lat_rx)
     return attenuation.astype(np.float32)
+
+
+def _landmark_density(landmarks: Landmarks, years: float, x, y) -> np.ndarray:
+    """Extra trabecular density from the knee's lifelong features; growth plate scars fade slowly."""
+    extra = np.zeros_like(x)
+    fade = max(0.0, 1.0 - 0.015 * years)
+    for y0, amplitude, wavelength, phase, strength in landmarks.physeal_scars:
+        line = y0 + amplitude * np.sin(2 * np.pi * x / wavelength + phase)
+        extra += fade * strength * np.exp(-(((y - line) / 0.7) ** 2))
+    for y0, half_length, strength in landmarks.harris_lines:
+        extra += strength * np.exp(-(((y - y0) / 0.45) ** 2)) * (np.abs(x) < half_length)
+    for cx, cy, rx, ry in landmarks.bone_islands:
+        extra += 0.7 * np.sqrt(
+            np.clip(1.0 - ((x - cx) / rx) ** 2 - ((y - cy) / ry) ** 2, 0.0, None)
+        )
+    return extra
 
 
 def _sample_texture(texture: np.ndarray, x, y, drift: float) -> np.ndarray:

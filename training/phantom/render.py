@@ -68,7 +68,9 @@ class Acquisition:
     photons: float  # quanta per pixel in the open beam: sets noise
     blur_px: float
     scatter: float
-    window: tuple[float, float]  # attenuation mapped to black and to white
+    # (black level, white headroom): attenuation `black level` shows black, and `headroom` times the
+    # image's 99.5th attenuation percentile shows white, as a CR reader's histogram analysis does.
+    window: tuple[float, float]
     gamma: float
     edge_enhancement: float
     collimation_mm: tuple[float, float, float, float]  # left, right, top, bottom margins
@@ -91,7 +93,7 @@ class Equipment:
 def sample_equipment(rng: np.random.Generator) -> Equipment:
     return Equipment(
         detector=DETECTORS[int(rng.integers(len(DETECTORS)))],
-        window=(float(rng.uniform(-0.1, 0.3)), float(rng.uniform(3.6, 4.6))),
+        window=(float(rng.uniform(-0.1, 0.3)), float(rng.uniform(1.03, 1.25))),
         gamma=float(rng.uniform(0.7, 1.4)),
         edge_enhancement=float(rng.uniform(0.0, 0.8)),
         scatter=float(rng.uniform(0.03, 0.15)),
@@ -114,7 +116,7 @@ def sample_acquisition(rng: np.random.Generator, equipment: Equipment) -> Acquis
         photons=float(np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))),
         blur_px=float(rng.uniform(0.4, 1.4)),
         scatter=equipment.scatter,
-        window=(lo + float(rng.normal(0.0, 0.05)), hi + float(rng.normal(0.0, 0.1))),
+        window=(lo + float(rng.normal(0.0, 0.05)), hi * float(np.exp(rng.normal(0.0, 0.02)))),
         gamma=equipment.gamma * float(np.exp(rng.normal(0.0, 0.04))),
         edge_enhancement=equipment.edge_enhancement,
         collimation_mm=tuple(float(v) for v in rng.uniform(0.0, 14.0, size=4)),
@@ -430,7 +432,10 @@ def _expose(attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator)
     )
     counts = rng.poisson(acq.photons * transmitted).astype(np.float32)
     measured = -np.log(np.maximum(counts, 0.5) / acq.photons)
-    lo, hi = acq.window
+    lo, headroom = acq.window
+    # Histogram analysis ignores what no photon crossed (metal), as readers' auto-ranging does.
+    sample = measured[::4, ::4][counts[::4, ::4] > 0]
+    hi = headroom * float(np.quantile(sample, 0.995)) if sample.size else lo + 1.0
     image = np.clip((measured - lo) / (hi - lo), 0.0, 1.0) ** acq.gamma
     if acq.edge_enhancement > 0:
         image = image + acq.edge_enhancement * (image - ndimage.gaussian_filter(image, 6.0))

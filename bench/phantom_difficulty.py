@@ -13,6 +13,7 @@ import json
 import platform
 import sys
 import time
+from collections import Counter
 from datetime import date
 from pathlib import Path
 
@@ -21,6 +22,7 @@ from PIL import Image, ImageDraw, ImageFont
 from model.decode import decode_image
 from training.baselines import baseline_embedder
 from training.cohorts import read_knee_manifest
+from training.phantom.anatomy import VISIT_MONTHS
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import evaluate_by_interval, metrics_table
 
@@ -68,9 +70,10 @@ def _figure(records, path: Path, tile: int = 200) -> None:
     """One person's right knee at every visit, above two other people at baseline and at 8 years."""
     people = sorted({r.person_id for r in records})
     by_key = {(r.person_id, r.side, int(r.visit_months)): r for r in records}
-    first = next(p for p in people if len([k for k in by_key if k[0] == p and k[1] == "R"]) == 7)
+    right_visits = Counter(person for person, side, _ in by_key if side == "R")
+    first = next(p for p in people if right_visits[p] == len(VISIT_MONTHS))
     others = [p for p in people if p != first and (p, "R", 96) in by_key][:2]
-    rows = [[(first, m) for m in (0, 12, 24, 36, 48, 72, 96)]]
+    rows = [[(first, m) for m in VISIT_MONTHS]]
     rows.append([(p, m) for p in others for m in (0, 96)])
     font = ImageFont.load_default(size=14)
     canvas = Image.new("L", (7 * tile, 2 * (tile + 22)), 255)

@@ -21,10 +21,9 @@ import torch
 import torch.nn.functional as F
 import torchvision.transforms.v2.functional as TF
 
-from model.decode import decode_image
 from model.network import Embedder
-from model.preprocess import Preprocessing, final_crop, resized
-from training.baselines import load_input, untrained_resnet18
+from model.preprocess import Preprocessing, final_crop
+from training.baselines import load_input, load_resized, untrained_resnet18
 from training.cohorts import read_knee_manifest
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import evaluate_by_interval, metrics_table
@@ -83,7 +82,7 @@ def main() -> None:
     prep = Preprocessing(input_size=args.input_size)
     # Held in memory resized but uncropped (0..1), so that crops and rotations are drawn per step.
     train = read_knee_manifest(manifests[args.train_seed])
-    images = torch.stack([_resized(r, prep) for r in train])
+    images = torch.stack([load_resized(r, prep) for r in train])
     people = sorted({r.person_id for r in train})
     labels = torch.tensor([people.index(r.person_id) for r in train])
     by_person = [torch.nonzero(labels == i).flatten() for i in range(len(people))]
@@ -161,10 +160,6 @@ def write_markdown(result: dict, path: Path) -> None:
         lines += [f"## {name}", "", metrics_table(report), ""]
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
-
-
-def _resized(record, prep: Preprocessing) -> torch.Tensor:
-    return resized(decode_image(record.path.read_bytes()).pixels, prep, record.pixel_spacing_mm)
 
 
 if __name__ == "__main__":

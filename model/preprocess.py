@@ -5,7 +5,7 @@ detectors with different pixel sizes show the same anatomy at the same scale.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -26,9 +26,6 @@ class Preprocessing:
     @property
     def resize(self) -> int:
         return round(self.input_size * PAPER_RESIZE_RATIO)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def centre_crop(image: np.ndarray, crop_side_px: int) -> np.ndarray:

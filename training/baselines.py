@@ -14,19 +14,24 @@ from tqdm import tqdm
 
 from model.decode import decode_image
 from model.network import Embedder
-from model.preprocess import Preprocessing, preprocess
+from model.preprocess import Preprocessing, final_crop, resized
 from training.records import ImageRecord
 
 RecordEmbedder = Callable[[Sequence[ImageRecord]], torch.Tensor]
 
 
-def load_input(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
-    """Decode a cohort image and preprocess it for evaluation, shape (1, S, S)."""
+def load_resized(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
+    """Decode a cohort image, centre-crop and resize it: (1, resize, resize), values in [0, 1]."""
     decoded = decode_image(record.path.read_bytes())
     spacing = record.pixel_spacing_mm
     if spacing is None and decoded.metadata.pixel_spacing_mm is not None:
         spacing = decoded.metadata.pixel_spacing_mm[1]
-    return preprocess(decoded.pixels, prep, spacing)
+    return resized(decoded.pixels, prep, spacing)
+
+
+def load_input(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
+    """Decode a cohort image and preprocess it for evaluation, shape (1, S, S)."""
+    return final_crop(load_resized(record, prep), prep)
 
 
 def _inputs(records: Sequence[ImageRecord], prep: Preprocessing) -> torch.Tensor:

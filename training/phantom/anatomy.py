@@ -219,7 +219,7 @@ class KneeState:
     shape: KneeShape
     landmarks: Landmarks
     years: float
-    kl_grade: int
+    kl_grade: int | None  # None once the knee is replaced: there is no joint left to grade
     osteophyte_mm: float
     sclerosis: float  # extra subchondral density, 0 to about 0.6
     texture_drift: float  # share of the trabecular pattern remodelled since baseline, 0 to 1
@@ -254,7 +254,7 @@ def knee_at_visit(person: Person, side: str, months: int) -> KneeState:
         shape=shape,
         landmarks=person.landmarks[side],
         years=years,
-        kl_grade=kellgren_lawrence(medial_loss, osteophyte_mm, sclerosis),
+        kl_grade=None if implant else kellgren_lawrence(medial_loss, osteophyte_mm, sclerosis),
         osteophyte_mm=0.0 if implant else osteophyte_mm,
         sclerosis=0.0 if implant else sclerosis,
         texture_drift=min(0.85, person.remodelling_rate * years * (1.0 + progression)),

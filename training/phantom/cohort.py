@@ -74,6 +74,10 @@ def _make_person(spec: CohortSpec, index: int) -> list[ImageRecord]:
     meta_rng = np.random.default_rng([spec.seed, index, 1])
     baseline = date(2004, 2, 1) + timedelta(days=int(meta_rng.integers(0, 700)))
     site = SITES[int(meta_rng.integers(len(SITES)))]
+    # The site's X-ray system before and after it is replaced (at person.equipment_change_years).
+    equipment = [
+        sample_equipment(np.random.default_rng([spec.seed, index, 3, era])) for era in (0, 1)
+    ]
     records = []
     for side_code, side in enumerate(SIDES):
         seed = person.texture_seeds[side]
@@ -83,9 +87,10 @@ def _make_person(spec: CohortSpec, index: int) -> list[ImageRecord]:
                 continue
             rng = np.random.default_rng([spec.seed, index, 2, side_code, months])
             era = int(months / 12.0 >= person.equipment_change_years)
-            equipment = sample_equipment(np.random.default_rng([spec.seed, index, 3, era]))
             records.append(
-                _make_image(spec, person, side, months, texture, baseline, site, equipment, rng)
+                _make_image(
+                    spec, person, side, months, texture, baseline, site, equipment[era], rng
+                )
             )
     return records
 
@@ -119,11 +124,11 @@ def _make_image(spec, person, side, months, texture, baseline, site, equipment, 
             age_years=age,
             side=side,
             acquired=acquired,
-            modality=acquisition.detector.name[:2],
-            view="PA" if acquisition.label.startswith("PA") else "AP",
+            modality=equipment.detector.name[:2],
+            view="PA" if equipment.label.startswith("PA") else "AP",
             site=site,
             pixel_spacing_mm=acquisition.detector.pixel_spacing_mm,
-            uid_key=f"{stem}",
+            uid_key=stem,
         )
         write_dicom(dicom_path, display, study, sample_encoding(rng))
     return ImageRecord(
@@ -133,7 +138,7 @@ def _make_image(spec, person, side, months, texture, baseline, site, equipment, 
         body_part="KNEE",
         side=side,
         dicom_path=dicom_path,
-        kl_grade=None if state.implant else state.kl_grade,
+        kl_grade=state.kl_grade,
         age=round(age, 1),
         sex=person.sex,
         pixel_spacing_mm=acquisition.detector.pixel_spacing_mm,

@@ -56,33 +56,12 @@ UNCONTROLLED_FACTOR = 4.0
 
 
 @dataclass(frozen=True)
-class Acquisition:
-    """Everything about one exposure that is not the patient."""
-
-    detector: Detector
-    rotation_deg: float
-    translation_mm: tuple[float, float]  # (x, y) on the detector
-    magnification: float
-    flexion: float  # -1..1: beam angle relative to the tibial plateau
-    axial_rotation: float  # -1..1: leg rotated about its own axis
-    photons: float  # quanta per pixel in the open beam: sets noise
-    blur_px: float
-    scatter: float
-    # (black level, white headroom): attenuation `black level` shows black, and `headroom` times the
-    # image's 99.5th attenuation percentile shows white, as a CR reader's histogram analysis does.
-    window: tuple[float, float]
-    gamma: float
-    edge_enhancement: float
-    collimation_mm: tuple[float, float, float, float]  # left, right, top, bottom margins
-    marker_corner: int  # 0..3
-    label: str
-
-
-@dataclass(frozen=True)
 class Equipment:
     """A site's X-ray system and its image processing, kept until the site replaces it."""
 
     detector: Detector
+    # (black level, white headroom): attenuation `black level` shows black, and `headroom` times the
+    # image's 99.5th attenuation percentile shows white, as a CR reader's histogram analysis does.
     window: tuple[float, float]
     gamma: float
     edge_enhancement: float
@@ -101,13 +80,35 @@ def sample_equipment(rng: np.random.Generator) -> Equipment:
     )
 
 
+@dataclass(frozen=True)
+class Acquisition:
+    """Everything about one exposure that is not the patient."""
+
+    equipment: Equipment
+    rotation_deg: float
+    translation_mm: tuple[float, float]  # (x, y) on the detector
+    magnification: float
+    flexion: float  # -1..1: beam angle relative to the tibial plateau
+    axial_rotation: float  # -1..1: leg rotated about its own axis
+    photons: float  # quanta per pixel in the open beam: sets noise
+    blur_px: float
+    window: tuple[float, float]  # the equipment's window, jittered per exposure
+    gamma: float
+    collimation_mm: tuple[float, float, float, float]  # left, right, top, bottom margins
+    marker_corner: int  # 0..3
+
+    @property
+    def detector(self) -> Detector:
+        return self.equipment.detector
+
+
 def sample_acquisition(rng: np.random.Generator, equipment: Equipment) -> Acquisition:
     """One exposure on the given equipment: the patient's positioning and the exposure vary."""
     factor = UNCONTROLLED_FACTOR if rng.random() < UNCONTROLLED_SHARE else 1.0
     spread = {name: factor * sd for name, sd in POSE_SPREAD.items()}
     lo, hi = equipment.window
     return Acquisition(
-        detector=equipment.detector,
+        equipment=equipment,
         rotation_deg=float(np.clip(rng.normal(0.0, spread["rotation_deg"]), -10.0, 10.0)),
         translation_mm=tuple(float(v) for v in rng.normal(0.0, spread["translation_mm"], 2)),
         magnification=float(1.0 + np.clip(rng.normal(0.0, spread["magnification"]), -0.08, 0.08)),
@@ -115,13 +116,10 @@ def sample_acquisition(rng: np.random.Generator, equipment: Equipment) -> Acquis
         axial_rotation=float(np.clip(rng.normal(0.0, spread["axial_rotation"]), -1.0, 1.0)),
         photons=float(np.exp(rng.uniform(np.log(400.0), np.log(4000.0)))),
         blur_px=float(rng.uniform(0.4, 1.4)),
-        scatter=equipment.scatter,
         window=(lo + float(rng.normal(0.0, 0.05)), hi * float(np.exp(rng.normal(0.0, 0.02)))),
         gamma=equipment.gamma * float(np.exp(rng.normal(0.0, 0.04))),
-        edge_enhancement=equipment.edge_enhancement,
         collimation_mm=tuple(float(v) for v in rng.uniform(0.0, 14.0, size=4)),
         marker_corner=int(rng.integers(4)),
-        label=equipment.label,
     )
 
 
@@ -427,9 +425,9 @@ def _expose(attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator)
     """Beer-Lambert, focal-spot blur, scatter, quantum noise, then the detector's display processing."""
     transmitted = np.exp(-attenuation)
     transmitted = ndimage.gaussian_filter(transmitted, acq.blur_px)
-    transmitted = (1.0 - acq.scatter) * transmitted + acq.scatter * ndimage.gaussian_filter(
-        transmitted, 40.0
-    )
+    transmitted = (
+        1.0 - acq.equipment.scatter
+    ) * transmitted + acq.equipment.scatter * ndimage.gaussian_filter(transmitted, 40.0)
     counts = rng.poisson(acq.photons * transmitted).astype(np.float32)
     measured = -np.log(np.maximum(counts, 0.5) / acq.photons)
     lo, headroom = acq.window
@@ -437,8 +435,10 @@ def _expose(attenuation: np.ndarray, acq: Acquisition, rng: np.random.Generator)
     sample = measured[::4, ::4][counts[::4, ::4] > 0]
     hi = headroom * float(np.quantile(sample, 0.995)) if sample.size else lo + 1.0
     image = np.clip((measured - lo) / (hi - lo), 0.0, 1.0) ** acq.gamma
-    if acq.edge_enhancement > 0:
-        image = image + acq.edge_enhancement * (image - ndimage.gaussian_filter(image, 6.0))
+    if acq.equipment.edge_enhancement > 0:
+        image = image + acq.equipment.edge_enhancement * (
+            image - ndimage.gaussian_filter(image, 6.0)
+        )
     return np.clip(image, 0.0, 1.0).astype(np.float32)
 
 
@@ -465,9 +465,8 @@ def _burn_in(image: np.ndarray, acq: Acquisition, marker: str, caption: str) -> 
     my = n - margin - marker_size if bottom else margin
     draw.rectangle((mx - 3, my - 3, mx + marker_size, my + marker_size + 3), outline=255, width=2)
     draw.text((mx + marker_size // 6, my), marker, fill=255, font=font)
-    tx, ty = (margin, n - margin // 2) if not bottom else (margin, margin // 3)
-    draw.text(
-        (tx if not right else n // 2, ty), f"{acq.label}  {caption}", fill=230, font=text_font
-    )
+    # The text goes to the opposite edge from the marker.
+    text_xy = (n // 2 if right else margin, margin // 3 if bottom else n - margin // 2)
+    draw.text(text_xy, f"{acq.equipment.label}  {caption}", fill=230, font=text_font)
     burned = np.asarray(overlay, dtype=np.float32) / 255.0
     return np.maximum(image, burned)

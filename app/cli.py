@@ -24,7 +24,11 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser(
         "evaluate", help="match follow-up visits against baselines, by time since baseline"
     )
-    evaluate.add_argument("--manifest", type=Path, required=True)
+    cohort = evaluate.add_mutually_exclusive_group(required=True)
+    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
+    cohort.add_argument(
+        "--chestxray14", type=Path, metavar="ROOT", help="NIH ChestX-ray14 release: its test split"
+    )
     evaluate.add_argument(
         "--embedder",
         choices=["raw-pixels", "untrained-resnet18"],
@@ -59,10 +63,17 @@ def _synth(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from training.baselines import baseline_embedder
-    from training.cohorts import read_knee_manifest
+    from training.cohorts import CohortFormatError, read_chestxray14, read_knee_manifest
     from training.protocol import evaluate_by_interval, metrics_table
 
-    records = read_knee_manifest(args.manifest)
+    try:
+        if args.manifest is not None:
+            records = read_knee_manifest(args.manifest)
+        else:
+            # The paper evaluates on the held-out people of the official split.
+            records = [r for r in read_chestxray14(args.chestxray14) if r.split == "test"]
+    except (CohortFormatError, OSError) as error:
+        raise SystemExit(f"radmatch evaluate: {error}") from None
     report = evaluate_by_interval(records, baseline_embedder(args.embedder, args.input_size))
     table = metrics_table(report)
     print(table)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from app.cli import main
 
@@ -35,3 +37,45 @@ def test_synth_refuses_bad_options_with_a_message(tmp_path, option, message):
     with pytest.raises(SystemExit, match=message):
         main(args)
     assert not (tmp_path / "manifest.csv").exists()
+
+
+CXR_HEADER = (
+    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
+    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
+)
+
+
+def test_evaluate_reads_the_chestxray14_test_split(tmp_path, capsys):
+    """Three test-split patients with a baseline and a follow-up; one train-split patient left out."""
+    rng = np.random.default_rng(0)
+    rows, test, train = [], [], []
+    for patient in range(1, 5):
+        for follow_up in range(2):
+            name = f"{patient:08d}_{follow_up:03d}.png"
+            pixels = rng.integers(0, 256, size=(128, 128), dtype=np.uint8)
+            (tmp_path / "images").mkdir(exist_ok=True)
+            Image.fromarray(pixels).save(tmp_path / "images" / name)
+            age = 40 + patient + follow_up
+            rows.append(
+                f"{name},No Finding,{follow_up},{patient},{age},F,PA,1024,1024,0.143,0.143,"
+            )
+            (train if patient == 4 else test).append(name)
+    (tmp_path / "Data_Entry_2017.csv").write_text("\n".join([CXR_HEADER, *rows]) + "\n")
+    (tmp_path / "test_list.txt").write_text("\n".join(test) + "\n")
+    (tmp_path / "train_val_list.txt").write_text("\n".join(train) + "\n")
+
+    out = tmp_path / "eval"
+    args = ["evaluate", "--chestxray14", str(tmp_path), "--embedder", "raw-pixels"]
+    assert main([*args, "--input-size", "64", "--out", str(out)]) == 0
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["gallery_images"] == 3
+    assert metrics["intervals"]["all"]["queries"] == 3
+    assert set(metrics["intervals"]) == {"12", "all"}  # one year of age apart
+    assert "CMC top-1" in capsys.readouterr().out
+
+
+def test_evaluate_refuses_a_broken_manifest_with_its_location(tmp_path):
+    manifest = tmp_path / "manifest.csv"
+    manifest.write_text("person_id,side\nP1,L\n")
+    with pytest.raises(SystemExit, match="manifest.csv"):
+        main(["evaluate", "--manifest", str(manifest), "--embedder", "raw-pixels"])

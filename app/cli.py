@@ -8,6 +8,8 @@ import json
 import sys
 from pathlib import Path
 
+from training.config import add_config_options, overrides_from
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="radmatch", description=__doc__.split(".")[0])
@@ -21,6 +23,19 @@ def main(argv: list[str] | None = None) -> int:
     synth.add_argument("--no-dicom", action="store_true", help="write PNG only")
     synth.set_defaults(run=_synth)
 
+    train = commands.add_parser(
+        "train", help="train the embedder (AdaTriplet with AutoMargin by default)"
+    )
+    train.add_argument("--manifest", type=Path, required=True, help="knee manifest to train on")
+    train.add_argument("--preset", default="cpu", help="paper, cpu or smoke (default: cpu)")
+    train.add_argument("--config", type=Path, help="TOML file of options over the preset")
+    train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, last.pt")
+    train.add_argument(
+        "--no-resume", action="store_true", help="start over even if the folder holds a run"
+    )
+    add_config_options(train)
+    train.set_defaults(run=_train)
+
     evaluate = commands.add_parser(
         "evaluate", help="match follow-up visits against baselines, by time since baseline"
     )
@@ -29,15 +44,19 @@ def main(argv: list[str] | None = None) -> int:
     cohort.add_argument(
         "--chestxray14", type=Path, metavar="ROOT", help="NIH ChestX-ray14 release: its test split"
     )
-    evaluate.add_argument(
+    embedder = evaluate.add_mutually_exclusive_group(required=True)
+    embedder.add_argument("--checkpoint", type=Path, help="a trained embedder (radmatch train)")
+    embedder.add_argument(
         "--embedder",
         choices=["raw-pixels", "untrained-resnet18"],
-        required=True,
-        help="what turns an image into a vector",
+        help="a reference embedder that learns nothing",
     )
-    evaluate.add_argument("--input-size", type=int, default=128, help="network input side in px")
     evaluate.add_argument(
-        "--out", type=Path, default=None, help="write metrics.json and metrics.md"
+        "--input-size", type=int, default=128, help="input side in px of --embedder"
+    )
+    evaluate.add_argument("--device", default="cpu", help="torch device for --checkpoint")
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write metrics.json, metrics.md, evaluation.png"
     )
     evaluate.set_defaults(run=_evaluate)
 
@@ -61,10 +80,26 @@ def _synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from training.cohorts import CohortFormatError
+    from training.config import ConfigError, resolve_config
+    from training.train import train
+
+    try:
+        config = resolve_config(args.preset, args.config, overrides_from(args))
+        checkpoint = train(config, args.manifest, args.out, resume=not args.no_resume)
+    except (ConfigError, CohortFormatError, OSError) as error:
+        raise SystemExit(f"radmatch train: {error}") from None
+    print(checkpoint)
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from training.baselines import baseline_embedder
+    from model.checkpoint import CheckpointError
     from training.cohorts import CohortFormatError, read_chestxray14, read_knee_manifest
+    from training.embedders import baseline_embedder, checkpoint_embedder
     from training.protocol import evaluate_by_interval, metrics_table
+    from training.report import verification_table, write_figure
 
     try:
         if args.manifest is not None:
@@ -74,13 +109,21 @@ def _evaluate(args: argparse.Namespace) -> int:
             records = [r for r in read_chestxray14(args.chestxray14) if r.split == "test"]
     except (CohortFormatError, OSError) as error:
         raise SystemExit(f"radmatch evaluate: {error}") from None
-    report = evaluate_by_interval(records, baseline_embedder(args.embedder, args.input_size))
-    table = metrics_table(report)
-    print(table)
+    try:
+        if args.checkpoint is not None:
+            embed = checkpoint_embedder(args.checkpoint, args.device)
+        else:
+            embed = baseline_embedder(args.embedder, args.input_size)
+    except (CheckpointError, OSError) as error:
+        raise SystemExit(f"radmatch evaluate: {error}") from None
+    report = evaluate_by_interval(records, embed)
+    tables = metrics_table(report) + "\n\n" + verification_table(report["verification"])
+    print(tables)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
-        (args.out / "metrics.md").write_text(table + "\n")
+        (args.out / "metrics.md").write_text(tables + "\n")
+        write_figure(args.out / "evaluation.png", report)
     return 0
 
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from model.decode import decode_image
-from training.baselines import baseline_embedder
+from training.embedders import baseline_embedder
 from training.cohorts import read_knee_manifest
 from training.phantom.anatomy import VISIT_MONTHS
 from training.phantom.cohort import CohortSpec, synthesize

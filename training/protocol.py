@@ -14,8 +14,10 @@ import torch
 
 from training.evaluate import retrieval_metrics
 from training.records import ImageRecord
+from training.verification import verification_metrics
 
 KS = (1, 5, 10)
+CURVE_RANKS = 20  # the CMC curve of the figure
 
 
 def interval_months(months: float) -> int:
@@ -40,42 +42,64 @@ def split_gallery_queries(records: Sequence[ImageRecord]) -> tuple[list[int], di
     return gallery, dict(sorted(queries.items()))
 
 
+def protocol_groups(
+    records: Sequence[ImageRecord],
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
+    """Identity labels (one per person), gallery indices, and query indices by interval name
+    ("12", ..., and "all" for every follow-up)."""
+    gallery, queries = split_gallery_queries(records)
+    if not queries:
+        raise ValueError("the cohort has no follow-up images: nothing to match against baselines")
+    people = {pid: i for i, pid in enumerate(sorted({r.person_id for r in records}))}
+    labels = torch.tensor([people[r.person_id] for r in records])
+    groups = {str(months): torch.tensor(idx) for months, idx in queries.items()}
+    groups["all"] = torch.tensor([i for idx in queries.values() for i in idx])
+    return labels, torch.tensor(gallery), groups
+
+
 def evaluate_by_interval(
     records: Sequence[ImageRecord], embed: Callable[[Sequence[ImageRecord]], torch.Tensor]
 ) -> dict[str, Any]:
     """Embed every record once, then score each interval's queries against the baseline gallery.
 
-    Returns {"intervals": {"12": {...}, ..., "all": {...}}} where each entry has mAP, mAP@R, cmc and
-    cmc_all_shots (fractions, k as string keys, as in metrics.json) and the number of queries.
+    Returns {"gallery_images": n, "intervals": {"12": {...}, ..., "all": {...}}, "verification":
+    {...}}: each interval has mAP, mAP@R, cmc and cmc_all_shots at KS (fractions, k as string
+    keys, as in metrics.json), cmc_curve (standard CMC at ranks 1..CURVE_RANKS) and the number of
+    queries; verification scores every (follow-up, baseline) image pair (verification_metrics).
     """
-    gallery, queries = split_gallery_queries(records)
-    if not queries:
-        raise ValueError("the cohort has no follow-up images: nothing to match against baselines")
+    labels, gallery, groups = protocol_groups(records)
     embeddings = embed(records)
-    people = {pid: i for i, pid in enumerate(sorted({r.person_id for r in records}))}
-    labels = torch.tensor([people[r.person_id] for r in records])
-    groups = {str(months): idx for months, idx in queries.items()}
-    groups["all"] = [i for idx in queries.values() for i in idx]
-    g = torch.tensor(gallery)
+    ranks = range(1, CURVE_RANKS + 1)
     intervals = {}
-    for name, idx in groups.items():
-        q = torch.tensor(idx)
-        metrics = retrieval_metrics(embeddings[q], labels[q], embeddings[g], labels[g], ks=KS)
+    for name, queries in groups.items():
+        metrics = retrieval_metrics(
+            embeddings[queries], labels[queries], embeddings[gallery], labels[gallery], ranks
+        )
         intervals[name] = {
             "mAP": metrics["mAP"],
             "mAP@R": metrics["mAP@R"],
-            "cmc": {str(k): v for k, v in metrics["cmc"].items()},
-            "cmc_all_shots": {str(k): v for k, v in metrics["cmc_all_shots"].items()},
-            "queries": len(idx),
+            "cmc": {str(k): metrics["cmc"][k] for k in KS},
+            "cmc_all_shots": {str(k): metrics["cmc_all_shots"][k] for k in KS},
+            "cmc_curve": [metrics["cmc"][k] for k in ranks],
+            "queries": len(queries),
         }
-    return {"gallery_images": len(gallery), "intervals": intervals}
+    follow_ups = groups["all"]
+    verification = verification_metrics(
+        embeddings[follow_ups], labels[follow_ups], embeddings[gallery], labels[gallery]
+    )
+    return {"gallery_images": len(gallery), "intervals": intervals, "verification": verification}
+
+
+def interval_label(name: str) -> str:
+    """ "12" (months) -> "1 y", "all" -> "all"."""
+    return "all" if name == "all" else f"{int(name) // 12} y"
 
 
 def metrics_table(report: dict[str, Any]) -> str:
     """The paper's table layout: one row per metric, one column per interval, percentages."""
     intervals = report["intervals"]
     names = list(intervals)
-    header = ["metric"] + [f"{int(n) // 12} y" if n != "all" else "all" for n in names]
+    header = ["metric"] + [interval_label(n) for n in names]
     rows = [
         ("mAP", lambda m: m["mAP"]),
         ("mAP@R", lambda m: m["mAP@R"]),

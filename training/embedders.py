@@ -1,4 +1,5 @@
-"""Reference embedders that learn nothing: they tell how hard a cohort is before any training.
+"""Functions from cohort records to embeddings: a trained checkpoint, and the reference embedders
+that learn nothing and tell how hard a cohort is before any training:
 
 - raw-pixels: the preprocessed image itself, centred and L2-normalised (nearest neighbour on pixels).
 - untrained-resnet18: the paper's network with random weights (a fixed seed).
@@ -7,11 +8,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
+from model.checkpoint import load_checkpoint
 from model.decode import decode_image
 from model.network import Embedder
 from model.preprocess import Preprocessing, final_crop, resized
@@ -46,16 +49,31 @@ def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
     return embed
 
 
-def untrained_resnet18(prep: Preprocessing, seed: int = 0, batch_size: int = 64) -> RecordEmbedder:
-    torch.manual_seed(seed)
-    network = Embedder().eval()
+@torch.inference_mode()
+def embed_inputs(
+    network: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 64
+) -> torch.Tensor:
+    """Embeddings (N, D) on the CPU of preprocessed inputs (N, 1, S, S), on the network's device."""
+    device = next(network.parameters()).device
+    return torch.cat([network(b.to(device)).float().cpu() for b in inputs.split(batch_size)])
 
-    @torch.inference_mode()
+
+def network_embedder(network: Embedder, prep: Preprocessing) -> RecordEmbedder:
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
-        inputs = _inputs(records, prep)
-        return torch.cat([network(batch) for batch in inputs.split(batch_size)])
+        return embed_inputs(network.eval(), _inputs(records, prep))
 
     return embed
+
+
+def untrained_resnet18(prep: Preprocessing, seed: int = 0) -> RecordEmbedder:
+    torch.manual_seed(seed)
+    return network_embedder(Embedder(), prep)
+
+
+def checkpoint_embedder(path: Path, device: str = "cpu") -> RecordEmbedder:
+    """A trained embedder, with the preprocessing it was trained with."""
+    checkpoint = load_checkpoint(path, device)
+    return network_embedder(checkpoint.embedder, checkpoint.preprocessing)
 
 
 def baseline_embedder(name: str, input_size: int) -> RecordEmbedder:

@@ -1,0 +1,134 @@
+"""What a training run does, as one flat record: a named preset, then a TOML config file, then
+command-line options override it, in that order.
+
+Every field is a command-line option of `radmatch train` (`--people-per-batch 16`, `--no-amp`) and a
+key of the config file (`people_per_batch = 16`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import tomllib
+import types
+import typing
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    # data
+    input_size: int = 256
+    people_per_batch: int = 32  # P identities per batch
+    images_per_person: int = 4  # K images per identity
+    val_fraction: float = 0.1  # share of the training people held out for model selection
+    cache_images: bool = False  # decode every image once and keep it in memory
+    workers: int = 4  # data-loading processes
+    # optimisation
+    epochs: int = 100
+    max_steps_per_epoch: int | None = None  # a shorter epoch (the default visits every image once)
+    lr: float = 1e-4
+    weight_decay: float = 1e-4
+    # loss (training.losses.build_loss)
+    loss: str = "adatriplet-am"
+    margin: float = 0.25
+    beta: float = 0.0
+    lambda_an: float = 1.0
+    triplets: str = "semihard"
+    k_delta: float = 2.0
+    k_an: float = 2.0
+    # network
+    embedding_dim: int = 128
+    backbone_weights: str | None = None  # a local ResNet-18 weights file; from scratch when unset
+    # execution
+    seed: int = 0
+    device: str = "auto"  # "auto" = CUDA when present, else CPU
+    amp: bool = True  # bfloat16 autocast on GPU (never on CPU)
+    channels_last: bool = True  # memory format on GPU
+
+    @property
+    def batch_size(self) -> int:
+        return self.people_per_batch * self.images_per_person
+
+
+PRESETS: dict[str, TrainConfig] = {
+    # PAPER.md: 256 px, 32 people x 4 images, Adam 1e-4, 100 epochs.
+    "paper": TrainConfig(),
+    # A useful model on 2 CPU cores in about 15 minutes (from scratch, hence the larger rate).
+    "cpu": TrainConfig(
+        input_size=128,
+        people_per_batch=16,
+        epochs=15,
+        lr=3e-4,
+        cache_images=True,
+        workers=0,
+    ),
+    # The whole pipeline in about a minute: checks that training runs, not that it learns.
+    "smoke": TrainConfig(
+        input_size=64,
+        people_per_batch=4,
+        epochs=2,
+        max_steps_per_epoch=3,
+        val_fraction=0.25,
+        lr=3e-4,
+        cache_images=True,
+        workers=0,
+    ),
+}
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def resolve_config(
+    preset: str, config_file: Path | None = None, overrides: dict[str, Any] | None = None
+) -> TrainConfig:
+    if preset not in PRESETS:
+        raise ConfigError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    values: dict[str, Any] = {}
+    if config_file is not None:
+        try:
+            values.update(tomllib.loads(config_file.read_text()))
+        except (OSError, tomllib.TOMLDecodeError) as error:
+            raise ConfigError(f"{config_file}: {error}") from None
+        known = {f.name: f for f in fields(TrainConfig)}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{config_file}: unknown option {key!r}")
+            if not _accepts(known[key], value):
+                raise ConfigError(f"{config_file}: {key} = {value!r} is not a {known[key].type}")
+    values.update({k: v for k, v in (overrides or {}).items() if v is not None})
+    return dataclasses.replace(PRESETS[preset], **values)
+
+
+def add_config_options(parser: argparse.ArgumentParser) -> None:
+    """One option per field; unset options (None) leave the preset's or the file's value."""
+    group = parser.add_argument_group("training options (override the preset and --config)")
+    for field in fields(TrainConfig):
+        flag = "--" + field.name.replace("_", "-")
+        base = _base_type(field)
+        if base is bool:
+            group.add_argument(flag, dest=field.name, action=argparse.BooleanOptionalAction)
+        else:
+            group.add_argument(flag, dest=field.name, type=base, metavar=base.__name__.upper())
+
+
+def overrides_from(args: argparse.Namespace) -> dict[str, Any]:
+    return {field.name: getattr(args, field.name) for field in fields(TrainConfig)}
+
+
+def _base_type(field: dataclasses.Field) -> type:
+    hint = typing.get_type_hints(TrainConfig)[field.name]
+    if isinstance(hint, types.UnionType):
+        return next(t for t in typing.get_args(hint) if t is not type(None))
+    return hint
+
+
+def _accepts(field: dataclasses.Field, value: Any) -> bool:
+    base = _base_type(field)
+    if base is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    return isinstance(value, base) and (base is bool or not isinstance(value, bool))

@@ -1,0 +1,125 @@
+"""Training batches: P people x K images each, with the paper's augmentations.
+
+Every random choice of an epoch (which people and images form each batch, every image's crop,
+rotation, gamma and noise) is drawn from a generator seeded by (seed, epoch). A run is therefore
+reproducible whatever the number of loader processes, and a resumed run continues exactly as an
+uninterrupted one would have. Under torch.distributed each process takes every world_size-th batch
+of the same epoch plan, so that together they cover it once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import torch
+import torchvision.transforms.v2.functional as TF
+from torch.utils.data import Dataset
+from tqdm import tqdm
+
+from model.preprocess import Preprocessing, final_crop
+from training.embedders import load_resized
+from training.records import ImageRecord
+
+# PAPER.md's augmentation: rotation within +-10 degrees, gamma in [0.5, 1.5] with p = 0.5 and
+# Gaussian noise with p = 0.5. The paper does not give the noise level; 0.02 of the display range
+# is about the quantum noise of a well-exposed radiograph.
+ROTATION_DEGREES = 10.0
+GAMMA_RANGE = (0.5, 1.5)
+NOISE_STD = 0.02
+AUGMENT_PROBABILITY = 0.5
+
+
+def augment(image: torch.Tensor, prep: Preprocessing, generator: torch.Generator) -> torch.Tensor:
+    """A resized image (1, R, R) in [0, 1] -> a randomly augmented, cropped, normalised input."""
+    draws = torch.rand(5, generator=generator).tolist()
+    angle = (2 * draws[0] - 1) * ROTATION_DEGREES
+    image = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR)
+    if draws[1] < AUGMENT_PROBABILITY:
+        low, high = GAMMA_RANGE
+        image = image.clamp(0, 1) ** (low + (high - low) * draws[2])
+    if draws[3] < AUGMENT_PROBABILITY:
+        image = image + NOISE_STD * torch.randn(image.shape, generator=generator)
+    return final_crop(image, prep, generator)
+
+
+class TrainingImages(Dataset):
+    """Items are addressed by (record index, augmentation seed) and are (input, identity label)."""
+
+    def __init__(
+        self, records: Sequence[ImageRecord], prep: Preprocessing, cache: bool, progress: bool
+    ):
+        self.records = list(records)
+        self.prep = prep
+        people = {pid: i for i, pid in enumerate(sorted({r.person_id for r in self.records}))}
+        self.labels = torch.tensor([people[r.person_id] for r in self.records])
+        self.cached: torch.Tensor | None = None
+        if cache:
+            loading = tqdm(self.records, desc="decode", unit="img", disable=not progress)
+            self.cached = torch.stack([load_resized(r, prep) for r in loading])
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def __getitem__(self, item: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+        index, seed = item
+        image = self.cached[index] if self.cached is not None else None
+        if image is None:
+            image = load_resized(self.records[index], self.prep)
+        return augment(image, self.prep, torch.Generator().manual_seed(seed)), self.labels[index]
+
+
+class IdentityBatches:
+    """One epoch's batch plan: lists of (record index, augmentation seed), P people x K images.
+
+    People are visited in a shuffled cycle, so each appears about equally often; a person's K
+    images are drawn without replacement (with replacement when they have fewer than K).
+    """
+
+    def __init__(
+        self,
+        labels: torch.Tensor,
+        people_per_batch: int,
+        images_per_person: int,
+        batches: int,
+        seed: int,
+        epoch: int,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
+        people = int(labels.max()) + 1
+        if people < 2:
+            raise ValueError("training needs at least two people")
+        if people_per_batch > people:
+            raise ValueError(
+                f"a batch of {people_per_batch} people needs at least that many training people; "
+                f"the manifest has {people}"
+            )
+        self.by_person = [torch.nonzero(labels == p).flatten() for p in range(people)]
+        self.p, self.k = people_per_batch, images_per_person
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.batches, self.world_size))
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        g = self.generator
+        order = torch.empty(0, dtype=torch.long)
+        for batch in range(self.batches):
+            if len(order) < self.p:
+                cycle = torch.randperm(len(self.by_person), generator=g)
+                # People still waiting from the last cycle go to the end of the new one, so that
+                # no batch holds a person twice (one identity of 2K images).
+                waiting = torch.isin(cycle, order)
+                order = torch.cat([order, cycle[~waiting], cycle[waiting]])
+            chosen, order = order[: self.p], order[self.p :]
+            indices = torch.cat([self._images_of(person) for person in chosen.tolist()])
+            seeds = torch.randint(0, 2**62, (len(indices),), generator=g)
+            if batch % self.world_size == self.rank:
+                yield list(zip(indices.tolist(), seeds.tolist(), strict=True))
+
+    def _images_of(self, person: int) -> torch.Tensor:
+        images = self.by_person[person]
+        if len(images) >= self.k:
+            return images[torch.randperm(len(images), generator=self.generator)[: self.k]]
+        return images[torch.randint(len(images), (self.k,), generator=self.generator)]

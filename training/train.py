@@ -1,0 +1,285 @@
+"""The training loop: a plain loop in the style of torchvision's reference scripts.
+
+Each epoch trains on identity-balanced batches, closes the loss's epoch (AutoMargin), validates on
+held-out people by the paper's protocol, keeps the best model by validation mAP in
+DIR/checkpoint.pt and everything needed to resume in DIR/last.pt. Run it under torchrun for several
+GPUs or nodes: each process trains on its share of every epoch's batches, DistributedDataParallel
+averages the gradients, and the first process validates and writes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from model.checkpoint import save_checkpoint, write_atomically
+from model.network import Embedder
+from model.preprocess import Preprocessing
+from training.cohorts import read_knee_manifest
+from training.config import ConfigError, TrainConfig
+from training.data import IdentityBatches, TrainingImages
+from training.embedders import embed_inputs, load_input
+from training.losses import build_loss
+from training.protocol import evaluate_by_interval
+from training.records import ImageRecord
+
+# Options that may change when a run is resumed: they do not change what is learned.
+RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device"})
+
+
+def train(
+    config: TrainConfig, manifest: Path, out: Path, *, resume: bool = True, progress: bool = True
+) -> Path:
+    """Train on the manifest's people (except any marked split=test); return DIR/checkpoint.pt."""
+    process = _Process.start(config.device)
+    _seed_everything(config.seed)
+    records = [r for r in read_knee_manifest(manifest) if r.split != "test"]
+    train_records, val_records = split_people(records, config.val_fraction, config.seed)
+    prep = Preprocessing(input_size=config.input_size)
+    show = progress and process.is_main
+    images = TrainingImages(train_records, prep, config.cache_images, show)
+    people = int(images.labels.max()) + 1
+    validation = Validation(val_records, prep) if val_records and process.is_main else None
+
+    on_gpu = process.device.type == "cuda"
+    memory_format = torch.channels_last if on_gpu and config.channels_last else None
+    weights = Path(config.backbone_weights) if config.backbone_weights else None
+    network = Embedder(config.embedding_dim, weights).to(
+        process.device, memory_format=memory_format
+    )
+    loss_fn = build_loss(
+        config.loss,
+        num_classes=people,
+        embedding_dim=config.embedding_dim,
+        margin=config.margin,
+        beta=config.beta,
+        lambda_an=config.lambda_an,
+        triplets=config.triplets,
+        k_delta=config.k_delta,
+        k_an=config.k_an,
+    ).to(process.device)
+    objective = Objective(network, loss_fn, amp=on_gpu and config.amp)
+    optimiser = torch.optim.Adam(
+        objective.parameters(), config.lr, weight_decay=config.weight_decay
+    )
+    state = RunState()
+    last = out / "last.pt"
+    if resume and last.exists():
+        state = _resume(last, config, objective, optimiser)
+    model = objective if process.world_size == 1 else DistributedDataParallel(objective)
+
+    batches = max(1, len(images) // config.batch_size)
+    if config.max_steps_per_epoch is not None:
+        batches = min(batches, config.max_steps_per_epoch)
+    manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    for epoch in range(state.epoch, config.epochs):
+        started = time.perf_counter()
+        plan = IdentityBatches(
+            images.labels,
+            config.people_per_batch,
+            config.images_per_person,
+            batches,
+            config.seed,
+            epoch,
+            process.rank,
+            process.world_size,
+        )
+        loader = DataLoader(
+            images, batch_sampler=plan, num_workers=config.workers, pin_memory=on_gpu
+        )
+        model.train()
+        losses = []
+        steps = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show)
+        for inputs, labels in steps:
+            inputs = inputs.to(process.device, memory_format=memory_format, non_blocking=True)
+            loss = model(inputs, labels.to(process.device))
+            optimiser.zero_grad(set_to_none=True)
+            loss.backward()
+            optimiser.step()
+            losses.append(loss.detach())
+            steps.set_postfix(_progress(loss, loss_fn), refresh=False)
+        loss_fn.end_epoch()
+        state.epoch = epoch + 1
+        summary = {
+            "epoch": epoch + 1,
+            "loss": torch.stack(losses).mean().item(),
+            "seconds": round(time.perf_counter() - started, 1),
+            **_margins(loss_fn),
+        }
+        if process.is_main:
+            if validation is not None:
+                summary["val_mAP"] = validation.mean_average_precision(network)
+            state.history.append(summary)
+            score = summary.get("val_mAP", 0.0)  # without validation the latest epoch is kept
+            if score >= state.best_score:
+                state.best_score, state.best_epoch = score, epoch + 1
+                save_checkpoint(
+                    out / "checkpoint.pt",
+                    network,
+                    prep,
+                    training={**asdict(config), "world_size": process.world_size},
+                    manifest_sha256=manifest_sha256,
+                    metrics={"epoch": epoch + 1, "val_mAP": summary.get("val_mAP")},
+                    history=state.history,
+                )
+            _save_last(last, config, objective, optimiser, state)
+            if show:
+                tqdm.write(_describe(summary))
+        process.barrier()
+    process.close()
+    return out / "checkpoint.pt"
+
+
+class Objective(nn.Module):
+    """The network and its loss as one module, so that DistributedDataParallel also averages the
+    gradients of losses with parameters (ArcFace's and SoftTriple's class centres)."""
+
+    def __init__(self, network: Embedder, loss_fn: nn.Module, amp: bool):
+        super().__init__()
+        self.network = network
+        self.loss_fn = loss_fn
+        self.amp = amp
+
+    def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.amp):
+            embeddings = self.network(inputs)
+        return self.loss_fn(embeddings, labels)
+
+
+class Validation:
+    """Model selection: mAP over all follow-ups of the held-out people (first visit = gallery)."""
+
+    def __init__(self, records: list[ImageRecord], prep: Preprocessing):
+        self.records = records
+        self.inputs = torch.stack([load_input(r, prep) for r in records])
+
+    def mean_average_precision(self, network: Embedder) -> float:
+        network.eval()
+        report = evaluate_by_interval(self.records, lambda _: embed_inputs(network, self.inputs))
+        return report["intervals"]["all"]["mAP"]
+
+
+@dataclass
+class RunState:
+    epoch: int = 0  # epochs completed
+    best_score: float = -math.inf
+    best_epoch: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def split_people(
+    records: list[ImageRecord], val_fraction: float, seed: int
+) -> tuple[list[ImageRecord], list[ImageRecord]]:
+    """Hold out a seeded random share of the people (all their images) for validation."""
+    people = sorted({r.person_id for r in records})
+    held_out = round(len(people) * val_fraction)
+    if val_fraction > 0 and len(people) - held_out < 2:
+        raise ConfigError(f"{len(people)} people are too few to hold out {val_fraction:.0%}")
+    validation = set(random.Random(seed).sample(people, held_out))
+    return (
+        [r for r in records if r.person_id not in validation],
+        [r for r in records if r.person_id in validation],
+    )
+
+
+@dataclass(frozen=True)
+class _Process:
+    rank: int
+    world_size: int
+    device: torch.device
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @classmethod
+    def start(cls, device: str) -> _Process:
+        """One process of a torchrun launch (RANK, WORLD_SIZE, LOCAL_RANK set), or the only one."""
+        world_size = int(os.environ.get("WORLD_SIZE", "1"))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if device == "auto":
+            device = f"cuda:{local_rank}" if torch.cuda.is_available() else "cpu"
+        chosen = torch.device(device)
+        if world_size > 1 and not dist.is_initialized():
+            dist.init_process_group("nccl" if chosen.type == "cuda" else "gloo")
+        if chosen.type == "cuda":
+            torch.cuda.set_device(chosen)
+        return cls(dist.get_rank() if world_size > 1 else 0, world_size, chosen)
+
+    def barrier(self) -> None:
+        if self.world_size > 1:
+            dist.barrier()
+
+    def close(self) -> None:
+        if self.world_size > 1:
+            dist.destroy_process_group()
+
+
+def _seed_everything(seed: int) -> None:
+    random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _save_last(
+    path: Path, config: TrainConfig, objective: Objective, optimiser, state: RunState
+) -> None:
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "config": asdict(config),
+            "objective": objective.state_dict(),
+            "optimiser": optimiser.state_dict(),
+            "state": asdict(state),
+        },
+        buffer,
+    )
+    write_atomically(path, buffer.getvalue())
+
+
+def _resume(path: Path, config: TrainConfig, objective: Objective, optimiser) -> RunState:
+    saved = torch.load(path, map_location="cpu", weights_only=True)
+    changed = {
+        key
+        for key, value in asdict(config).items()
+        if key not in RESUMABLE_CHANGES and saved["config"].get(key) != value
+    }
+    if changed:
+        raise ConfigError(
+            f"{path} was trained with other {', '.join(sorted(changed))}; "
+            "train into a new folder or pass --no-resume to start over"
+        )
+    objective.load_state_dict(saved["objective"])
+    optimiser.load_state_dict(saved["optimiser"])
+    return RunState(**saved["state"])
+
+
+def _margins(loss_fn: nn.Module) -> dict[str, float]:
+    return {name: getattr(loss_fn, name) for name in ("margin", "beta") if hasattr(loss_fn, name)}
+
+
+def _progress(loss: torch.Tensor, loss_fn: nn.Module) -> dict[str, str]:
+    shown = {"loss": f"{loss.item():.4f}"}
+    shown |= {name: str(int(count)) for name, count in getattr(loss_fn, "last", {}).items()}
+    shown |= {name: f"{value:.3f}" for name, value in _margins(loss_fn).items()}
+    return shown
+
+
+def _describe(summary: dict[str, Any]) -> str:
+    return "  ".join(
+        f"{key} {value:.4f}" if isinstance(value, float) else f"{key} {value}"
+        for key, value in summary.items()
+    )

@@ -60,7 +60,7 @@ PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(
         input_size=128,
         people_per_batch=16,
-        epochs=15,
+        epochs=30,
         lr=3e-4,
         cache_images=True,
         workers=0,

@@ -1,0 +1,113 @@
+"""Training end to end on a small phantom cohort: `radmatch train` then `radmatch evaluate`,
+resuming after an interruption, and every selectable loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+from app.cli import main
+from model.checkpoint import load_checkpoint
+from training.config import PRESETS, ConfigError
+from training.losses import LOSSES
+from training.train import train
+
+SMOKE = PRESETS["smoke"]
+
+
+def test_train_then_evaluate_from_the_command_line(phantom_manifest, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert (
+        main(["train", "--manifest", str(phantom_manifest), "--preset", "smoke", "--out", str(run)])
+        == 0
+    )
+    checkpoint = load_checkpoint(run / "checkpoint.pt")
+    info = checkpoint.info
+    assert info["training"]["loss"] == "adatriplet-am" and info["training"]["world_size"] == 1
+    assert info["manifest_sha256"] == hashlib.sha256(phantom_manifest.read_bytes()).hexdigest()
+    history = torch.load(run / "last.pt", weights_only=True)["state"]["history"]
+    assert [epoch["epoch"] for epoch in history] == [1, 2]
+    # the checkpoint is the epoch of best validation mAP, with the history up to it
+    best = max(history, key=lambda e: e["val_mAP"])
+    assert info["metrics"] == {"epoch": best["epoch"], "val_mAP": best["val_mAP"]}
+    assert info["history"] == history[: best["epoch"]]
+    for epoch in history:
+        assert 0 <= epoch["val_mAP"] <= 1 and epoch["loss"] >= 0
+        assert epoch["margin"] >= 0 and -1 <= epoch["beta"] <= 1
+    # AutoMargin moved the margins away from their epoch-0 values after the first epoch
+    assert (history[0]["margin"], history[0]["beta"]) != (0.25, 0.0)
+    assert checkpoint.preprocessing.input_size == SMOKE.input_size
+
+    capsys.readouterr()  # training's own output
+    out = tmp_path / "evaluation"
+    args = [
+        "evaluate",
+        "--checkpoint",
+        str(run / "checkpoint.pt"),
+        "--manifest",
+        str(phantom_manifest),
+    ]
+    assert main([*args, "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "| CMC top-1 |" in printed and "| EER |" in printed
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert list(metrics["intervals"]) == ["12", "24", "36", "48", "72", "96", "all"]
+    for interval in metrics["intervals"].values():
+        assert set(interval) >= {"mAP", "mAP@R", "cmc"}
+        assert set(interval["cmc"]) == {"1", "5", "10"}
+        assert all(
+            0 <= v <= 1 for v in (interval["mAP"], interval["mAP@R"], *interval["cmc"].values())
+        )
+    verification = metrics["verification"]
+    assert set(verification["tpr_at_fpr"]) == {"0.01", "0.001"} and 0 <= verification["eer"] <= 1
+    assert (out / "metrics.md").read_text() == printed
+    with Image.open(out / "evaluation.png") as figure:
+        assert figure.format == "PNG"
+
+
+def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(phantom_manifest, tmp_path):
+    config = dataclasses.replace(SMOKE, epochs=2, max_steps_per_epoch=2)
+    whole = train(config, phantom_manifest, tmp_path / "whole", progress=False)
+    interrupted = tmp_path / "interrupted"
+    train(dataclasses.replace(config, epochs=1), phantom_manifest, interrupted, progress=False)
+    resumed = train(config, phantom_manifest, interrupted, progress=False)
+    state = (
+        load_checkpoint(whole).info,
+        torch.load(tmp_path / "whole" / "last.pt", weights_only=True),
+    )
+    again = load_checkpoint(resumed).info, torch.load(interrupted / "last.pt", weights_only=True)
+    assert _untimed(state[1]["state"]) == _untimed(again[1]["state"])
+    weights, resumed_weights = state[1]["objective"], again[1]["objective"]
+    assert weights.keys() == resumed_weights.keys()
+    for name, value in weights.items():  # tensors, and the loss's margins (extra state)
+        same = (
+            torch.equal(value, resumed_weights[name])
+            if torch.is_tensor(value)
+            else value == resumed_weights[name]
+        )
+        assert same, name
+
+    with pytest.raises(ConfigError, match="other lr"):
+        train(dataclasses.replace(config, lr=1.0), phantom_manifest, interrupted, progress=False)
+
+
+@pytest.mark.parametrize("loss", [name for name in LOSSES if name != "adatriplet-am"])
+def test_every_loss_trains(phantom_manifest, tmp_path, loss):
+    config = dataclasses.replace(
+        SMOKE, loss=loss, epochs=1, max_steps_per_epoch=2, val_fraction=0.0
+    )
+    checkpoint = load_checkpoint(train(config, phantom_manifest, tmp_path, progress=False))
+    assert checkpoint.info["training"]["loss"] == loss
+    assert torch.isfinite(torch.tensor(checkpoint.info["history"][0]["loss"]))
+
+
+def _untimed(state: dict) -> dict:
+    """The run state without wall-clock times: history, margins, best epoch."""
+    return state | {
+        "history": [{k: v for k, v in e.items() if k != "seconds"} for e in state["history"]]
+    }

@@ -117,8 +117,8 @@ def _write_markdown(args, result, reports, figure: Path) -> None:
         + ", ".join(f"{k} mo {100 * v:.1f}%" for k, v in top1.items())
         + ".",
         f"- Chance level (one of {result['subjects']} people): {100 / result['subjects']:.1f}%.",
-        "- Whether identity is learnable, by a network trained briefly on other phantom people:",
-        "  [phantom_learnability.md](phantom_learnability.md).",
+        "- How far training gets, on other phantom people, with each loss of the paper:",
+        "  [phantom_benchmark.md](phantom_benchmark.md).",
         "",
     ]
     for name, report in reports.items():

@@ -69,7 +69,8 @@ class TrainingImages(Dataset):
 
 
 class IdentityBatches:
-    """One epoch's batch plan: lists of (record index, augmentation seed), P people x K images.
+    """The batch plan of each epoch: lists of (record index, augmentation seed), P people x K
+    images. Call set_epoch() before iterating, as with torch's DistributedSampler.
 
     People are visited in a shuffled cycle, so each appears about equally often; a person's K
     images are drawn without replacement (with replacement when they have fewer than K).
@@ -82,7 +83,6 @@ class IdentityBatches:
         images_per_person: int,
         batches: int,
         seed: int,
-        epoch: int,
         rank: int = 0,
         world_size: int = 1,
     ):
@@ -96,14 +96,17 @@ class IdentityBatches:
             )
         self.by_person = [torch.nonzero(labels == p).flatten() for p in range(people)]
         self.p, self.k = people_per_batch, images_per_person
-        self.batches, self.rank, self.world_size = batches, rank, world_size
-        self.generator = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+        self.batches, self.seed, self.rank, self.world_size = batches, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
 
     def __len__(self) -> int:
         return len(range(self.rank, self.batches, self.world_size))
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
-        g = self.generator
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         order = torch.empty(0, dtype=torch.long)
         for batch in range(self.batches):
             if len(order) < self.p:
@@ -113,13 +116,13 @@ class IdentityBatches:
                 waiting = torch.isin(cycle, order)
                 order = torch.cat([order, cycle[~waiting], cycle[waiting]])
             chosen, order = order[: self.p], order[self.p :]
-            indices = torch.cat([self._images_of(person) for person in chosen.tolist()])
+            indices = torch.cat([self._images_of(person, g) for person in chosen.tolist()])
             seeds = torch.randint(0, 2**62, (len(indices),), generator=g)
             if batch % self.world_size == self.rank:
                 yield list(zip(indices.tolist(), seeds.tolist(), strict=True))
 
-    def _images_of(self, person: int) -> torch.Tensor:
+    def _images_of(self, person: int, generator: torch.Generator) -> torch.Tensor:
         images = self.by_person[person]
         if len(images) >= self.k:
-            return images[torch.randperm(len(images), generator=self.generator)[: self.k]]
-        return images[torch.randint(len(images), (self.k,), generator=self.generator)]
+            return images[torch.randperm(len(images), generator=generator)[: self.k]]
+        return images[torch.randint(len(images), (self.k,), generator=generator)]

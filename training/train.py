@@ -86,21 +86,25 @@ def train(
     if config.max_steps_per_epoch is not None:
         batches = min(batches, config.max_steps_per_epoch)
     manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
+    plan = IdentityBatches(
+        images.labels,
+        config.people_per_batch,
+        config.images_per_person,
+        batches,
+        config.seed,
+        process.rank,
+        process.world_size,
+    )
+    loader = DataLoader(
+        images,
+        batch_sampler=plan,
+        num_workers=config.workers,
+        pin_memory=on_gpu,
+        persistent_workers=config.workers > 0,
+    )
     for epoch in range(state.epoch, config.epochs):
         started = time.perf_counter()
-        plan = IdentityBatches(
-            images.labels,
-            config.people_per_batch,
-            config.images_per_person,
-            batches,
-            config.seed,
-            epoch,
-            process.rank,
-            process.world_size,
-        )
-        loader = DataLoader(
-            images, batch_sampler=plan, num_workers=config.workers, pin_memory=on_gpu
-        )
+        plan.set_epoch(epoch)
         model.train()
         losses = []
         steps = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show)

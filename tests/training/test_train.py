@@ -72,7 +72,10 @@ def test_train_then_evaluate_from_the_command_line(phantom_manifest, tmp_path, c
 
 def test_a_resumed_run_ends_exactly_where_an_uninterrupted_one_does(phantom_manifest, tmp_path):
     config = dataclasses.replace(SMOKE, epochs=2, max_steps_per_epoch=2)
-    whole = train(config, phantom_manifest, tmp_path / "whole", progress=False)
+    # also: two loader processes draw exactly what the main process alone draws
+    whole = train(
+        dataclasses.replace(config, workers=2), phantom_manifest, tmp_path / "whole", progress=False
+    )
     interrupted = tmp_path / "interrupted"
     train(dataclasses.replace(config, epochs=1), phantom_manifest, interrupted, progress=False)
     resumed = train(config, phantom_manifest, interrupted, progress=False)

@@ -81,14 +81,13 @@ def _synth(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from training.cohorts import CohortFormatError
-    from training.config import ConfigError, resolve_config
+    from training.config import resolve_config
     from training.train import train
 
     try:
         config = resolve_config(args.preset, args.config, overrides_from(args))
         checkpoint = train(config, args.manifest, args.out, resume=not args.no_resume)
-    except (ConfigError, CohortFormatError, OSError) as error:
+    except (ValueError, OSError) as error:  # bad options, manifest or data: say which
         raise SystemExit(f"radmatch train: {error}") from None
     print(checkpoint)
     return 0

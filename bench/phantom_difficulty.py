@@ -20,8 +20,8 @@ from pathlib import Path
 from PIL import Image, ImageDraw, ImageFont
 
 from model.decode import decode_image
-from training.embedders import baseline_embedder
 from training.cohorts import read_knee_manifest
+from training.embedders import baseline_embedder
 from training.phantom.anatomy import VISIT_MONTHS
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import evaluate_by_interval, metrics_table

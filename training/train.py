@@ -121,6 +121,7 @@ def train(
         summary = {
             "epoch": epoch + 1,
             "loss": torch.stack(losses).mean().item(),
+            "steps": len(losses) * process.world_size,
             "seconds": round(time.perf_counter() - started, 1),
             **_margins(loss_fn),
         }

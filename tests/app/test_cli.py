@@ -79,3 +79,28 @@ def test_evaluate_refuses_a_broken_manifest_with_its_location(tmp_path):
     manifest.write_text("person_id,side\nP1,L\n")
     with pytest.raises(SystemExit, match="manifest.csv"):
         main(["evaluate", "--manifest", str(manifest), "--embedder", "raw-pixels"])
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--preset", "fast"], "unknown preset 'fast'"),
+        (["--people-per-batch", "40"], "a batch of 40 people needs at least that many"),
+        (["--manifest", "missing.csv"], "missing.csv"),
+    ],
+)
+def test_train_refuses_what_it_cannot_do_with_a_message(
+    phantom_manifest, tmp_path, options, message
+):
+    command = ["train", "--manifest", str(phantom_manifest), "--preset", "smoke"]
+    with pytest.raises(SystemExit, match=message):
+        main([*command, "--out", str(tmp_path / "run"), *options])
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+def test_evaluate_refuses_a_damaged_checkpoint(phantom_manifest, tmp_path):
+    checkpoint = tmp_path / "checkpoint.pt"
+    checkpoint.write_bytes(b"not a checkpoint")
+    command = ["evaluate", "--manifest", str(phantom_manifest), "--checkpoint", str(checkpoint)]
+    with pytest.raises(SystemExit, match="not a torch checkpoint"):
+        main(command)

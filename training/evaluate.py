@@ -49,8 +49,8 @@ def retrieval_metrics(
     dropping or zero-scoring it would distort the comparison with the paper.
     """
     queries, gallery = _as_embeddings(query_emb, gallery_emb)
-    q_labels = _as_labels(query_labels, len(queries), "query_labels", queries.device)
-    g_labels = _as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
+    q_labels = as_labels(query_labels, len(queries), "query_labels", queries.device)
+    g_labels = as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
     ks = _checked_ks(ks)
     n_relevant = _count_relevant(q_labels, g_labels)
 
@@ -89,7 +89,7 @@ def _as_embeddings(query_emb: Any, gallery_emb: Any) -> tuple[torch.Tensor, torc
     return queries, gallery
 
 
-def _as_labels(labels: Any, n: int, name: str, device: torch.device) -> torch.Tensor:
+def as_labels(labels: Any, n: int, name: str, device: torch.device) -> torch.Tensor:
     tensor = torch.as_tensor(labels, dtype=torch.int64).to(device)
     if tensor.shape != (n,):
         raise ValueError(f"{name} must have shape ({n},), got {tuple(tensor.shape)}")

@@ -39,7 +39,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.evaluate import _as_labels
+from training.evaluate import as_labels
 
 # Similarity entries per chunk of queries, as in training/evaluate.py: tens of MB of temporaries.
 _CHUNK_ELEMENTS = 1 << 21
@@ -72,8 +72,8 @@ def verification_metrics(
         raise ValueError(
             f"embeddings must share D, got {tuple(queries.shape)} and {tuple(gallery.shape)}"
         )
-    q_labels = _as_labels(query_labels, len(queries), "query_labels", queries.device)
-    g_labels = _as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
+    q_labels = as_labels(query_labels, len(queries), "query_labels", queries.device)
+    g_labels = as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
     fprs = _checked_fprs(fprs)
     edges = _edges(bins)
 

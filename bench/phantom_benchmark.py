@@ -3,7 +3,7 @@ AdaTriplet-AM, several seeds each, trained by `training.train` on one cohort and
 paper's protocol on another (other people), beside the raw-pixel baseline.
 
 Each run keeps its folder (checkpoint, last.pt, report.json), so an interrupted benchmark resumes
-where it stopped. Prints one JSON object and writes docs/results/phantom_benchmark.md.
+where it stopped. Prints one JSON object and writes it and a Markdown table to docs/results/phantom_benchmark.{json,md}.
 
     .venv/bin/python bench/phantom_benchmark.py --preset cpu --epochs 8
 """
@@ -101,6 +101,8 @@ def main() -> None:
         "runs": [{k: v for k, v in run.items() if k != "history"} for run in runs],
     }
     print(json.dumps(result))
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "phantom_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
     write_markdown(result, args, args.docs / "phantom_benchmark.md")
 
 
@@ -180,7 +182,6 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
         *runs,
         "",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
 

@@ -105,22 +105,15 @@ def train(
     for epoch in range(state.epoch, config.epochs):
         started = time.perf_counter()
         plan.set_epoch(epoch)
-        model.train()
-        losses = []
-        steps = tqdm(loader, desc=f"epoch {epoch + 1}/{config.epochs}", disable=not show)
-        for inputs, labels in steps:
-            inputs = inputs.to(process.device, memory_format=memory_format, non_blocking=True)
-            loss = model(inputs, labels.to(process.device))
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            optimiser.step()
-            losses.append(loss.detach())
-            steps.set_postfix(_progress(loss, loss_fn), refresh=False)
+        description = f"epoch {epoch + 1}/{config.epochs}" if show else None
+        losses = train_one_epoch(
+            model, loader, optimiser, process.device, memory_format, description
+        )
         loss_fn.end_epoch()
         state.epoch = epoch + 1
         summary = {
             "epoch": epoch + 1,
-            "loss": torch.stack(losses).mean().item(),
+            "loss": losses.mean().item(),
             "steps": len(losses) * process.world_size,
             "seconds": round(time.perf_counter() - started, 1),
             **_margins(loss_fn),
@@ -147,6 +140,33 @@ def train(
         process.barrier()
     process.close()
     return out / "checkpoint.pt"
+
+
+def train_one_epoch(
+    model: nn.Module,
+    loader: DataLoader,
+    optimiser: torch.optim.Optimizer,
+    device: torch.device,
+    memory_format: torch.memory_format | None,
+    progress: str | None,
+) -> torch.Tensor:
+    """One pass over the loader; returns the loss of every step. With a progress description, a
+    bar shows the loss, the mined triplets and pairs, and the margins (reading them waits for the
+    GPU, so nothing is read without a bar)."""
+    model.train()
+    loss_fn = (model.module if isinstance(model, DistributedDataParallel) else model).loss_fn
+    losses = []
+    steps = tqdm(loader, desc=progress, disable=progress is None)
+    for inputs, labels in steps:
+        inputs = inputs.to(device, memory_format=memory_format, non_blocking=True)
+        loss = model(inputs, labels.to(device))
+        optimiser.zero_grad(set_to_none=True)
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.detach())
+        if progress is not None:
+            steps.set_postfix(_progress(loss, loss_fn), refresh=False)
+    return torch.stack(losses)
 
 
 class Objective(nn.Module):

@@ -26,7 +26,11 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser(
         "train", help="train the embedder (AdaTriplet with AutoMargin by default)"
     )
-    train.add_argument("--manifest", type=Path, required=True, help="knee manifest to train on")
+    cohort = train.add_mutually_exclusive_group(required=True)
+    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
+    cohort.add_argument(
+        "--chestxray14", type=Path, metavar="ROOT", help="NIH ChestX-ray14 release: its train split"
+    )
     train.add_argument("--preset", default="cpu", help="paper, cpu or smoke (default: cpu)")
     train.add_argument("--config", type=Path, help="TOML file of options over the preset")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, last.pt")
@@ -86,7 +90,8 @@ def _train(args: argparse.Namespace) -> int:
 
     try:
         config = resolve_config(args.preset, args.config, overrides_from(args))
-        checkpoint = train(config, args.manifest, args.out, resume=not args.no_resume)
+        cohort = args.manifest or args.chestxray14
+        checkpoint = train(config, cohort, args.out, resume=not args.no_resume)
     except (ValueError, OSError) as error:  # bad options, manifest or data: say which
         raise SystemExit(f"radmatch train: {error}") from None
     print(checkpoint)

@@ -46,7 +46,7 @@ _CXR_HEADER = (
     "OriginalImagePixelSpacing[x",
     "y]",
 )
-_CXR_ENTRIES = "Data_Entry_2017.csv"
+CHESTXRAY14_INDEX = "Data_Entry_2017.csv"
 _CXR_SPLIT_LISTS = {"train": "train_val_list.txt", "test": "test_list.txt"}
 
 
@@ -269,7 +269,7 @@ def read_chestxray14(
     recorded ages run against the follow-up order.
     """
     root = _absolute(Path(root))
-    entries = root / _CXR_ENTRIES
+    entries = root / CHESTXRAY14_INDEX
     splits = _read_split_lists(root)
     images = _find_images(root, images_dir)
     rows = _read_cxr_rows(entries)

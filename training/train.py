@@ -29,7 +29,7 @@ from tqdm import tqdm
 from model.checkpoint import save_checkpoint, write_atomically
 from model.network import Embedder
 from model.preprocess import Preprocessing
-from training.cohorts import read_knee_manifest
+from training.cohorts import CHESTXRAY14_INDEX, read_chestxray14, read_knee_manifest
 from training.config import ConfigError, TrainConfig
 from training.data import IdentityBatches, TrainingImages
 from training.embedders import embed_inputs, load_input
@@ -42,12 +42,15 @@ RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device"})
 
 
 def train(
-    config: TrainConfig, manifest: Path, out: Path, *, resume: bool = True, progress: bool = True
+    config: TrainConfig, cohort: Path, out: Path, *, resume: bool = True, progress: bool = True
 ) -> Path:
-    """Train on the manifest's people (except any marked split=test); return DIR/checkpoint.pt."""
+    """Train on a cohort's people, leaving out any in its test split; return DIR/checkpoint.pt.
+
+    The cohort is a knee manifest file or the folder of a ChestX-ray14 release."""
     process = _Process.start(config.device)
     _seed_everything(config.seed)
-    records = [r for r in read_knee_manifest(manifest) if r.split != "test"]
+    records, cohort_sha256 = read_cohort(cohort)
+    records = [r for r in records if r.split != "test"]
     train_records, val_records = split_people(records, config.val_fraction, config.seed)
     prep = Preprocessing(input_size=config.input_size)
     show = progress and process.is_main
@@ -85,7 +88,6 @@ def train(
     batches = max(1, len(images) // config.batch_size)
     if config.max_steps_per_epoch is not None:
         batches = min(batches, config.max_steps_per_epoch)
-    manifest_sha256 = hashlib.sha256(manifest.read_bytes()).hexdigest()
     plan = IdentityBatches(
         images.labels,
         config.people_per_batch,
@@ -130,7 +132,7 @@ def train(
                     network,
                     prep,
                     training={**asdict(config), "world_size": process.world_size},
-                    manifest_sha256=manifest_sha256,
+                    manifest_sha256=cohort_sha256,
                     metrics={"epoch": epoch + 1, "val_mAP": summary.get("val_mAP")},
                     history=state.history,
                 )
@@ -204,6 +206,17 @@ class RunState:
     best_score: float = -math.inf
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def read_cohort(cohort: Path) -> tuple[list[ImageRecord], str]:
+    """The records, and the sha256 of the file that lists them (what the checkpoint cites)."""
+    if cohort.is_dir():
+        return read_chestxray14(cohort), _sha256(cohort / CHESTXRAY14_INDEX)
+    return read_knee_manifest(cohort), _sha256(cohort)
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def split_people(

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
-import numpy as np
 import pytest
-from PIL import Image
 
 from app.cli import main
+from model.checkpoint import load_checkpoint
 
 
 def test_evaluate_command_writes_metrics(tmp_path, capsys):
@@ -39,31 +39,9 @@ def test_synth_refuses_bad_options_with_a_message(tmp_path, option, message):
     assert not (tmp_path / "manifest.csv").exists()
 
 
-CXR_HEADER = (
-    "Image Index,Finding Labels,Follow-up #,Patient ID,Patient Age,Patient Gender,View Position,"
-    "OriginalImage[Width,Height],OriginalImagePixelSpacing[x,y],"
-)
-
-
-def test_evaluate_reads_the_chestxray14_test_split(tmp_path, capsys):
+def test_evaluate_reads_the_chestxray14_test_split(tmp_path, capsys, chestxray14_release):
     """Three test-split patients with a baseline and a follow-up; one train-split patient left out."""
-    rng = np.random.default_rng(0)
-    rows, test, train = [], [], []
-    for patient in range(1, 5):
-        for follow_up in range(2):
-            name = f"{patient:08d}_{follow_up:03d}.png"
-            pixels = rng.integers(0, 256, size=(128, 128), dtype=np.uint8)
-            (tmp_path / "images").mkdir(exist_ok=True)
-            Image.fromarray(pixels).save(tmp_path / "images" / name)
-            age = 40 + patient + follow_up
-            rows.append(
-                f"{name},No Finding,{follow_up},{patient},{age},F,PA,1024,1024,0.143,0.143,"
-            )
-            (train if patient == 4 else test).append(name)
-    (tmp_path / "Data_Entry_2017.csv").write_text("\n".join([CXR_HEADER, *rows]) + "\n")
-    (tmp_path / "test_list.txt").write_text("\n".join(test) + "\n")
-    (tmp_path / "train_val_list.txt").write_text("\n".join(train) + "\n")
-
+    chestxray14_release(tmp_path, patients=4, test_patients={1, 2, 3})
     out = tmp_path / "eval"
     args = ["evaluate", "--chestxray14", str(tmp_path), "--embedder", "raw-pixels"]
     assert main([*args, "--input-size", "64", "--out", str(out)]) == 0
@@ -104,3 +82,13 @@ def test_evaluate_refuses_a_damaged_checkpoint(phantom_manifest, tmp_path):
     command = ["evaluate", "--manifest", str(phantom_manifest), "--checkpoint", str(checkpoint)]
     with pytest.raises(SystemExit, match="not a torch checkpoint"):
         main(command)
+
+
+def test_train_on_a_chestxray14_release_leaves_its_test_split_out(tmp_path, chestxray14_release):
+    root = chestxray14_release(tmp_path / "cxr", patients=8, test_patients={7, 8}, visits=3)
+    run = tmp_path / "run"
+    assert main(["train", "--chestxray14", str(root), "--preset", "smoke", "--out", str(run)]) == 0
+    info = load_checkpoint(run / "checkpoint.pt").info
+    index = (root / "Data_Entry_2017.csv").read_bytes()
+    assert info["manifest_sha256"] == hashlib.sha256(index).hexdigest()
+    assert info["training"]["val_fraction"] == 0.25

@@ -336,3 +336,15 @@ def test_invalid_arguments_raise_value_error(cls):
         loss_fn(embeddings[0], torch.zeros(4, dtype=torch.long))
     with pytest.raises(ValueError):
         loss_fn(embeddings, torch.zeros(6, 1, dtype=torch.long))
+
+
+def test_mining_runs_in_float32_under_autocast():
+    """On a GPU the network runs in bfloat16: the loss still compares float32 similarities."""
+    x, labels = make_batch(3)
+    embeddings = F.normalize(x, dim=1).to(torch.bfloat16)
+    expected = AdaTripletLoss(automargin=True)(embeddings.float(), labels)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss_fn = AdaTripletLoss(automargin=True)
+        loss = loss_fn(embeddings, labels)
+    assert loss.dtype == torch.float32
+    assert loss.item() == expected.item()

@@ -26,11 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     train = commands.add_parser(
         "train", help="train the embedder (AdaTriplet with AutoMargin by default)"
     )
-    cohort = train.add_mutually_exclusive_group(required=True)
-    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
-    cohort.add_argument(
-        "--chestxray14", type=Path, metavar="ROOT", help="NIH ChestX-ray14 release: its train split"
-    )
+    _add_cohort_options(train, split="its people outside the test split")
     train.add_argument("--preset", default="cpu", help="paper, cpu or smoke (default: cpu)")
     train.add_argument("--config", type=Path, help="TOML file of options over the preset")
     train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, last.pt")
@@ -43,11 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     evaluate = commands.add_parser(
         "evaluate", help="match follow-up visits against baselines, by time since baseline"
     )
-    cohort = evaluate.add_mutually_exclusive_group(required=True)
-    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
-    cohort.add_argument(
-        "--chestxray14", type=Path, metavar="ROOT", help="NIH ChestX-ray14 release: its test split"
-    )
+    _add_cohort_options(evaluate, split="its test split")
     embedder = evaluate.add_mutually_exclusive_group(required=True)
     embedder.add_argument("--checkpoint", type=Path, help="a trained embedder (radmatch train)")
     embedder.add_argument(
@@ -70,6 +62,14 @@ def main(argv: list[str] | None = None) -> int:
 
     args = parser.parse_args(argv)
     return args.run(args)
+
+
+def _add_cohort_options(parser: argparse.ArgumentParser, split: str) -> None:
+    cohort = parser.add_mutually_exclusive_group(required=True)
+    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
+    cohort.add_argument(
+        "--chestxray14", type=Path, metavar="ROOT", help=f"NIH ChestX-ray14 release: {split}"
+    )
 
 
 def _synth(args: argparse.Namespace) -> int:
@@ -100,19 +100,17 @@ def _train(args: argparse.Namespace) -> int:
 
 def _evaluate(args: argparse.Namespace) -> int:
     from model.checkpoint import CheckpointError
-    from training.cohorts import CohortFormatError, read_chestxray14, read_knee_manifest
+    from training.cohorts import CohortFormatError, read_cohort
     from training.embedders import baseline_embedder, checkpoint_embedder
     from training.protocol import evaluate_by_interval, metrics_table
     from training.report import verification_table, write_figure
 
     try:
-        if args.manifest is not None:
-            records = read_knee_manifest(args.manifest)
-        else:
-            # The paper evaluates on the held-out people of the official split.
-            records = [r for r in read_chestxray14(args.chestxray14) if r.split == "test"]
+        records, _ = read_cohort(args.manifest or args.chestxray14)
     except (CohortFormatError, OSError) as error:
         raise SystemExit(f"radmatch evaluate: {error}") from None
+    if args.chestxray14 is not None:  # the paper evaluates on the official split's held-out people
+        records = [r for r in records if r.split == "test"]
     try:
         if args.checkpoint is not None:
             embed = checkpoint_embedder(args.checkpoint, args.device)

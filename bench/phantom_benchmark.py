@@ -26,7 +26,7 @@ from training.cohorts import read_knee_manifest
 from training.config import resolve_config
 from training.embedders import embed_inputs, load_input, raw_pixels
 from training.phantom.cohort import CohortSpec, synthesize
-from training.protocol import KS, evaluate_by_interval
+from training.protocol import METRICS, evaluate_by_interval
 from training.train import train
 
 LOSSES = ("triplet", "triplet-am", "adatriplet", "adatriplet-am")
@@ -111,14 +111,6 @@ def _cohort(seed: int, subjects: int) -> Path:
     if not manifest.exists():
         synthesize(CohortSpec(out=manifest.parent, subjects=subjects, seed=seed, dicom=False))
     return manifest
-
-
-METRICS = {
-    "mAP": lambda m: m["mAP"],
-    "mAP@R": lambda m: m["mAP@R"],
-    **{f"CMC top-{k}": (lambda m, k=k: m["cmc"][str(k)]) for k in KS},
-    "CMC top-1 (all shots)": lambda m: m["cmc_all_shots"]["1"],
-}
 
 
 def summarise(reports: list[dict]) -> dict[str, dict[str, list[float]]]:

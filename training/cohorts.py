@@ -8,6 +8,7 @@ the column, so that a user with a 100,000-row file can fix it.
 from __future__ import annotations
 
 import csv
+import hashlib
 import math
 import os
 from collections.abc import Iterable
@@ -128,6 +129,16 @@ def _csv_rows(file: Path) -> list[tuple[int, list[str]]]:
 
 
 # --- knee (OAI-style manifest) -------------------------------------------------------------------
+
+
+def read_cohort(cohort: Path) -> tuple[list[ImageRecord], str]:
+    """A knee manifest file or the folder of a ChestX-ray14 release: its records, and the sha256
+    of the file that lists them (what a checkpoint cites as its data)."""
+    if cohort.is_dir():
+        index, records = cohort / CHESTXRAY14_INDEX, read_chestxray14(cohort)
+    else:
+        index, records = cohort, read_knee_manifest(cohort)
+    return records, hashlib.sha256(index.read_bytes()).hexdigest()
 
 
 def read_knee_manifest(path: Path) -> list[ImageRecord]:

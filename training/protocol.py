@@ -19,6 +19,14 @@ from training.verification import verification_metrics
 KS = (1, 5, 10)
 CURVE_RANKS = 20  # the CMC curve of the figure
 
+# The rows of the paper's table: how each is read from an interval's entry of the report.
+METRICS: dict[str, Callable[[dict[str, Any]], float]] = {
+    "mAP": lambda m: m["mAP"],
+    "mAP@R": lambda m: m["mAP@R"],
+    **{f"CMC top-{k}": (lambda m, k=k: m["cmc"][str(k)]) for k in KS},
+    "CMC top-1 (all shots)": lambda m: m["cmc_all_shots"]["1"],
+}
+
 
 def interval_months(months: float) -> int:
     """Follow-ups are grouped by whole years since baseline, as visit schedules are."""
@@ -100,14 +108,8 @@ def metrics_table(report: dict[str, Any]) -> str:
     intervals = report["intervals"]
     names = list(intervals)
     header = ["metric"] + [interval_label(n) for n in names]
-    rows = [
-        ("mAP", lambda m: m["mAP"]),
-        ("mAP@R", lambda m: m["mAP@R"]),
-        *[(f"CMC top-{k}", lambda m, k=k: m["cmc"][str(k)]) for k in KS],
-        ("CMC top-1 (all shots)", lambda m: m["cmc_all_shots"]["1"]),
-    ]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for label, value in rows:
+    for label, value in METRICS.items():
         cells = [f"{100 * value(intervals[n]):.1f}" for n in names]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     lines.append("| queries | " + " | ".join(str(intervals[n]["queries"]) for n in names) + " |")

@@ -9,7 +9,6 @@ averages the gradients, and the first process validates and writes.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import math
 import os
@@ -29,12 +28,13 @@ from tqdm import tqdm
 from model.checkpoint import save_checkpoint, write_atomically
 from model.network import Embedder
 from model.preprocess import Preprocessing
-from training.cohorts import CHESTXRAY14_INDEX, read_chestxray14, read_knee_manifest
+from training.cohorts import read_cohort
 from training.config import ConfigError, TrainConfig
 from training.data import IdentityBatches, TrainingImages
 from training.embedders import embed_inputs, load_input
+from training.evaluate import retrieval_metrics
 from training.losses import build_loss
-from training.protocol import evaluate_by_interval
+from training.protocol import protocol_groups
 from training.records import ImageRecord
 
 # Options that may change when a run is resumed: they do not change what is learned.
@@ -48,7 +48,7 @@ def train(
 
     The cohort is a knee manifest file or the folder of a ChestX-ray14 release."""
     process = _Process.start(config.device)
-    _seed_everything(config.seed)
+    torch.manual_seed(config.seed)  # the network's initial weights
     records, cohort_sha256 = read_cohort(cohort)
     records = [r for r in records if r.split != "test"]
     train_records, val_records = split_people(records, config.val_fraction, config.seed)
@@ -188,16 +188,20 @@ class Objective(nn.Module):
 
 
 class Validation:
-    """Model selection: mAP over all follow-ups of the held-out people (first visit = gallery)."""
+    """Model selection: mAP over all follow-ups of the held-out people (first visit = gallery).
+    Inputs and the protocol's groups are prepared once; each epoch only embeds and ranks."""
 
     def __init__(self, records: list[ImageRecord], prep: Preprocessing):
-        self.records = records
         self.inputs = torch.stack([load_input(r, prep) for r in records])
+        self.labels, self.gallery, groups = protocol_groups(records)
+        self.queries = groups["all"]
 
     def mean_average_precision(self, network: Embedder) -> float:
-        network.eval()
-        report = evaluate_by_interval(self.records, lambda _: embed_inputs(network, self.inputs))
-        return report["intervals"]["all"]["mAP"]
+        embeddings = embed_inputs(network.eval(), self.inputs)
+        q, g = self.queries, self.gallery
+        return retrieval_metrics(embeddings[q], self.labels[q], embeddings[g], self.labels[g])[
+            "mAP"
+        ]
 
 
 @dataclass
@@ -206,17 +210,6 @@ class RunState:
     best_score: float = -math.inf
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def read_cohort(cohort: Path) -> tuple[list[ImageRecord], str]:
-    """The records, and the sha256 of the file that lists them (what the checkpoint cites)."""
-    if cohort.is_dir():
-        return read_chestxray14(cohort), _sha256(cohort / CHESTXRAY14_INDEX)
-    return read_knee_manifest(cohort), _sha256(cohort)
-
-
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def split_people(
@@ -265,11 +258,6 @@ class _Process:
     def close(self) -> None:
         if self.world_size > 1:
             dist.destroy_process_group()
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    torch.manual_seed(seed)
 
 
 def _save_last(

@@ -56,6 +56,44 @@ def main(argv: list[str] | None = None) -> int:
     )
     evaluate.set_defaults(run=_evaluate)
 
+    serve = commands.add_parser("serve", help="run the matching service (configured by RADMATCH_*)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="the case database's schema").add_subparsers(
+        dest="db_command", required=True
+    )
+    upgrade = db.add_parser("upgrade", help="migrate to the newest schema (or --revision)")
+    upgrade.add_argument("--revision", default="head")
+    upgrade.set_defaults(run=_db_upgrade)
+    downgrade = db.add_parser("downgrade", help="migrate back to --revision (base: empty)")
+    downgrade.add_argument("--revision", required=True)
+    downgrade.set_defaults(run=_db_downgrade)
+
+    keys = commands.add_parser("keys", help="API keys").add_subparsers(
+        dest="keys_command", required=True
+    )
+    create = keys.add_parser("create", help="create a key; it is printed once, as the last line")
+    create.add_argument("--role", choices=["examiner", "admin"], required=True)
+    create.add_argument("--name", required=True, help="whose key it is")
+    create.set_defaults(run=_keys_create)
+    keys.add_parser("list", help="list keys (never the keys themselves)").set_defaults(
+        run=_keys_list
+    )
+    revoke = keys.add_parser("revoke", help="revoke a key by its id")
+    revoke.add_argument("id", type=int)
+    revoke.set_defaults(run=_keys_revoke)
+
+    ingest = commands.add_parser(
+        "ingest", help="bulk-load a cohort's people and images into the case database (resumable)"
+    )
+    _add_cohort_options(ingest, split="its test split")
+    ingest.add_argument(
+        "--baseline-only", action="store_true", help="only each person's first visit (a gallery)"
+    )
+    ingest.set_defaults(run=_ingest)
+
     demo = commands.add_parser("demo", help="generate a phantom cohort and report how hard it is")
     demo.add_argument("--data-dir", type=Path, default=Path("data"))
     demo.set_defaults(run=_demo)
@@ -126,6 +164,129 @@ def _evaluate(args: argparse.Namespace) -> int:
         (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "metrics.md").write_text(tables + "\n")
         write_figure(args.out / "evaluation.png", report)
+    return 0
+
+
+def _settings():
+    from app.config import Settings
+
+    return Settings()
+
+
+def _open_service(command: str, with_index: bool):
+    from app.database import SchemaOutOfDate
+    from app.service import Service, StartupError
+
+    try:
+        return Service.open(_settings(), with_index=with_index)
+    except (SchemaOutOfDate, StartupError) as error:
+        raise SystemExit(f"radmatch {command}: {error}") from None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import logging
+
+    import uvicorn
+
+    from app.main import create_app
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    service = _open_service("serve", with_index=True)
+    uvicorn.run(create_app(service), host=args.host, port=args.port)
+    return 0
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from app.database import upgrade
+
+    settings = _settings()
+    upgrade(settings.sqlalchemy_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _db_downgrade(args: argparse.Namespace) -> int:
+    from app.database import downgrade
+
+    downgrade(_settings().sqlalchemy_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _database_sessions(command: str):
+    from app.database import SchemaOutOfDate, check_schema, make_engine, session_factory
+
+    engine = make_engine(_settings().sqlalchemy_url)
+    try:
+        check_schema(engine)
+    except SchemaOutOfDate as error:
+        raise SystemExit(f"radmatch {command}: {error}") from None
+    return session_factory(engine)
+
+
+def _keys_create(args: argparse.Namespace) -> int:
+    from app.keys import create_key
+
+    with _database_sessions("keys create").begin() as session:
+        row, key = create_key(session, args.name, args.role)
+    print(f"created {row.role} key {row.id} for {row.name!r}; it is shown only now:")
+    print(key)
+    return 0
+
+
+def _keys_list(args: argparse.Namespace) -> int:
+    from sqlalchemy import select
+
+    from app.tables import ApiKey
+
+    with _database_sessions("keys list")() as session:
+        for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
+            state = f"revoked {row.revoked_at:%Y-%m-%d}" if row.revoked_at else "active"
+            print(f"{row.id}\t{row.role}\t{row.name}\t{state}")
+    return 0
+
+
+def _keys_revoke(args: argparse.Namespace) -> int:
+    from app.keys import revoke_key
+
+    with _database_sessions("keys revoke").begin() as session:
+        try:
+            row = revoke_key(session, args.id)
+        except LookupError as error:
+            raise SystemExit(f"radmatch keys revoke: {error}") from None
+    print(f"revoked key {row.id} ({row.name!r})")
+    return 0
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    from app.bulk import ingest_records
+    from training.cohorts import CohortFormatError, read_cohort
+    from training.protocol import split_gallery_queries
+
+    try:
+        records, _ = read_cohort(args.manifest or args.chestxray14)
+    except (CohortFormatError, OSError) as error:
+        raise SystemExit(f"radmatch ingest: {error}") from None
+    if args.chestxray14 is not None:
+        records = [r for r in records if r.split == "test"]
+    if args.baseline_only:
+        gallery, _ = split_gallery_queries(records)
+        records = [records[i] for i in gallery]
+    from app.errors import ClientError
+
+    service = _open_service("ingest", with_index=False)
+    try:
+        summary = ingest_records(service, records)
+    except ClientError as error:
+        raise SystemExit(f"radmatch ingest: {error.message}") from None
+    finally:
+        service.close()
+    print(
+        f"{summary.people_added} people and {summary.images_added} images added; "
+        f"{summary.images_already_stored} images were already stored"
+    )
     return 0
 
 

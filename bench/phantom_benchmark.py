@@ -24,7 +24,8 @@ from model.checkpoint import load_checkpoint
 from model.preprocess import Preprocessing
 from training.cohorts import read_knee_manifest
 from training.config import resolve_config
-from training.embedders import embed_inputs, load_input, raw_pixels
+from model.inference import embed_inputs
+from training.embedders import load_input, raw_pixels
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import METRICS, evaluate_by_interval
 from training.train import train

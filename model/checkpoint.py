@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import secrets
 import subprocess
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -94,7 +95,7 @@ def sha256_path(path: Path) -> Path:
 def write_atomically(path: Path, data: bytes) -> None:
     """Readers see the old file or the new one, never a partial one, even after a crash."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # one per writer
     with open(temporary, "wb") as file:
         file.write(data)
         file.flush()

@@ -16,6 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint
 from model.decode import decode_image
+from model.inference import embed_inputs, pixel_spacing
 from model.network import Embedder
 from model.preprocess import Preprocessing, final_crop, resized
 from training.records import ImageRecord
@@ -26,10 +27,7 @@ RecordEmbedder = Callable[[Sequence[ImageRecord]], torch.Tensor]
 def load_resized(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
     """Decode a cohort image, centre-crop and resize it: (1, resize, resize), values in [0, 1]."""
     decoded = decode_image(record.path.read_bytes())
-    spacing = record.pixel_spacing_mm
-    if spacing is None and decoded.metadata.pixel_spacing_mm is not None:
-        spacing = decoded.metadata.pixel_spacing_mm[1]
-    return resized(decoded.pixels, prep, spacing)
+    return resized(decoded.pixels, prep, pixel_spacing(decoded, record.pixel_spacing_mm))
 
 
 def load_input(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
@@ -47,15 +45,6 @@ def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
         return F.normalize(flat - flat.mean(dim=1, keepdim=True), dim=1)
 
     return embed
-
-
-@torch.inference_mode()
-def embed_inputs(
-    network: torch.nn.Module, inputs: torch.Tensor, batch_size: int = 64
-) -> torch.Tensor:
-    """Embeddings (N, D) on the CPU of preprocessed inputs (N, 1, S, S), on the network's device."""
-    device = next(network.parameters()).device
-    return torch.cat([network(b.to(device)).float().cpu() for b in inputs.split(batch_size)])
 
 
 def network_embedder(network: Embedder, prep: Preprocessing) -> RecordEmbedder:

@@ -26,12 +26,13 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from model.checkpoint import save_checkpoint, write_atomically
+from model.inference import embed_inputs
 from model.network import Embedder
 from model.preprocess import Preprocessing
 from training.cohorts import read_cohort
 from training.config import ConfigError, TrainConfig
 from training.data import IdentityBatches, TrainingImages
-from training.embedders import embed_inputs, load_input
+from training.embedders import load_input
 from training.evaluate import retrieval_metrics
 from training.losses import build_loss
 from training.protocol import protocol_groups

@@ -1,0 +1,42 @@
+"""Request dependencies: the service, and the caller's API key with its role."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, HTTPException, Request, Security
+from fastapi.security import APIKeyHeader
+
+from app.keys import authenticate
+from app.service import Service
+from app.tables import ApiKey
+
+_api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
+
+
+def get_service(request: Request) -> Service:
+    return request.app.state.service
+
+
+def current_key(
+    service: Annotated[Service, Depends(get_service)],
+    key: Annotated[str | None, Security(_api_key_header)],
+) -> ApiKey:
+    if not key:
+        raise HTTPException(401, "send an API key in the X-API-Key header")
+    with service.sessions() as session:
+        row = authenticate(session, key)
+    if row is None:
+        raise HTTPException(401, "the API key is not valid or was revoked")
+    return row
+
+
+def admin_key(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
+    if key.role != "admin":
+        raise HTTPException(403, f"this needs an admin key; key {key.name!r} is an examiner's")
+    return key
+
+
+ServiceDep = Annotated[Service, Depends(get_service)]
+AnyKey = Annotated[ApiKey, Depends(current_key)]
+AdminKey = Annotated[ApiKey, Depends(admin_key)]

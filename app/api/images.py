@@ -1,0 +1,75 @@
+"""Single images: the record, the original bytes, a preview for viewing."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Response
+
+from app.api.deps import AdminKey, AnyKey, ServiceDep
+from app.api.schemas import Deleted, ImageOut
+from app.images import (
+    FILE_SUFFIXES,
+    MEDIA_TYPES,
+    delete_image,
+    live_image,
+    original_bytes,
+    preview_png,
+)
+from app.tables import Image
+
+router = APIRouter(tags=["images"])
+
+
+@router.get("/images/{image_id}", response_model=ImageOut)
+def get_image(image_id: int, service: ServiceDep, _: AnyKey) -> Image:
+    with service.sessions() as session:
+        return live_image(session, image_id)
+
+
+@router.get(
+    "/images/{image_id}/original",
+    response_class=Response,
+    responses={200: {"description": "The bytes exactly as uploaded"}},
+)
+def get_original(image_id: int, service: ServiceDep, _: AnyKey) -> Response:
+    with service.sessions() as session:
+        image = live_image(session, image_id)
+    return Response(
+        original_bytes(service, image),
+        media_type=MEDIA_TYPES[image.format],
+        headers={
+            "Content-Disposition": f'attachment; filename="{image.sha256}.{FILE_SUFFIXES[image.format]}"',
+            "ETag": f'"{image.sha256}"',
+        },
+    )
+
+
+@router.get(
+    "/images/{image_id}/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"}},
+)
+def get_preview(
+    image_id: int,
+    service: ServiceDep,
+    _: AnyKey,
+    size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
+) -> Response:
+    with service.sessions() as session:
+        image = live_image(session, image_id)
+    return Response(preview_png(service, image, size), media_type="image/png")
+
+
+@router.delete("/images/{image_id}", response_model=Deleted)
+def remove_image(
+    image_id: int,
+    service: ServiceDep,
+    key: AdminKey,
+    reason: Annotated[
+        str, Query(min_length=3, max_length=2000, description="Why, for the audit log")
+    ],
+    purge: Annotated[bool, Query(description="Also delete the original file")] = False,
+) -> dict:
+    image = delete_image(service, image_id, reason, purge, key.id)
+    return {"id": image.id, "deleted_at": image.deleted_at, "purged": purge}

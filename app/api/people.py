@@ -1,0 +1,135 @@
+"""People in the case database and their images."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Annotated
+
+from fastapi import APIRouter, File, Form, Query, Response, UploadFile
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.api.deps import AdminKey, AnyKey, ServiceDep
+from app.api.schemas import (
+    Deleted,
+    ImageOut,
+    PeoplePage,
+    PersonCreate,
+    PersonDetail,
+    PersonOut,
+    Sex,
+    Side,
+)
+from app.api.uploads import display_name, read_upload
+from app.errors import Conflict
+from app.images import ImageFields, delete_person, ingest_image, live_person
+from app.tables import AuditEntry, Person
+
+router = APIRouter(tags=["people"])
+
+
+@router.post("/people", status_code=201, response_model=PersonOut)
+def create_person(body: PersonCreate, service: ServiceDep, key: AnyKey) -> Person:
+    try:
+        with service.sessions.begin() as session:
+            person = Person(**body.model_dump(), created_by_key_id=key.id)
+            session.add(person)
+            session.flush()
+            session.add(
+                AuditEntry(
+                    key_id=key.id,
+                    action="person.create",
+                    target_type="person",
+                    target_id=person.id,
+                    details={"external_ref": person.external_ref},
+                )
+            )
+    except IntegrityError:
+        raise Conflict(
+            f"a person with external_ref {body.external_ref!r} exists already; "
+            "find them with GET /api/v1/people?external_ref=..."
+        ) from None
+    return person
+
+
+@router.get("/people", response_model=PeoplePage)
+def list_people(
+    service: ServiceDep,
+    _: AnyKey,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    external_ref: Annotated[str | None, Query(max_length=200, description="exact match")] = None,
+    sex: Sex | None = None,
+    birth_year_min: Annotated[int | None, Query(ge=1850, le=2100)] = None,
+    birth_year_max: Annotated[int | None, Query(ge=1850, le=2100)] = None,
+) -> dict:
+    query = select(Person).where(Person.deleted_at.is_(None))
+    if external_ref is not None:
+        query = query.where(Person.external_ref == external_ref)
+    if sex is not None:
+        query = query.where(Person.sex == sex)
+    if birth_year_min is not None:
+        query = query.where(Person.birth_year >= birth_year_min)
+    if birth_year_max is not None:
+        query = query.where(Person.birth_year <= birth_year_max)
+    with service.sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        items = session.scalars(query.order_by(Person.id).limit(limit).offset(offset)).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/people/{person_id}", response_model=PersonDetail)
+def get_person(person_id: int, service: ServiceDep, _: AnyKey) -> dict:
+    with service.sessions() as session:
+        person = live_person(session, person_id)
+        images = [im for im in person.images if im.deleted_at is None]
+        return {**PersonOut.model_validate(person).model_dump(), "images": images}
+
+
+@router.post(
+    "/people/{person_id}/images",
+    status_code=201,
+    response_model=None,
+    responses={200: {"description": "These bytes were already stored for this person"}},
+)
+def upload_image(
+    person_id: int,
+    service: ServiceDep,
+    key: AnyKey,
+    response: Response,
+    file: Annotated[UploadFile, File(description="One radiograph: DICOM, PNG, JPEG or TIFF")],
+    body_part: Annotated[str | None, Form(max_length=32, description="e.g. KNEE, CHEST")] = None,
+    side: Annotated[Side | None, Form()] = None,
+    acquisition_date: Annotated[date | None, Form()] = None,
+    visit_months: Annotated[float | None, Form(ge=0, le=2000)] = None,
+    pixel_spacing_mm: Annotated[
+        float | None, Form(gt=0, le=10, description="When the file does not say (PNG, JPEG)")
+    ] = None,
+):
+    data = read_upload(file, service.settings.max_upload_bytes)
+    fields = ImageFields(
+        body_part=body_part.strip().upper() if body_part else None,
+        side=side,
+        acquisition_date=acquisition_date,
+        visit_months=visit_months,
+        pixel_spacing_mm=pixel_spacing_mm,
+        filename=display_name(file.filename),
+    )
+    image, created = ingest_image(service, person_id, data, fields, key.id)
+    if not created:
+        response.status_code = 200
+    return ImageOut.model_validate(image)
+
+
+@router.delete("/people/{person_id}", response_model=Deleted)
+def remove_person(
+    person_id: int,
+    service: ServiceDep,
+    key: AdminKey,
+    reason: Annotated[
+        str, Query(min_length=3, max_length=2000, description="Why, for the audit log")
+    ],
+    purge: Annotated[bool, Query(description="Also delete the original files")] = False,
+) -> dict:
+    person = delete_person(service, person_id, reason, purge, key.id)
+    return {"id": person.id, "deleted_at": person.deleted_at, "purged": purge}

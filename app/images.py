@@ -1,0 +1,308 @@
+"""Images into and out of the case database. Ingest follows DESIGN.md's data flow: hash the raw
+bytes, decode and embed them, store the original, then one transaction for the image, its embedding
+and the audit entry; only then does the index learn of it. A failure at any step leaves nothing."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import logging
+import time
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from typing import Any
+
+import numpy as np
+from PIL import Image as PILImage
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from app.errors import Gone, NotFound, decode_refusal
+from app.index import bump_generation
+from app.service import Service, sha256_of
+from app.tables import AuditEntry, Embedding, Image, Person
+from model.decode import decode_image
+from model.image import DecodedImage, DecodeError
+
+log = logging.getLogger("radmatch")
+
+MEDIA_TYPES = {
+    "dicom": "application/dicom",
+    "png": "image/png",
+    "jpeg": "image/jpeg",
+    "tiff": "image/tiff",
+}
+FILE_SUFFIXES = {"dicom": "dcm", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+
+
+@dataclass(frozen=True)
+class ImageFields:
+    """What the uploader says about an image; unset fields are read from the file where it can."""
+
+    body_part: str | None = None
+    side: str | None = None
+    acquisition_date: date | None = None
+    visit_months: float | None = None
+    pixel_spacing_mm: float | None = None
+    filename: str | None = None
+
+
+def decode(service: Service, data: bytes) -> DecodedImage:
+    try:
+        return decode_image(data, service.decode_limits)
+    except DecodeError as error:
+        raise decode_refusal(error) from None
+
+
+def embed(service: Service, image: DecodedImage, pixel_spacing_mm: float | None) -> np.ndarray:
+    model, _ = service.require_model()
+    start = time.perf_counter()
+    vector = model.embed([image], [pixel_spacing_mm])[0]
+    service.metrics.embed_seconds.observe(time.perf_counter() - start)
+    return vector
+
+
+def live_person(session: Session, person_id: int) -> Person:
+    person = session.get(Person, person_id)
+    if person is None or person.deleted_at is not None:
+        raise NotFound(f"no person with id {person_id}")
+    return person
+
+
+def live_image(session: Session, image_id: int) -> Image:
+    image = session.get(Image, image_id)
+    if image is None or image.deleted_at is not None:
+        raise NotFound(f"no image with id {image_id}")
+    return image
+
+
+def _existing(session: Session, person_id: int, sha256: str) -> Image | None:
+    return session.scalar(
+        select(Image).where(
+            Image.person_id == person_id, Image.sha256 == sha256, Image.deleted_at.is_(None)
+        )
+    )
+
+
+def ingest_image(
+    service: Service, person_id: int, data: bytes, fields: ImageFields, key_id: int | None
+) -> tuple[Image, bool]:
+    """The image record, and whether it is new: the same bytes for the same person return the
+    image already stored."""
+    sha256 = sha256_of(data)
+    with service.sessions() as session:
+        live_person(session, person_id)
+        existing = _existing(session, person_id, sha256)
+        if existing is not None:
+            return existing, False
+    _, version = service.require_model()
+    decoded = decode(service, data)
+    vector = embed(service, decoded, fields.pixel_spacing_mm)
+    meta = decoded.metadata
+    image = Image(
+        person_id=person_id,
+        sha256=sha256,
+        size_bytes=len(data),
+        format=meta.format,
+        filename=fields.filename,
+        image_metadata=metadata_json(decoded),
+        body_part=fields.body_part or meta.body_part,
+        side=fields.side or meta.laterality,
+        acquisition_date=fields.acquisition_date or meta.acquisition_date,
+        visit_months=fields.visit_months,
+        pixel_spacing_mm=fields.pixel_spacing_mm
+        or (meta.pixel_spacing_mm[1] if meta.pixel_spacing_mm else None),
+        uploaded_by_key_id=key_id,
+    )
+    stored_now = service.store.put(sha256, data)
+    try:
+        with service.sessions.begin() as session:
+            live_person(session, person_id)
+            session.add(image)
+            session.flush()
+            generation = bump_generation(session, version.id)
+            session.add(
+                Embedding(
+                    image_id=image.id,
+                    model_version_id=version.id,
+                    vector=vector.astype(np.float32).tobytes(),
+                    added_generation=generation,
+                )
+            )
+            session.add(
+                AuditEntry(
+                    key_id=key_id,
+                    action="image.upload",
+                    target_type="image",
+                    target_id=image.id,
+                    details={"person_id": person_id, "sha256": sha256, "bytes": len(data)},
+                )
+            )
+    except IntegrityError:
+        # A concurrent upload of the same bytes for the same person committed first.
+        with service.sessions() as session:
+            existing = _existing(session, person_id, sha256)
+        if existing is None:
+            _forget_original(service, sha256, stored_now)
+            raise
+        return existing, False
+    except BaseException:
+        _forget_original(service, sha256, stored_now)
+        raise
+    service.metrics.ingested.inc()
+    service.refresh_index()
+    return image, True
+
+
+def _forget_original(service: Service, sha256: str, stored_now: bool) -> None:
+    """Remove an original this request stored, unless a committed row refers to it. When the
+    database cannot say, keep it: an orphan file is harmless, a lost original is not."""
+    if not stored_now:
+        return
+    try:
+        with service.sessions() as session:
+            referenced = session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1))
+    except Exception:
+        log.warning("kept original %s: could not check whether a row refers to it", sha256)
+        return
+    if referenced is None:
+        service.store.remove(sha256)
+
+
+def metadata_json(image: DecodedImage) -> dict[str, Any]:
+    def plain(value: Any) -> Any:
+        if isinstance(value, date):
+            return value.isoformat()
+        if isinstance(value, tuple):
+            return list(value)
+        return value
+
+    return {
+        k: plain(v) for k, v in dataclasses.asdict(image.metadata).items() if v not in (None, {})
+    }
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _remove_from_index(session: Session, image: Image) -> None:
+    """Mark the image's live embeddings removed, each at its model version's next generation."""
+    embeddings = session.scalars(
+        select(Embedding).where(
+            Embedding.image_id == image.id, Embedding.removed_generation.is_(None)
+        )
+    ).all()
+    for embedding in embeddings:
+        embedding.removed_generation = bump_generation(session, embedding.model_version_id)
+
+
+def delete_image(
+    service: Service, image_id: int, reason: str, purge: bool, key_id: int | None
+) -> Image:
+    with service.sessions.begin() as session:
+        image = live_image(session, image_id)
+        _delete(session, image, reason, purge, key_id)
+    _purge_originals(service, [image] if purge else [])
+    service.refresh_index()
+    return image
+
+
+def delete_person(
+    service: Service, person_id: int, reason: str, purge: bool, key_id: int | None
+) -> Person:
+    with service.sessions.begin() as session:
+        person = live_person(session, person_id)
+        images = [im for im in person.images if im.deleted_at is None]
+        for image in images:
+            _delete(session, image, reason, purge, key_id)
+        person.deleted_at = _now()
+        session.add(
+            AuditEntry(
+                key_id=key_id,
+                action="person.delete",
+                target_type="person",
+                target_id=person.id,
+                details={"reason": reason, "purge": purge, "images": [im.id for im in images]},
+            )
+        )
+    _purge_originals(service, images if purge else [])
+    service.refresh_index()
+    return person
+
+
+def _delete(session: Session, image: Image, reason: str, purge: bool, key_id: int | None) -> None:
+    image.deleted_at = _now()
+    if purge:
+        image.original_purged_at = image.deleted_at
+    _remove_from_index(session, image)
+    session.add(
+        AuditEntry(
+            key_id=key_id,
+            action="image.delete",
+            target_type="image",
+            target_id=image.id,
+            details={"reason": reason, "purge": purge, "sha256": image.sha256},
+        )
+    )
+
+
+def _purge_originals(service: Service, images: list[Image]) -> None:
+    """Remove purged originals that no live image (of another person, say) still needs."""
+    with service.sessions() as session:
+        for image in images:
+            still_needed = session.scalar(
+                select(Image.id)
+                .where(Image.sha256 == image.sha256, Image.original_purged_at.is_(None))
+                .limit(1)
+            )
+            if still_needed is None:
+                service.store.remove(image.sha256)
+
+
+def original_bytes(service: Service, image: Image) -> bytes:
+    if image.original_purged_at is not None or not service.store.exists(image.sha256):
+        raise Gone(f"the original of image {image.id} was purged")
+    return service.store.read(image.sha256)
+
+
+def preview_png(service: Service, image: Image, max_side: int) -> bytes:
+    """An 8-bit greyscale PNG of the decoded image, bone bright, at most max_side pixels wide or high."""
+    decoded = decode(service, original_bytes(service, image))
+    picture = PILImage.fromarray(np.round(decoded.pixels * 255).astype(np.uint8))
+    picture.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    picture.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def embed_missing(service: Service, batch_size: int = 32) -> int:
+    """Embed live images that have no embedding for the serving model (uploaded under another
+    model, or before any model was set), in batches; returns how many."""
+    model, version = service.require_model()
+    with service.sessions() as session:
+        embedded = select(Embedding.image_id).where(Embedding.model_version_id == version.id)
+        missing = session.execute(
+            select(Image.id, Image.sha256, Image.pixel_spacing_mm).where(
+                Image.deleted_at.is_(None), Image.id.not_in(embedded)
+            )
+        ).all()
+    if missing:
+        log.info("embedding %d images with model version %d", len(missing), version.id)
+    for start in range(0, len(missing), batch_size):
+        batch = missing[start : start + batch_size]
+        images = [decode(service, service.store.read(sha)) for _, sha, _ in batch]
+        vectors = model.embed(images, [spacing for _, _, spacing in batch])
+        with service.sessions.begin() as session:
+            generation = bump_generation(session, version.id)
+            session.add_all(
+                Embedding(
+                    image_id=image_id,
+                    model_version_id=version.id,
+                    vector=vector.tobytes(),
+                    added_generation=generation,
+                )
+                for (image_id, _, _), vector in zip(batch, vectors, strict=True)
+            )
+    return len(missing)

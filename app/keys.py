@@ -1,0 +1,65 @@
+"""API keys: shown once when created, stored only as a sha256, looked up by their public prefix and
+compared in constant time."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.tables import ApiKey, AuditEntry, utcnow
+
+ROLES = ("examiner", "admin")
+_SCHEME = "rmk"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
+    """A new key row and the key itself, which is not stored anywhere."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}; choose {' or '.join(ROLES)}")
+    if not name.strip():
+        raise ValueError("a key needs a name saying whose it is")
+    prefix = secrets.token_hex(6)
+    key = f"{_SCHEME}_{prefix}_{secrets.token_urlsafe(32)}"
+    row = ApiKey(name=name.strip(), role=role, prefix=prefix, key_hash=_hash(key))
+    session.add(row)
+    session.flush()
+    session.add(
+        AuditEntry(
+            action="key.create",
+            target_type="api_key",
+            target_id=row.id,
+            details={"name": row.name, "role": role},
+        )
+    )
+    return row, key
+
+
+def authenticate(session: Session, key: str) -> ApiKey | None:
+    """The live key row this key belongs to, or None."""
+    parts = key.split("_")
+    if len(parts) != 3 or parts[0] != _SCHEME:
+        return None
+    row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))
+    if row is None or row.revoked_at is not None:
+        return None
+    return row if hmac.compare_digest(row.key_hash, _hash(key)) else None
+
+
+def revoke_key(session: Session, key_id: int) -> ApiKey:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise LookupError(f"no key with id {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+        session.add(
+            AuditEntry(action="key.revoke", target_type="api_key", target_id=row.id, details={})
+        )
+    return row

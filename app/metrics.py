@@ -1,0 +1,43 @@
+"""Prometheus metrics, one registry per service so that several apps in one process stay apart."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "radmatch_http_requests",
+            "HTTP requests by route template and status",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "radmatch_http_request_seconds",
+            "HTTP request latency by route template",
+            ["method", "route"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.ingested = Counter(
+            "radmatch_images_ingested", "Images added to the case database", registry=self.registry
+        )
+        self.searches = Counter(
+            "radmatch_searches", "Searches answered and stored", registry=self.registry
+        )
+        self.index_size = Gauge(
+            "radmatch_index_images", "Images in this process's index", registry=self.registry
+        )
+        self.embed_seconds = Histogram(
+            "radmatch_embed_seconds",
+            "Time to embed one request's images (preprocessing and network)",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

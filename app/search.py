@@ -1,0 +1,179 @@
+"""A search: embed the query, find the nearest images, rank people by their best image, and store
+the answer exactly as sent, with the model version and index generation it came from."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from app.errors import NotFound
+from app.images import decode, embed
+from app.service import Service, sha256_of
+from app.tables import AuditEntry, Image, Person, Search, SearchResult
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    sex: str | None = None
+    birth_year_min: int | None = None
+    birth_year_max: int | None = None
+    body_part: str | None = None
+    side: str | None = None
+
+    def any(self) -> bool:
+        return any(v is not None for v in asdict(self).values())
+
+
+def distance(similarity: float) -> float:
+    """Euclidean distance between unit vectors with this cosine similarity."""
+    return math.sqrt(max(0.0, 2.0 - 2.0 * similarity))
+
+
+def search(
+    service: Service,
+    data: bytes,
+    k: int,
+    filters: SearchFilters,
+    pixel_spacing_mm: float | None,
+    key_id: int | None,
+) -> dict[str, Any]:
+    index = service.require_index()
+    _, version = service.require_model()
+    query_sha256 = sha256_of(data)
+    vector = embed(service, decode(service, data), pixel_spacing_mm)
+    with service.sessions() as session:
+        allowed = _allowed_images(session, filters) if filters.any() else None
+        candidates, generation, size = _nearest_people(session, index, vector, k, allowed)
+    stored_now = service.store.put(query_sha256, data)  # the query is evidence too
+    try:
+        with service.sessions.begin() as session:
+            record = Search(
+                key_id=key_id,
+                query_sha256=query_sha256,
+                model_version_id=version.id,
+                index_generation=generation,
+                index_size=size,
+                parameters={
+                    "k": k,
+                    "filters": asdict(filters),
+                    "pixel_spacing_mm": pixel_spacing_mm,
+                },
+                response={},
+                created_at=datetime.now(UTC),
+            )
+            session.add(record)
+            session.flush()
+            response = {
+                "search_id": record.id,
+                "created_at": record.created_at.isoformat(),
+                "query_sha256": query_sha256,
+                "model_version": {"id": version.id, "sha256": version.sha256},
+                "index_generation": generation,
+                "index_size": size,
+                "parameters": record.parameters,
+                "candidates": candidates,
+            }
+            record.response = response
+            session.add_all(
+                SearchResult(
+                    search_id=record.id,
+                    rank=c["rank"],
+                    person_id=c["person_id"],
+                    image_id=c["images"][0]["image_id"],
+                    similarity=c["similarity"],
+                    distance=c["distance"],
+                )
+                for c in candidates
+            )
+            session.add(
+                AuditEntry(
+                    key_id=key_id,
+                    action="search",
+                    target_type="search",
+                    target_id=record.id,
+                    details={"query_sha256": query_sha256, "candidates": len(candidates)},
+                )
+            )
+    except BaseException:
+        if stored_now:
+            service.store.remove(query_sha256)
+        raise
+    service.metrics.searches.inc()
+    return response
+
+
+def _allowed_images(session: Session, filters: SearchFilters) -> np.ndarray:
+    query = (
+        select(Image.id).join(Person).where(Image.deleted_at.is_(None), Person.deleted_at.is_(None))
+    )
+    if filters.sex is not None:
+        query = query.where(Person.sex == filters.sex)
+    if filters.birth_year_min is not None:
+        query = query.where(Person.birth_year >= filters.birth_year_min)
+    if filters.birth_year_max is not None:
+        query = query.where(Person.birth_year <= filters.birth_year_max)
+    if filters.body_part is not None:
+        query = query.where(Image.body_part == filters.body_part)
+    if filters.side is not None:
+        query = query.where(Image.side == filters.side)
+    return np.asarray(session.scalars(query).all(), dtype=np.int64)
+
+
+def _nearest_people(
+    session: Session, index, vector: np.ndarray, k: int, allowed: np.ndarray | None
+) -> tuple[list[dict[str, Any]], int, int]:
+    """The k best people, best first, each with its retrieved images; widen the image search until
+    k people are found or every image was seen."""
+    if allowed is not None and len(allowed) == 0:
+        return [], index.generation, index.size
+    wanted = max(4 * k, 64)
+    while True:
+        similarities, ids, generation, size = index.search(vector, wanted, allowed)
+        found = ids >= 0
+        similarities, ids = similarities[found], ids[found]
+        candidates = _group_by_person(session, similarities, ids)
+        limit = size if allowed is None else min(size, len(allowed))
+        if len(candidates) >= k or len(ids) >= limit:
+            return candidates[:k], generation, size
+        wanted *= 4
+
+
+def _group_by_person(
+    session: Session, similarities: np.ndarray, ids: np.ndarray
+) -> list[dict[str, Any]]:
+    rows = session.execute(
+        select(Image.id, Person.id, Person.external_ref)
+        .join(Person)
+        .where(Image.id.in_(ids.tolist()), Image.deleted_at.is_(None))
+    ).all()
+    owner = {image_id: (person_id, ref) for image_id, person_id, ref in rows}
+    people: dict[int, dict[str, Any]] = {}
+    for similarity, image_id in zip(similarities.tolist(), ids.tolist(), strict=True):
+        if image_id not in owner:  # deleted since the index last caught up
+            continue
+        person_id, ref = owner[image_id]
+        match = {"image_id": image_id, "similarity": similarity, "distance": distance(similarity)}
+        if person_id not in people:
+            people[person_id] = {
+                "rank": len(people) + 1,
+                "person_id": person_id,
+                "external_ref": ref,
+                "similarity": similarity,
+                "distance": match["distance"],
+                "images": [],
+            }
+        people[person_id]["images"].append(match)
+    return list(people.values())
+
+
+def stored_search(session: Session, search_id: int) -> dict[str, Any]:
+    record = session.get(Search, search_id)
+    if record is None:
+        raise NotFound(f"no search with id {search_id}")
+    return record.response

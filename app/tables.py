@@ -1,0 +1,165 @@
+"""The case database: the single source of truth. The FAISS index is derived from `embeddings`.
+
+Rows that evidence depends on are never deleted: a deleted person or image is marked deleted (who,
+when, why) so that stored searches keep pointing at what they showed.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Text,
+    text,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class ApiKey(Base):
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(100))
+    role: Mapped[str] = mapped_column(String(20))  # "examiner" or "admin"
+    prefix: Mapped[str] = mapped_column(
+        String(16), unique=True
+    )  # the key's public part, for lookup
+    key_hash: Mapped[str] = mapped_column(String(64))  # sha256 of the whole key
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    revoked_at: Mapped[datetime | None]
+
+
+class Person(Base):
+    __tablename__ = "people"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    external_ref: Mapped[str] = mapped_column(String(200), unique=True)
+    sex: Mapped[str | None] = mapped_column(String(1))  # "F", "M" or "X"
+    birth_year: Mapped[int | None]
+    notes: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    deleted_at: Mapped[datetime | None]
+    images: Mapped[list[Image]] = relationship(back_populates="person", order_by="Image.id")
+
+
+class Image(Base):
+    __tablename__ = "images"
+    # The same bytes for the same person are one image (idempotent uploads); a deleted image may
+    # be uploaded again.
+    __table_args__ = (
+        Index(
+            "ix_images_person_sha256_live",
+            "person_id",
+            "sha256",
+            unique=True,
+            sqlite_where=text("deleted_at IS NULL"),
+            postgresql_where=text("deleted_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)  # of the original bytes
+    size_bytes: Mapped[int]
+    format: Mapped[str] = mapped_column(String(10))  # "dicom", "png", "jpeg" or "tiff"
+    filename: Mapped[str | None] = mapped_column(String(255))  # as uploaded, for display only
+    image_metadata: Mapped[dict[str, Any]]  # what decoding read from the file
+    body_part: Mapped[str | None] = mapped_column(String(32))
+    side: Mapped[str | None] = mapped_column(String(1))  # "L" or "R"
+    acquisition_date: Mapped[date | None] = mapped_column(Date)
+    visit_months: Mapped[float | None] = mapped_column(Float)
+    pixel_spacing_mm: Mapped[float | None] = mapped_column(Float)
+    uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
+    uploaded_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    deleted_at: Mapped[datetime | None]
+    original_purged_at: Mapped[datetime | None]
+    person: Mapped[Person] = relationship(back_populates="images")
+
+
+class ModelVersion(Base):
+    __tablename__ = "model_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64), unique=True)  # of the checkpoint file
+    checkpoint_path: Mapped[str] = mapped_column(Text)
+    dimension: Mapped[int]
+    metrics: Mapped[dict[str, Any]]
+    info: Mapped[dict[str, Any]]  # training config, code version, cohort hash
+    active: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Bumped in every transaction that adds or removes one of this version's embeddings; the row
+    # lock orders those transactions, so generations are committed in order and without gaps.
+    index_generation: Mapped[int] = mapped_column(default=0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Embedding(Base):
+    __tablename__ = "embeddings"
+    __table_args__ = (
+        Index("ix_embeddings_added", "model_version_id", "added_generation"),
+        Index("ix_embeddings_removed", "model_version_id", "removed_generation"),
+    )
+
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"), primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), primary_key=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)  # float32, unit length
+    added_generation: Mapped[int]
+    removed_generation: Mapped[int | None]
+
+
+class Search(Base):
+    __tablename__ = "searches"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    query_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
+    index_generation: Mapped[int]
+    index_size: Mapped[int]
+    parameters: Mapped[dict[str, Any]]
+    response: Mapped[dict[str, Any]]  # the answer exactly as sent
+
+
+class SearchResult(Base):
+    __tablename__ = "search_results"
+
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"), primary_key=True)
+    rank: Mapped[int] = mapped_column(Integer, primary_key=True)
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"), index=True)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))  # the person's best image
+    similarity: Mapped[float] = mapped_column(Float)
+    distance: Mapped[float] = mapped_column(Float)
+
+
+class AuditEntry(Base):
+    """Append-only: the service inserts and never updates or deletes."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(default=utcnow)
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))  # None: the command line
+    action: Mapped[str] = mapped_column(String(40))
+    target_type: Mapped[str] = mapped_column(String(20))
+    target_id: Mapped[int | None]
+    details: Mapped[dict[str, Any]]

@@ -44,7 +44,7 @@ def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
 
 def authenticate(session: Session, key: str) -> ApiKey | None:
     """The live key row this key belongs to, or None."""
-    parts = key.split("_")
+    parts = key.split("_", 2)
     if len(parts) != 3 or parts[0] != _SCHEME:
         return None
     row = session.scalar(select(ApiKey).where(ApiKey.prefix == parts[1]))

@@ -17,7 +17,6 @@ from app.service import Service
 
 log = logging.getLogger("radmatch")
 
-API_PREFIX = "/api/v1"
 # Multipart framing and form fields on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
 
@@ -37,16 +36,18 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    for router in (people.router, images.router, searches.router):
-        app.include_router(router, prefix=API_PREFIX)
-    app.include_router(health.router)
+    for router in (people.router, images.router, searches.router, health.router):
+        app.include_router(router)
 
     @app.middleware("http")
     async def measure_and_limit(request: Request, call_next):
         length = request.headers.get("content-length", "")
         limit = service.settings.max_upload_bytes + MULTIPART_OVERHEAD
         if length.isdigit() and int(length) > limit:
-            error = TooLarge(f"the request body is {length} bytes; the limit is {limit}")
+            error = TooLarge(
+                f"the request is {length} bytes; uploads are limited to "
+                f"{service.settings.max_upload_bytes} bytes (RADMATCH_MAX_UPLOAD_BYTES)"
+            )
             return JSONResponse({"detail": error.message}, status_code=error.status)
         start = time.perf_counter()
         response = await call_next(request)

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, ServiceDep
 from app.api.schemas import Deleted, ImageOut
 from app.images import (
@@ -18,7 +19,7 @@ from app.images import (
 )
 from app.tables import Image
 
-router = APIRouter(tags=["images"])
+router = APIRouter(prefix=API_PREFIX, tags=["images"])
 
 
 @router.get("/images/{image_id}", response_model=ImageOut)

@@ -9,6 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 
+from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, ServiceDep
 from app.api.schemas import (
     Deleted,
@@ -25,7 +26,7 @@ from app.errors import Conflict
 from app.images import ImageFields, delete_person, ingest_image, live_person
 from app.tables import AuditEntry, Person
 
-router = APIRouter(tags=["people"])
+router = APIRouter(prefix=API_PREFIX, tags=["people"])
 
 
 @router.post("/people", status_code=201, response_model=PersonOut)

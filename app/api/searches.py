@@ -6,13 +6,14 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, UploadFile
 
+from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
 from app.api.schemas import SearchOut, Sex, Side
 from app.api.uploads import read_upload
 from app.errors import Unprocessable
 from app.search import SearchFilters, search, stored_search
 
-router = APIRouter(tags=["search"])
+router = APIRouter(prefix=API_PREFIX, tags=["search"])
 
 
 @router.post("/search", response_model=SearchOut)

@@ -94,6 +94,15 @@ def main(argv: list[str] | None = None) -> int:
     )
     ingest.set_defaults(run=_ingest)
 
+    search = commands.add_parser(
+        "search", help="search a running service with a radiograph; prints the ranked people"
+    )
+    search.add_argument("file", type=Path, help="the unknown person's radiograph")
+    search.add_argument("--k", type=int, default=10, help="how many people (default 10)")
+    search.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    search.add_argument("--pixel-spacing-mm", type=float, help="when the file does not say")
+    search.set_defaults(run=_search)
+
     demo = commands.add_parser("demo", help="generate a phantom cohort and report how hard it is")
     demo.add_argument("--data-dir", type=Path, default=Path("data"))
     demo.set_defaults(run=_demo)
@@ -287,6 +296,47 @@ def _ingest(args: argparse.Namespace) -> int:
         f"{summary.people_added} people and {summary.images_added} images added; "
         f"{summary.images_already_stored} images were already stored"
     )
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    key = os.environ.get("RADMATCH_API_KEY")
+    if not key:
+        raise SystemExit(
+            "radmatch search: set RADMATCH_API_KEY to an API key (radmatch keys create)"
+        )
+    form = {"k": args.k}
+    if args.pixel_spacing_mm is not None:
+        form["pixel_spacing_mm"] = args.pixel_spacing_mm
+    try:
+        with args.file.open("rb") as file:
+            response = httpx.post(
+                f"{args.url.rstrip('/')}/api/v1/search",
+                headers={"X-API-Key": key},
+                files={"file": (args.file.name, file)},
+                data=form,
+                timeout=120,
+            )
+    except (OSError, httpx.HTTPError) as error:
+        raise SystemExit(f"radmatch search: {error}") from None
+    if response.status_code != 200:
+        detail = response.json().get("detail", response.text) if response.content else ""
+        raise SystemExit(f"radmatch search: {response.status_code}: {detail}")
+    answer = response.json()
+    print(
+        f"search {answer['search_id']}: model version {answer['model_version']['id']}, "
+        f"{answer['index_size']} images"
+    )
+    print("rank  similarity  distance  person (external reference)")
+    for c in answer["candidates"]:
+        print(
+            f"{c['rank']:>4}  {c['similarity']:>10.4f}  {c['distance']:>8.4f}  "
+            f"{c['person_id']} ({c['external_ref']})"
+        )
     return 0
 
 

@@ -21,10 +21,10 @@ from pathlib import Path
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.inference import embed_inputs
 from model.preprocess import Preprocessing
 from training.cohorts import read_knee_manifest
 from training.config import resolve_config
-from model.inference import embed_inputs
 from training.embedders import load_input, raw_pixels
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import METRICS, evaluate_by_interval

@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from conftest import REPO, Server, free_port, service_env
+from servers import REPO, Server, free_port, service_env
 
 from app.config import Settings
 from app.database import (

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import Server, prepare_database, service_env
+from servers import Server, prepare_database, service_env
 
 from training.cohorts import read_knee_manifest
 

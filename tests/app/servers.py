@@ -1,0 +1,104 @@
+"""A real `radmatch serve` process for the tests, and what it needs: a free port, an environment,
+a migrated database with keys."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from app.database import make_engine, session_factory, upgrade
+from app.keys import create_key
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A `radmatch serve` process and the keys to talk to it."""
+
+    env: dict[str, str]
+    log: Path
+    admin_key: str = ""
+    examiner_key: str = ""
+    port: int = field(default_factory=free_port)
+    process: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def client(self, key: str | None = None, **kwargs) -> httpx.Client:
+        headers = {"X-API-Key": key} if key else {}
+        return httpx.Client(base_url=self.url, headers=headers, timeout=60, **kwargs)
+
+    def admin(self) -> httpx.Client:
+        return self.client(self.admin_key)
+
+    def examiner(self) -> httpx.Client:
+        return self.client(self.examiner_key)
+
+    def start(self) -> Server:
+        command = [sys.executable, "-m", "app.cli", "serve", "--port", str(self.port)]
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"the server exited:\n{self.log.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"the server did not start:\n{self.log.read_text()}")
+
+    def stop(self) -> None:
+        """A graceful stop (SIGTERM), as an orchestrator does."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+def service_env(data_dir: Path, database_url: str, checkpoint: Path | None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RADMATCH_")}
+    env.update(
+        RADMATCH_DATA_DIR=str(data_dir),
+        RADMATCH_DATABASE_URL=database_url,
+        RADMATCH_INDEX_SYNC_SECONDS="0.5",
+    )
+    if checkpoint is not None:
+        env["RADMATCH_CHECKPOINT"] = str(checkpoint)
+    return env
+
+
+def prepare_database(database_url: str) -> tuple[str, str]:
+    """Migrate to the head revision; return an admin key and an examiner key."""
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    with session_factory(engine).begin() as session:
+        _, admin = create_key(session, "admin in tests", "admin")
+        _, examiner = create_key(session, "examiner in tests", "examiner")
+    engine.dispose()
+    return admin, examiner

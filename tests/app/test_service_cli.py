@@ -1,0 +1,63 @@
+"""`radmatch ingest` and `radmatch search` as an admin and an examiner run them, beside a running
+server."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+
+import pytest
+from servers import REPO
+
+from training.cohorts import read_knee_manifest
+
+
+def radmatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_ingest_beside_a_running_server_then_search(server, phantom_manifest):
+    records = read_knee_manifest(phantom_manifest)
+    baselines = [r for r in records if r.visit_months == 0]
+    people = {r.person_id for r in baselines}
+
+    first = radmatch(server.env, "ingest", "--manifest", str(phantom_manifest), "--baseline-only")
+    assert first.returncode == 0, first.stderr
+    assert f"{len(people)} people and {len(baselines)} images added" in first.stdout
+
+    again = radmatch(server.env, "ingest", "--manifest", str(phantom_manifest), "--baseline-only")
+    assert again.returncode == 0, again.stderr
+    assert (
+        f"0 people and 0 images added; {len(baselines)} images were already stored" in again.stdout
+    )
+
+    # The running server picks up what another process committed.
+    deadline = time.monotonic() + 15
+    with server.examiner() as client:
+        while client.get("/readyz").json()["checks"].get("index_size") != len(baselines):
+            assert time.monotonic() < deadline, client.get("/readyz").json()
+            time.sleep(0.2)
+
+    query = baselines[3]
+    env = {**server.env, "RADMATCH_API_KEY": server.examiner_key}
+    found = radmatch(env, "search", str(query.path), "--k", "3", "--url", server.url,
+                     "--pixel-spacing-mm", str(query.pixel_spacing_mm))  # fmt: skip
+    assert found.returncode == 0, found.stderr
+    lines = found.stdout.splitlines()
+    assert lines[2].split()[0] == "1" and f"({query.person_id})" in lines[2]
+    assert float(lines[2].split()[1]) == pytest.approx(1.0, abs=1e-4)
+    assert len(lines) == 2 + 3
+
+    refused = radmatch(env, "search", str(phantom_manifest), "--url", server.url)
+    assert refused.returncode != 0 and "415" in refused.stderr
+    no_key = radmatch(server.env, "search", str(query.path), "--url", server.url)
+    assert no_key.returncode != 0 and "RADMATCH_API_KEY" in no_key.stderr

@@ -93,14 +93,16 @@ class VectorIndex:
                 meta = json.loads(arrays["meta"].tobytes())
                 serialized = arrays["index"]
             faiss_index = faiss.deserialize_index(serialized)
-        except (OSError, ValueError, KeyError, RuntimeError) as error:
-            raise SnapshotError(f"{path.name}: unreadable index snapshot ({error})") from None
+            if not isinstance(meta, dict):
+                raise ValueError("no metadata")
+        except Exception as error:  # a damaged file fails in numpy, zipfile, json or faiss
+            raise SnapshotError(f"{path.name}: unreadable index snapshot ({error!r})") from None
         expected = {
             "format": SNAPSHOT_FORMAT,
             "model_version_id": model_version_id,
             "dimension": dimension,
         }
-        if any(meta.get(key) != value for key, value in expected.items()):
+        if faiss_index.d != dimension or any(meta.get(k) != v for k, v in expected.items()):
             raise SnapshotError(f"{path.name}: made for {meta}, not for {expected}")
         return cls(model_version_id, dimension, meta["generation"], faiss_index)
 

@@ -8,14 +8,11 @@ from __future__ import annotations
 import hashlib
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 import pydicom.data
 import pytest
-
-if TYPE_CHECKING:  # the conftest is pytest's to import, not a module on the path
-    from tests.app.conftest import Server
+from servers import Server
 
 # As in tests/model/test_decode.py: globbed from the installed package, never get_testdata_files()
 # (which downloads). Here every regular file counts, whatever its extension.

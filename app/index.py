@@ -17,7 +17,7 @@ from pathlib import Path
 
 import faiss
 import numpy as np
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from app.tables import Embedding, ModelVersion
@@ -193,13 +193,4 @@ def check_consistency(index: VectorIndex, session: Session) -> Consistency:
         generation=generation,
         missing=len(np.setdiff1d(database, in_index)),
         unexpected=len(np.setdiff1d(in_index, database)),
-    )
-
-
-def live_embedding_count(session: Session, model_version_id: int) -> int:
-    return session.scalar(
-        select(func.count()).where(
-            Embedding.model_version_id == model_version_id,
-            Embedding.removed_generation.is_(None),
-        )
     )

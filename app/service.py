@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-import time
 from dataclasses import dataclass, field
 
 from sqlalchemy import select, update
@@ -217,7 +216,3 @@ def _register(session: Session, model: EmbeddingModel) -> ModelVersion:
 
 def sha256_of(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def monotonic_ms(start: float) -> float:
-    return (time.perf_counter() - start) * 1000

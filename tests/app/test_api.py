@@ -407,3 +407,15 @@ def test_openapi_documents_the_api(server):
         assert path in spec["paths"]
     assert "X-API-Key" in str(spec["components"]["securitySchemes"])
     assert server.client().get("/docs").status_code == 200
+
+
+def test_path_like_file_names_stay_names(server, cohort, tmp_path):
+    """A file name is shown, never used as a path: nothing is written where it points."""
+    client = server.examiner()
+    person = create_person(client, "PATH-1")
+    for number, name in enumerate(["../../../escaped.png", "..\\..\\escaped.png", "/etc/passwd"]):
+        response = upload(client, person["id"], cohort[number].path.read_bytes(), name=name)
+        assert response.status_code == 201, response.text
+        assert "/" not in response.json()["filename"] and "\\" not in response.json()["filename"]
+    assert not list(tmp_path.parent.rglob("escaped.png"))
+    assert len(originals(server)) == 3

@@ -63,7 +63,7 @@ def main() -> None:
             "api_top1": sum(hits) / len(hits),
             "evaluate_top1": evaluated[name]["cmc"]["1"],
         }
-        for name, hits in api.items()
+        for name, hits in ((name, api[name]) for name in evaluated)
     }
     result = {
         "date": date.today().isoformat(),
@@ -161,6 +161,7 @@ def write_report(path: Path, result: dict, argv: list[str]) -> None:
         "```",
         "",
     ]
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
 
 

@@ -340,8 +340,8 @@ def test_restart_keeps_everything(server, cohort, tmp_path):
 
 
 def test_concurrent_searches_while_adding(server, cohort):
-    """Searches running while images are added all succeed, and each searcher sees the index only
-    grow, never a partial or inconsistent state."""
+    """Searches running while two clients add images all succeed, and each searcher sees the index
+    only grow, never a partial or inconsistent state."""
     client = server.examiner()
     person = create_person(client, "LOAD-1")
     query = cohort[0].path.read_bytes()
@@ -365,13 +365,17 @@ def test_concurrent_searches_while_adding(server, cohort):
         if sizes != sorted(sizes):
             failures.append(f"index size went back: {sizes}")
 
+    def uploader(batch: list[bytes]) -> None:
+        with server.examiner() as own:
+            for data in batch:
+                response = upload(own, person["id"], data)
+                if response.status_code != 201:
+                    failures.append(response.text)
+
     threads = [threading.Thread(target=searcher) for _ in range(3)]
+    threads += [threading.Thread(target=uploader, args=(to_add[i::2],)) for i in range(2)]
     for thread in threads:
         thread.start()
-    for data in to_add:
-        response = upload(client, person["id"], data)
-        if response.status_code != 201:
-            failures.append(response.text)
     for thread in threads:
         thread.join()
     assert failures == []

@@ -60,8 +60,9 @@ def save_checkpoint(
     return digest
 
 
-def load_checkpoint(path: Path, device: str | torch.device = "cpu") -> Checkpoint:
-    data = Path(path).read_bytes()
+def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Checkpoint:
+    path = Path(path)
+    data = path.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     recorded = sha256_path(path)
     if recorded.exists():

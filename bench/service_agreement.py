@@ -23,6 +23,7 @@ from pathlib import Path
 
 import httpx
 
+from model.checkpoint import load_checkpoint
 from training.cohorts import read_knee_manifest
 from training.protocol import interval_label, split_gallery_queries
 
@@ -65,9 +66,12 @@ def main() -> None:
         }
         for name, hits in ((name, api[name]) for name in evaluated)
     }
+    checkpoint = load_checkpoint(args.checkpoint)
     result = {
         "date": date.today().isoformat(),
         "checkpoint": str(args.checkpoint),
+        "checkpoint_sha256": checkpoint.sha256,
+        "checkpoint_metrics": checkpoint.info.get("metrics", {}),
         "manifest": str(args.manifest),
         "ingest_seconds": round(ingest_seconds, 1),
         "search_latency_ms_median": round(1000 * statistics.median(latencies), 1),
@@ -135,7 +139,9 @@ def write_report(path: Path, result: dict, argv: list[str]) -> None:
     lines = [
         "# The service ranks as the evaluation does",
         "",
-        f"Measured {result['date']} on this project's 2-core CPU machine. The baseline visits of "
+        f"Measured {result['date']} on this project's 2-core CPU machine, with the checkpoint "
+        f"`{result['checkpoint']}` (sha256 {result['checkpoint_sha256'][:12]}..., validation "
+        f"metrics {result['checkpoint_metrics']}). The baseline visits of "
         f"`{result['manifest']}` were ingested with `radmatch ingest --baseline-only` "
         f"({result['ingest_seconds']} s), then every follow-up image was searched through "
         "`POST /api/v1/search` on a running `radmatch serve` (median latency "

@@ -9,7 +9,7 @@ import io
 import logging
 import time
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import date
 from typing import Any
 
 import numpy as np
@@ -21,7 +21,7 @@ from sqlalchemy.orm import Session
 from app.errors import Gone, NotFound, decode_refusal
 from app.index import bump_generation
 from app.service import Service, sha256_of
-from app.tables import AuditEntry, Embedding, Image, Person
+from app.tables import AuditEntry, Embedding, Image, Person, utcnow
 from model.decode import decode_image
 from model.image import DecodedImage, DecodeError
 
@@ -183,10 +183,6 @@ def metadata_json(image: DecodedImage) -> dict[str, Any]:
     }
 
 
-def _now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _remove_from_index(session: Session, image: Image) -> None:
     """Mark the image's live embeddings removed, each at its model version's next generation."""
     embeddings = session.scalars(
@@ -217,7 +213,7 @@ def delete_person(
         images = [im for im in person.images if im.deleted_at is None]
         for image in images:
             _delete(session, image, reason, purge, key_id)
-        person.deleted_at = _now()
+        person.deleted_at = utcnow()
         session.add(
             AuditEntry(
                 key_id=key_id,
@@ -233,7 +229,7 @@ def delete_person(
 
 
 def _delete(session: Session, image: Image, reason: str, purge: bool, key_id: int | None) -> None:
-    image.deleted_at = _now()
+    image.deleted_at = utcnow()
     if purge:
         image.original_purged_at = image.deleted_at
     _remove_from_index(session, image)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -15,7 +14,7 @@ from sqlalchemy.orm import Session
 from app.errors import NotFound
 from app.images import decode, embed
 from app.service import Service, sha256_of
-from app.tables import AuditEntry, Image, Person, Search, SearchResult
+from app.tables import AuditEntry, Image, Person, Search, SearchResult, utcnow
 
 
 @dataclass(frozen=True)
@@ -65,7 +64,7 @@ def search(
                     "pixel_spacing_mm": pixel_spacing_mm,
                 },
                 response={},
-                created_at=datetime.now(UTC),
+                created_at=utcnow(),
             )
             session.add(record)
             session.flush()

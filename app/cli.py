@@ -12,6 +12,11 @@ from training.config import add_config_options, overrides_from
 
 
 def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="radmatch", description=__doc__.split(".")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -59,7 +64,22 @@ def main(argv: list[str] | None = None) -> int:
     serve = commands.add_parser("serve", help="run the matching service (configured by RADMATCH_*)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument(
+        "--worker", action="store_true", help="also run a job worker in this process"
+    )
     serve.set_defaults(run=_serve)
+
+    worker = commands.add_parser(
+        "worker", help="run jobs: index rebuilds, model activation, retraining"
+    )
+    worker.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    worker.set_defaults(run=_worker)
+
+    health = commands.add_parser(
+        "health", help="exit 0 when the service at --url is ready (for container health checks)"
+    )
+    health.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    health.set_defaults(run=_health)
 
     db = commands.add_parser("db", help="the case database's schema").add_subparsers(
         dest="db_command", required=True
@@ -106,9 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     demo = commands.add_parser("demo", help="generate a phantom cohort and report how hard it is")
     demo.add_argument("--data-dir", type=Path, default=Path("data"))
     demo.set_defaults(run=_demo)
-
-    args = parser.parse_args(argv)
-    return args.run(args)
+    return parser
 
 
 def _add_cohort_options(parser: argparse.ArgumentParser, split: str) -> None:
@@ -182,28 +200,75 @@ def _settings():
     return Settings()
 
 
-def _open_service(command: str, with_index: bool):
+def _open_service(command: str, with_index: bool, with_model: bool = True):
     from app.database import SchemaOutOfDate
     from app.service import Service, StartupError
 
     try:
-        return Service.open(_settings(), with_index=with_index)
+        return Service.open(_settings(), with_index=with_index, with_model=with_model)
     except (SchemaOutOfDate, StartupError) as error:
         raise SystemExit(f"radmatch {command}: {error}") from None
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _log_to_stderr() -> None:
     import logging
-
-    import uvicorn
-
-    from app.main import create_app
 
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import threading
+
+    import uvicorn
+
+    from app.jobs.worker import Worker
+    from app.main import create_app
+
+    _log_to_stderr()
     service = _open_service("serve", with_index=True)
-    uvicorn.run(create_app(service), host=args.host, port=args.port)
+    stop = threading.Event()
+    if args.worker:
+        threading.Thread(
+            target=Worker(service).run, args=(stop,), name="worker", daemon=True
+        ).start()
+    try:
+        uvicorn.run(create_app(service), host=args.host, port=args.port)
+    finally:
+        stop.set()
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from app.jobs.worker import Worker
+
+    _log_to_stderr()
+    service = _open_service("worker", with_index=False, with_model=False)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())  # finish the current job, then exit
+    try:
+        Worker(service).run(stop, once=args.once)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        service.close()
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    import httpx
+
+    try:
+        response = httpx.get(f"{args.url.rstrip('/')}/readyz", timeout=10)
+    except httpx.HTTPError as error:
+        raise SystemExit(f"radmatch health: {args.url} does not answer: {error}") from None
+    if response.status_code != 200:
+        raise SystemExit(f"radmatch health: not ready: {response.text}")
+    print("ready")
     return 0
 
 

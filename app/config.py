@@ -10,7 +10,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="RADMATCH_")
+    model_config = SettingsConfigDict(env_prefix="RADMATCH_", env_ignore_empty=True)
 
     data_dir: Path = Path("data")
     # Empty means a SQLite file in data_dir; production sets a PostgreSQL URL.
@@ -23,6 +23,11 @@ class Settings(BaseSettings):
     max_search_k: int = Field(default=100, gt=0)
     # How often a server looks for images that other processes committed.
     index_sync_seconds: float = Field(default=1.0, gt=0)
+    # Jobs: a running job's worker writes a heartbeat this often; a job whose heartbeat is older
+    # than job_stale_seconds is presumed orphaned and re-queued (or failed) by another worker.
+    job_heartbeat_seconds: float = Field(default=5.0, gt=0)
+    job_stale_seconds: float = Field(default=60.0, gt=0)
+    worker_poll_seconds: float = Field(default=1.0, gt=0)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -8,22 +8,24 @@ import dataclasses
 import io
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
 import numpy as np
 from PIL import Image as PILImage
-from sqlalchemy import select
+from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from app.errors import Gone, NotFound, decode_refusal
 from app.index import bump_generation
 from app.service import Service, sha256_of
-from app.tables import AuditEntry, Embedding, Image, Person, utcnow
+from app.tables import AuditEntry, Embedding, Image, ModelVersion, Person, utcnow
 from model.decode import decode_image
 from model.image import DecodedImage, DecodeError
+from model.inference import EmbeddingModel
 
 log = logging.getLogger("radmatch")
 
@@ -55,8 +57,9 @@ def decode(service: Service, data: bytes) -> DecodedImage:
         raise decode_refusal(error) from None
 
 
-def embed(service: Service, image: DecodedImage, pixel_spacing_mm: float | None) -> np.ndarray:
-    model, _ = service.require_model()
+def embed(
+    service: Service, model: EmbeddingModel, image: DecodedImage, pixel_spacing_mm: float | None
+) -> np.ndarray:
     start = time.perf_counter()
     vector = model.embed([image], [pixel_spacing_mm])[0]
     service.metrics.embed_seconds.observe(time.perf_counter() - start)
@@ -96,9 +99,10 @@ def ingest_image(
         existing = _existing(session, person_id, sha256)
         if existing is not None:
             return existing, False
-    _, version = service.require_model()
+    serving = service.require_serving()
+    version = serving.version
     decoded = decode(service, data)
-    vector = embed(service, decoded, fields.pixel_spacing_mm)
+    vector = embed(service, serving.model, decoded, fields.pixel_spacing_mm)
     meta = decoded.metadata
     image = Image(
         person_id=person_id,
@@ -151,6 +155,10 @@ def ingest_image(
         _forget_original(service, sha256, stored_now)
         raise
     service.metrics.ingested.inc()
+    current = service.serving
+    if current is not None and current.version.id != version.id:
+        # The active model changed while this image was embedded: give it the new model's too.
+        embed_missing(service, current.model, current.version)
     service.refresh_index()
     return image, True
 
@@ -273,32 +281,52 @@ def preview_png(service: Service, image: Image, max_side: int) -> bytes:
     return buffer.getvalue()
 
 
-def embed_missing(service: Service, batch_size: int = 32) -> int:
-    """Embed live images that have no embedding for the serving model (uploaded under another
-    model, or before any model was set), in batches; returns how many."""
-    model, version = service.require_model()
+def embed_missing(
+    service: Service,
+    model: EmbeddingModel,
+    version: ModelVersion,
+    progress: Callable[[int, int], None] | None = None,
+    batch_size: int = 32,
+) -> int:
+    """Embed live images that have no embedding for this model version (uploaded under another
+    model, or before any model was set), in batches; returns how many this call embedded. Safe
+    to run in several processes at once: a batch another process embedded first is skipped."""
     with service.sessions() as session:
-        embedded = select(Embedding.image_id).where(Embedding.model_version_id == version.id)
-        missing = session.execute(
-            select(Image.id, Image.sha256, Image.pixel_spacing_mm).where(
-                Image.deleted_at.is_(None), Image.id.not_in(embedded)
-            )
-        ).all()
+        missing = _images_without_embedding(session, version.id)
     if missing:
         log.info("embedding %d images with model version %d", len(missing), version.id)
+    done = 0
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
         images = [decode(service, service.store.read(sha)) for _, sha, _ in batch]
         vectors = model.embed(images, [spacing for _, _, spacing in batch])
-        with service.sessions.begin() as session:
-            generation = bump_generation(session, version.id)
-            session.add_all(
-                Embedding(
-                    image_id=image_id,
-                    model_version_id=version.id,
-                    vector=vector.tobytes(),
-                    added_generation=generation,
+        try:
+            with service.sessions.begin() as session:
+                # Recheck under the generation's row lock: another process may have been first.
+                generation = bump_generation(session, version.id)
+                still_missing = {i for i, _, _ in _images_without_embedding(session, version.id)}
+                session.add_all(
+                    Embedding(
+                        image_id=image_id,
+                        model_version_id=version.id,
+                        vector=vector.tobytes(),
+                        added_generation=generation,
+                    )
+                    for (image_id, _, _), vector in zip(batch, vectors, strict=True)
+                    if image_id in still_missing
                 )
-                for (image_id, _, _), vector in zip(batch, vectors, strict=True)
-            )
-    return len(missing)
+                done += sum(image_id in still_missing for image_id, _, _ in batch)
+        except IntegrityError:
+            log.info("another process embedded these images first")
+        if progress is not None:
+            progress(min(start + batch_size, len(missing)), len(missing))
+    return done
+
+
+def _images_without_embedding(session: Session, version_id: int) -> list[Row]:
+    embedded = select(Embedding.image_id).where(Embedding.model_version_id == version_id)
+    return session.execute(
+        select(Image.id, Image.sha256, Image.pixel_spacing_mm)
+        .where(Image.deleted_at.is_(None), Image.id.not_in(embedded))
+        .order_by(Image.id)
+    ).all()

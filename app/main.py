@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import OperationalError
 
-from app.api import health, images, people, searches
+from app.api import admin, health, images, people, searches
 from app.errors import ClientError, TooLarge
 from app.service import Service
 
@@ -36,7 +36,7 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    for router in (people.router, images.router, searches.router, health.router):
+    for router in (people.router, images.router, searches.router, admin.router, health.router):
         app.include_router(router)
 
     @app.middleware("http")

@@ -42,10 +42,10 @@ def search(
     pixel_spacing_mm: float | None,
     key_id: int | None,
 ) -> dict[str, Any]:
-    index = service.require_index()
-    _, version = service.require_model()
+    serving = service.require_index()
+    index, version = serving.index, serving.version
     query_sha256 = sha256_of(data)
-    vector = embed(service, decode(service, data), pixel_spacing_mm)
+    vector = embed(service, serving.model, decode(service, data), pixel_spacing_mm)
     with service.sessions() as session:
         allowed = _allowed_images(session, filters) if filters.any() else None
         candidates, generation, size = _nearest_people(session, index, vector, k, allowed)

@@ -2,7 +2,9 @@
 and the index of that model's embeddings, kept in step with the database by a background thread.
 
 `radmatch serve` opens one with an index; `radmatch ingest` opens one without (the servers pick up
-what it commits).
+what it commits); `radmatch worker` opens one with neither. Servers follow the database: when a
+model activation job switches the active model, or a rebuild publishes a new index build, each
+server's sync thread loads it and swaps it in while searches go on with the old one.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.config import Settings
@@ -26,8 +27,9 @@ from app.index import (
     snapshot_path,
 )
 from app.metrics import Metrics
+from app.model_versions import activate, active_version, load_model, register
 from app.store import OriginalStore
-from app.tables import AuditEntry, ModelVersion
+from app.tables import ModelVersion
 from model.checkpoint import CheckpointError
 from model.image import DecodeLimits
 from model.inference import EmbeddingModel
@@ -39,21 +41,35 @@ class StartupError(RuntimeError):
     """The service cannot start: the message says why and what to do."""
 
 
+@dataclass(frozen=True)
+class Serving:
+    """The model a server embeds with and the index of its embeddings, replaced as one object so
+    that no request mixes two models."""
+
+    model: EmbeddingModel
+    version: ModelVersion
+    index: VectorIndex | None
+    index_build: (
+        int  # the published index build this index was loaded from (ModelVersion.index_build)
+    )
+
+
 @dataclass
 class Service:
     settings: Settings
     sessions: sessionmaker[Session]
     store: OriginalStore
     metrics: Metrics
-    model: EmbeddingModel | None = None
-    model_version: ModelVersion | None = None
-    index: VectorIndex | None = None
+    with_index: bool = True
+    serving: Serving | None = None
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sync_thread: threading.Thread | None = None
 
     @classmethod
-    def open(cls, settings: Settings, with_index: bool = True) -> Service:
+    def open(cls, settings: Settings, with_index: bool = True, with_model: bool = True) -> Service:
+        """A server (with an index, following the active model), a bulk loader (model, no index)
+        or a worker (neither: each job loads what it needs)."""
         engine = make_engine(settings.sqlalchemy_url)
         try:
             check_schema(engine)
@@ -65,25 +81,24 @@ class Service:
             sessions=session_factory(engine),
             store=OriginalStore(settings.originals_dir),
             metrics=Metrics(),
+            with_index=with_index,
         )
-        service._load_model()
-        if service.model is not None:
-            from app.images import embed_missing  # images uploaded before this model was active
-
-            embed_missing(service)
-            if with_index:
-                service._load_index()
-                service._sync_thread = threading.Thread(
-                    target=service._sync_forever, name="index-sync", daemon=True
-                )
-                service._sync_thread.start()
+        if with_model:
+            version = service._bootstrap_model()
+            if version is not None:
+                service._serve(version)
+        if with_index:
+            service._sync_thread = threading.Thread(
+                target=service._sync_forever, name="index-sync", daemon=True
+            )
+            service._sync_thread.start()
         return service
 
     def close(self) -> None:
         self._stop.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
-        if self.index is not None:
+        if self.serving is not None and self.serving.index is not None:
             self.save_index()
         self.sessions.kw["bind"].dispose()
 
@@ -91,59 +106,73 @@ class Service:
     def decode_limits(self) -> DecodeLimits:
         return DecodeLimits(max_pixels=self.settings.max_pixels)
 
-    def require_model(self) -> tuple[EmbeddingModel, ModelVersion]:
-        if self.model is None or self.model_version is None:
+    def require_serving(self) -> Serving:
+        serving = self.serving
+        if serving is None:
             raise Unavailable(
-                "no model is loaded: set RADMATCH_CHECKPOINT to a checkpoint from `radmatch train` "
-                "and restart the service"
+                "no model is active: set RADMATCH_CHECKPOINT to a checkpoint from `radmatch train` "
+                "and restart, or register and activate one (POST /api/v1/admin/models)"
             )
-        return self.model, self.model_version
+        return serving
 
-    def require_index(self) -> VectorIndex:
-        self.require_model()
-        if self.index is None:
+    def require_index(self) -> Serving:
+        serving = self.require_serving()
+        if serving.index is None:
             raise Unavailable("this process keeps no index")
-        return self.index
+        return serving
 
     # --- the model --------------------------------------------------------------------------------
 
-    def _load_model(self) -> None:
-        """Serve RADMATCH_CHECKPOINT (registered and made active), else the active model version."""
+    def _bootstrap_model(self) -> ModelVersion | None:
+        """Register RADMATCH_CHECKPOINT and activate it if no model is active yet; return the
+        active version. Later switches are the model activation job's (it re-embeds first)."""
         path = self.settings.checkpoint
-        with self.sessions.begin() as session:
-            active = session.scalar(select(ModelVersion).where(ModelVersion.active))
-            if path is None and active is None:
-                log.warning("no model: set RADMATCH_CHECKPOINT to serve searches and uploads")
-                return
-            if path is None:
-                path = active.checkpoint_path
+        if path is not None:
             try:
                 model = EmbeddingModel.load(path, self.settings.device or None)
             except (CheckpointError, OSError) as error:
                 raise StartupError(f"cannot load the model checkpoint: {error}") from None
-            version = session.scalar(
-                select(ModelVersion).where(ModelVersion.sha256 == model.sha256)
-            )
-            if version is None:
-                version = _register(session, model)
-            if not version.active:
-                session.execute(update(ModelVersion).values(active=False))
-                version.active = True
-                session.add(
-                    AuditEntry(
-                        action="model.activate",
-                        target_type="model_version",
-                        target_id=version.id,
-                        details={"sha256": version.sha256, "checkpoint": str(path)},
+            with self.sessions.begin() as session:
+                version = register(session, model, key_id=None)
+                active = active_version(session)
+                if active is None:
+                    activate(session, version, key_id=None)
+                elif active.id != version.id:
+                    log.warning(
+                        "RADMATCH_CHECKPOINT is model version %d; version %d stays active "
+                        "(POST /api/v1/admin/models/%d/activate switches)",
+                        version.id,
+                        active.id,
+                        version.id,
                     )
-                )
-        self.model, self.model_version = model, version
+        with self.sessions() as session:
+            active = active_version(session)
+        if active is None:
+            log.warning("no model: set RADMATCH_CHECKPOINT to serve searches and uploads")
+        return active
+
+    def _serve(self, version: ModelVersion) -> None:
+        """Load a version's model, embed what it lacks, load its index, then switch to it."""
+        try:
+            model = load_model(version, self.settings.device or None)
+        except (CheckpointError, OSError) as error:
+            raise StartupError(f"cannot load model version {version.id}: {error}") from None
+        from app.images import embed_missing  # images uploaded under another model
+
+        embed_missing(self, model, version)
+        index = self._load_index(version) if self.with_index else None
+        self.serving = Serving(model, version, index, version.index_build)
+        # Uploads that committed under the previous model while this one was being prepared.
+        if embed_missing(self, model, version) and index is not None:
+            with self.sessions() as session:
+                catch_up(index, session)
         log.info("serving model version %d (%s)", version.id, version.sha256[:12])
 
     # --- the index --------------------------------------------------------------------------------
 
-    def _load_index(self) -> None:
-        version = self.model_version
+    def _load_index(self, version: ModelVersion) -> VectorIndex:
+        """The version's snapshot caught up with the database, or (when it is missing, damaged or
+        disagrees) a new index built from the stored embeddings."""
         path = snapshot_path(self.settings.index_dir, version.id)
         index = VectorIndex(version.id, version.dimension)
         if path.exists():
@@ -151,7 +180,6 @@ class Service:
                 index = VectorIndex.load(path, version.id, version.dimension)
             except SnapshotError as error:
                 log.warning("rebuilding the index from the database: %s", error)
-        self.index = index
         with self.sessions() as session:
             try:
                 replayed = catch_up(index, session)
@@ -162,7 +190,7 @@ class Service:
             if consistency is None or not consistency.ok:
                 if consistency is not None:
                     log.warning("index disagrees with the database (%s): rebuilding", consistency)
-                self.index = index = VectorIndex(version.id, version.dimension)
+                index = VectorIndex(version.id, version.dimension)
                 replayed = catch_up(index, session)
         log.info(
             "index: %d images at generation %d (%d replayed)",
@@ -171,17 +199,34 @@ class Service:
             replayed,
         )
         self.metrics.index_size.set(index.size)
+        return index
 
     def save_index(self) -> None:
-        self.index.save(snapshot_path(self.settings.index_dir, self.index.model_version_id))
+        index = self.require_index().index
+        index.save(snapshot_path(self.settings.index_dir, index.model_version_id))
 
     def refresh_index(self) -> None:
-        """Apply what this or another process committed. Serialised, so no change is applied twice."""
-        if self.index is None:
+        """Follow the database: switch when another version became active, load a newly
+        published index build, or apply what this or another process committed. Serialised, so
+        no change is applied twice; searches go on with the current index meanwhile."""
+        if not self.with_index:
             return
-        with self._sync_lock, self.sessions() as session:
-            catch_up(self.index, session)
-        self.metrics.index_size.set(self.index.size)
+        with self._sync_lock:
+            with self.sessions() as session:
+                active = active_version(session)
+            serving = self.serving
+            if active is None:
+                return
+            if serving is None or serving.version.id != active.id:
+                self._serve(active)
+            elif serving.index_build != active.index_build:
+                index = self._load_index(active)
+                self.serving = Serving(serving.model, active, index, active.index_build)
+                log.info("loaded index build %d of model version %d", active.index_build, active.id)
+            else:
+                with self.sessions() as session:
+                    catch_up(serving.index, session)
+            self.metrics.index_size.set(self.serving.index.size)
 
     def _sync_forever(self) -> None:
         while not self._stop.wait(self.settings.index_sync_seconds):
@@ -189,29 +234,6 @@ class Service:
                 self.refresh_index()
             except Exception:  # the database may be away for a while; keep trying
                 log.exception("index sync failed; retrying")
-
-
-def _register(session: Session, model: EmbeddingModel) -> ModelVersion:
-    info = model.checkpoint.info
-    version = ModelVersion(
-        sha256=model.sha256,
-        checkpoint_path=str(model.path.resolve()),
-        dimension=model.dimension,
-        metrics=info.get("metrics", {}),
-        info=info,
-        active=False,
-    )
-    session.add(version)
-    session.flush()
-    session.add(
-        AuditEntry(
-            action="model.register",
-            target_type="model_version",
-            target_id=version.id,
-            details={"sha256": model.sha256, "checkpoint": version.checkpoint_path},
-        )
-    )
-    return version
 
 
 def sha256_of(data: bytes) -> str:

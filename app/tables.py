@@ -122,7 +122,10 @@ class ModelVersion(Base):
     # Bumped in every transaction that adds or removes one of this version's embeddings; the row
     # lock orders those transactions, so generations are committed in order and without gaps.
     index_generation: Mapped[int] = mapped_column(default=0)
+    # Bumped when a worker publishes a rebuilt index snapshot; servers then load it.
+    index_build: Mapped[int] = mapped_column(default=0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    activated_at: Mapped[datetime | None]
 
 
 class Embedding(Base):
@@ -162,6 +165,35 @@ class SearchResult(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))  # the person's best image
     similarity: Mapped[float] = mapped_column(Float)
     distance: Mapped[float] = mapped_column(Float)
+
+
+class Job(Base):
+    """Long work (index rebuilds, model activation, training), done by `radmatch worker`. A worker
+    claims a queued job, heartbeats while it runs, and every write it makes is fenced by
+    (worker, attempt), so a worker presumed dead cannot overwrite the job's next attempt."""
+
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    kind: Mapped[str] = mapped_column(String(30))  # see app.jobs.kinds
+    # queued, running, succeeded, failed or cancelled
+    status: Mapped[str] = mapped_column(String(12), index=True)
+    parameters: Mapped[dict[str, Any]]
+    result: Mapped[dict[str, Any] | None]
+    progress_done: Mapped[int] = mapped_column(default=0)
+    progress_total: Mapped[int | None]
+    progress_message: Mapped[str] = mapped_column(Text, default="")
+    log_tail: Mapped[str] = mapped_column(Text, default="")
+    error: Mapped[str | None] = mapped_column(Text)
+    attempt: Mapped[int] = mapped_column(default=0)  # claims so far
+    max_attempts: Mapped[int] = mapped_column(default=3)
+    worker: Mapped[str | None] = mapped_column(String(200))  # host:pid of the current claim
+    cancel_requested: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    started_at: Mapped[datetime | None]
+    heartbeat_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
 
 
 class AuditEntry(Base):

@@ -94,14 +94,20 @@ def resolve_config(
             values.update(tomllib.loads(config_file.read_text()))
         except (OSError, tomllib.TOMLDecodeError) as error:
             raise ConfigError(f"{config_file}: {error}") from None
-        known = {f.name: f for f in fields(TrainConfig)}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(f"{config_file}: unknown option {key!r}")
-            if not _accepts(known[key], value):
-                raise ConfigError(f"{config_file}: {key} = {value!r} is not a {known[key].type}")
+        check_options(values, str(config_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
     return dataclasses.replace(PRESETS[preset], **values)
+
+
+def check_options(values: dict[str, Any], source: str) -> dict[str, Any]:
+    """Refuse unknown options and values of the wrong type, naming where they came from."""
+    known = {f.name: f for f in fields(TrainConfig)}
+    for key, value in values.items():
+        if key not in known:
+            raise ConfigError(f"{source}: unknown option {key!r}")
+        if not _accepts(known[key], value):
+            raise ConfigError(f"{source}: {key} = {value!r} is not a {known[key].type}")
+    return values
 
 
 def add_config_options(parser: argparse.ArgumentParser) -> None:

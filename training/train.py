@@ -9,11 +9,13 @@ averages the gradients, and the first process validates and writes.
 
 from __future__ import annotations
 
+import functools
 import io
 import math
 import os
 import random
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,16 +44,43 @@ from training.records import ImageRecord
 RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device"})
 
 
+# Called after every training step with (epoch, step, steps per epoch); may raise to stop the run.
+StepCallback = Callable[[int, int, int], None]
+
+
 def train(
-    config: TrainConfig, cohort: Path, out: Path, *, resume: bool = True, progress: bool = True
+    config: TrainConfig,
+    cohort: Path,
+    out: Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
 ) -> Path:
     """Train on a cohort's people, leaving out any in its test split; return DIR/checkpoint.pt.
 
     The cohort is a knee manifest file or the folder of a ChestX-ray14 release."""
-    process = _Process.start(config.device)
-    torch.manual_seed(config.seed)  # the network's initial weights
     records, cohort_sha256 = read_cohort(cohort)
     records = [r for r in records if r.split != "test"]
+    return train_on_records(
+        config, records, cohort_sha256, out, resume=resume, progress=progress, on_step=on_step
+    )
+
+
+def train_on_records(
+    config: TrainConfig,
+    records: list[ImageRecord],
+    cohort_sha256: str,
+    out: Path,
+    *,
+    resume: bool = True,
+    progress: bool = True,
+    on_step: StepCallback | None = None,
+) -> Path:
+    """Train on these records (a share of their people held out for validation); return
+    DIR/checkpoint.pt. cohort_sha256 names the data in the checkpoint."""
+    process = _Process.start(config.device)
+    torch.manual_seed(config.seed)  # the network's initial weights
     train_records, val_records = split_people(records, config.val_fraction, config.seed)
     prep = Preprocessing(input_size=config.input_size)
     show = progress and process.is_main
@@ -109,8 +138,9 @@ def train(
         started = time.perf_counter()
         plan.set_epoch(epoch)
         description = f"epoch {epoch + 1}/{config.epochs}" if show else None
+        step_done = None if on_step is None else functools.partial(on_step, epoch)
         losses = train_one_epoch(
-            model, loader, optimiser, process.device, memory_format, description
+            model, loader, optimiser, process.device, memory_format, description, step_done
         )
         loss_fn.end_epoch()
         state.epoch = epoch + 1
@@ -152,6 +182,7 @@ def train_one_epoch(
     device: torch.device,
     memory_format: torch.memory_format | None,
     progress: str | None,
+    on_step: Callable[[int, int], None] | None = None,
 ) -> torch.Tensor:
     """One pass over the loader; returns the loss of every step. With a progress description, a
     bar shows the loss, the mined triplets and pairs, and the margins (reading them waits for the
@@ -160,7 +191,7 @@ def train_one_epoch(
     loss_fn = (model.module if isinstance(model, DistributedDataParallel) else model).loss_fn
     losses = []
     steps = tqdm(loader, desc=progress, disable=progress is None)
-    for inputs, labels in steps:
+    for step, (inputs, labels) in enumerate(steps):
         inputs = inputs.to(device, memory_format=memory_format, non_blocking=True)
         loss = model(inputs, labels.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -169,6 +200,8 @@ def train_one_epoch(
         losses.append(loss.detach())
         if progress is not None:
             steps.set_postfix(_progress(loss, loss_fn), refresh=False)
+        if on_step is not None:
+            on_step(step + 1, len(loader))
     return torch.stack(losses)
 
 

@@ -24,11 +24,13 @@ def readyz(service: ServiceDep) -> JSONResponse:
         with service.sessions() as session:
             session.execute(text("SELECT 1"))
             checks["database"] = "ok"
-            checks["model"] = "ok" if service.model is not None else "no model loaded"
-            if service.index is None:
+            serving = service.serving
+            checks["model"] = "ok" if serving is not None else "no model loaded"
+            if serving is None or serving.index is None:
                 checks["index"] = "no index"
             else:
-                consistency = check_consistency(service.index, session)
+                checks["model_version"] = serving.version.id
+                consistency = check_consistency(serving.index, session)
                 checks["index"] = "ok" if consistency.ok else "disagrees with the database"
                 checks["index_size"] = consistency.index_size
                 checks["index_generation"] = consistency.generation

@@ -420,7 +420,7 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
             for seed in range(3)
         ]
         delete_image(service, images[0].id, "a test deletion", purge=False, key_id=None)
-        version_id = service.model_version.id
+        version_id = service.serving.version.id
     finally:
         service.close()
     path = snapshot_path(settings.index_dir, version_id)
@@ -429,7 +429,7 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
 
     service = Service.open(settings)
     try:
-        index = service.index
+        index = service.serving.index
         assert index is not None
         assert index_ids(index) == sorted(image.id for image in images[1:])
         with service.sessions() as session:

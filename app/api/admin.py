@@ -1,0 +1,145 @@
+"""Admin endpoints: jobs (index rebuild, retraining, model activation), model versions. Starting
+work returns 202 with the job; a worker (`radmatch worker`, or `radmatch serve --worker`) runs it.
+Every action goes to the audit log."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+
+from app.api import API_PREFIX
+from app.api.deps import AdminKey, ServiceDep
+from app.api.schemas import (
+    JobOut,
+    JobsPage,
+    ModelRegister,
+    ModelVersionOut,
+    TrainingJobCreate,
+)
+from app.errors import NotFound, Unprocessable
+from app.jobs.queue import enqueue, request_cancel
+from app.model_versions import register
+from app.tables import Embedding, Job, ModelVersion
+from model.checkpoint import CheckpointError
+from model.inference import EmbeddingModel
+
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
+
+JobStatus = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
+
+
+def _start(service, kind: str, parameters: dict[str, Any], key_id: int) -> Job:
+    with service.sessions.begin() as session:
+        return enqueue(session, kind, parameters, key_id)
+
+
+@router.post("/index/rebuild", status_code=202, response_model=JobOut)
+def rebuild_index(service: ServiceDep, key: AdminKey) -> Job:
+    """Rebuild the active model's index from the stored embeddings, verify it, switch to it.
+    Searches go on with the current index meanwhile."""
+    return _start(service, "index_rebuild", {}, key.id)
+
+
+@router.post("/training-jobs", status_code=202, response_model=JobOut)
+def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) -> Job:
+    """Train a new model on the case database (split by person) or on a manifest; the result is
+    registered as a model version with its validation metrics, not activated."""
+    from training.config import ConfigError, check_options, resolve_config
+
+    try:
+        resolve_config(body.preset, None, check_options(body.overrides, "overrides"))
+    except (ConfigError, TypeError) as error:
+        raise Unprocessable(str(error)) from None
+    if body.manifest is not None and not Path(body.manifest).is_file():
+        raise Unprocessable(f"no manifest file at {body.manifest!r} on the server")
+    return _start(service, "training", body.model_dump(), key.id)
+
+
+@router.get("/models", response_model=list[ModelVersionOut])
+def list_models(service: ServiceDep, _: AdminKey) -> list[dict]:
+    with service.sessions() as session:
+        versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
+        counts = dict(
+            session.execute(
+                select(Embedding.model_version_id, func.count())
+                .where(Embedding.removed_generation.is_(None))
+                .group_by(Embedding.model_version_id)
+            ).all()
+        )
+    return [
+        {**_fields(version), "embedded_images": counts.get(version.id, 0)} for version in versions
+    ]
+
+
+@router.post("/models", status_code=201, response_model=ModelVersionOut)
+def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> dict:
+    """Register a checkpoint file from `radmatch train` (the same file twice is one version)."""
+    try:
+        model = EmbeddingModel.load(Path(body.checkpoint_path), "cpu")
+    except (CheckpointError, OSError) as error:
+        raise Unprocessable(f"cannot register {body.checkpoint_path!r}: {error}") from None
+    with service.sessions.begin() as session:
+        version = register(session, model, key.id)
+    return {**_fields(version), "embedded_images": 0}
+
+
+@router.post("/models/{version_id}/activate", status_code=202, response_model=JobOut)
+def activate_model(version_id: int, service: ServiceDep, key: AdminKey) -> Job:
+    """Re-embed every image with this version, build and verify its index, then make it the
+    active model in one step. The previous version stays registered, with its embeddings: activate
+    it again to roll back."""
+    with service.sessions() as session:
+        if session.get(ModelVersion, version_id) is None:
+            raise NotFound(f"no model version with id {version_id}")
+    return _start(service, "model_activation", {"model_version_id": version_id}, key.id)
+
+
+@router.get("/jobs", response_model=JobsPage)
+def list_jobs(
+    service: ServiceDep,
+    _: AdminKey,
+    status: JobStatus = None,
+    kind: Annotated[str | None, Query(max_length=30)] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> dict:
+    query = select(Job)
+    if status is not None:
+        query = query.where(Job.status == status)
+    if kind is not None:
+        query = query.where(Job.kind == kind)
+    with service.sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        items = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(job_id: int, service: ServiceDep, _: AdminKey) -> Job:
+    with service.sessions() as session:
+        return _job(session, job_id)
+
+
+@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
+def cancel_job(job_id: int, service: ServiceDep, key: AdminKey) -> Job:
+    """Cancel a queued job; a running one stops at its next progress report."""
+    with service.sessions.begin() as session:
+        return request_cancel(session, _job(session, job_id), key.id)
+
+
+def _job(session, job_id: int) -> Job:
+    job = session.get(Job, job_id)
+    if job is None:
+        raise NotFound(f"no job with id {job_id}")
+    return job
+
+
+def _fields(version: ModelVersion) -> dict:
+    return {
+        name: getattr(version, name)
+        for name in ModelVersionOut.model_fields
+        if name != "embedded_images"
+    }

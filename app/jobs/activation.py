@@ -1,0 +1,37 @@
+"""Model activation: re-embed every live image with the chosen version, build and verify its
+index, then make it the active version in one transaction. Servers switch to it on their next
+sync; the previous version keeps its embeddings and index, so activating it again is a rollback
+that only embeds what was uploaded since."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from app.errors import NotFound
+from app.images import embed_missing
+from app.jobs.queue import RunningJob
+from app.jobs.rebuild import build_and_publish
+from app.model_versions import activate, active_version, load_model
+from app.service import Service
+from app.tables import ModelVersion
+
+
+def activate_model(service: Service, job: RunningJob) -> dict[str, Any]:
+    version_id = job.parameters["model_version_id"]
+    with service.sessions() as session:
+        version = session.get(ModelVersion, version_id)
+        previous = active_version(session)
+    if version is None:
+        raise NotFound(f"no model version with id {version_id}")
+    model = load_model(version, service.settings.device or None)
+    result = build_and_publish(service, job, version, model)
+    with service.sessions.begin() as session:
+        activate(session, session.get(ModelVersion, version_id), job.key_id)
+    job.log(f"model version {version_id} is active")
+    # Uploads that servers embedded with the previous model until they switched.
+    late = embed_missing(service, model, version)
+    return {
+        **result,
+        "previous_version": previous.id if previous is not None else None,
+        "embedded_after_switch": late,
+    }

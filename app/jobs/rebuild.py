@@ -1,0 +1,81 @@
+"""Index rebuild: build the active model's index afresh from the stored embeddings (embedding the
+images that lack one first), verify it id by id against the database, and publish it. Servers load
+a published build and swap it in; until then they search with the index they have."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from app.errors import Conflict
+from app.images import embed_missing
+from app.index import VectorIndex, catch_up, check_consistency, snapshot_path
+from app.jobs.queue import RunningJob
+from app.model_versions import active_version, load_model
+from app.service import Service
+from app.tables import AuditEntry, ModelVersion
+from model.inference import EmbeddingModel
+
+
+def rebuild_index(service: Service, job: RunningJob) -> dict[str, Any]:
+    with service.sessions() as session:
+        version = active_version(session)
+    if version is None:
+        raise Conflict("no model is active, so there is no index to rebuild")
+    model = load_model(version, service.settings.device or None)
+    return build_and_publish(service, job, version, model)
+
+
+def build_and_publish(
+    service: Service, job: RunningJob, version: ModelVersion, model: EmbeddingModel
+) -> dict[str, Any]:
+    """Embed what the version lacks, build its index, verify it, write the snapshot and publish
+    the build: servers serving this version load it."""
+    job.progress(0, None, f"embedding images that lack model version {version.id}'s embedding")
+    embedded = embed_missing(
+        service,
+        model,
+        version,
+        progress=lambda done, total: job.progress(done, total, "embedding images"),
+    )
+    job.log(f"embedded {embedded} images with model version {version.id}")
+    job.progress(0, None, "building the index")
+    index = VectorIndex(version.id, version.dimension)
+    with service.sessions() as session:
+        catch_up(index, session)
+        consistency = check_consistency(index, session)
+    if not consistency.ok:
+        raise RuntimeError(f"the rebuilt index disagrees with the database: {consistency}")
+    job.log(f"index of {index.size} images at generation {index.generation} verified")
+    index.save(snapshot_path(service.settings.index_dir, version.id))
+    job.progress(index.size, index.size, "publishing the index")
+    with service.sessions.begin() as session:
+        build = publish_build(session, version.id, job)
+    job.log(f"published index build {build}")
+    return {
+        "model_version_id": version.id,
+        "images": index.size,
+        "index_generation": index.generation,
+        "index_build": build,
+        "embedded": embedded,
+    }
+
+
+def publish_build(session: Session, version_id: int, job: RunningJob) -> int:
+    build = session.execute(
+        ModelVersion.__table__.update()
+        .where(ModelVersion.id == version_id)
+        .values(index_build=ModelVersion.index_build + 1)
+        .returning(ModelVersion.index_build)
+    ).scalar_one()
+    session.add(
+        AuditEntry(
+            key_id=job.key_id,
+            action="index.publish",
+            target_type="model_version",
+            target_id=version_id,
+            details={"index_build": build, "job_id": job.id},
+        )
+    )
+    return build

@@ -140,7 +140,7 @@ def recover_stale(sessions: sessionmaker[Session], stale_after: timedelta) -> li
                 job.status, job.error = FAILED, reason + f"; failed after {job.attempt} attempts"
             if job.status != QUEUED:
                 job.finished_at = utcnow()
-            job.log_tail = (job.log_tail + f"\n{reason}").strip()
+            job.log_tail = f"{job.log_tail}\n{job.error}".strip()
             job.worker = None
         return [job.id for job in stale]
 

@@ -32,7 +32,8 @@ def train_model(service: Service, job: RunningJob) -> dict[str, Any]:
         done = epoch * steps + step
         job.progress(done, config.epochs * steps, f"epoch {epoch + 1}/{config.epochs}")
 
-    job.log(f"training preset {job.parameters['preset']} into {out}")
+    resuming = (out / "last.pt").exists()  # an earlier attempt's worker died
+    job.log(f"{'resuming' if resuming else 'training'} preset {job.parameters['preset']} in {out}")
     if manifest:
         checkpoint = train(config, Path(manifest), out, progress=False, on_step=on_step)
     else:

@@ -81,12 +81,47 @@ class Server:
             self.process.wait()
 
 
+@dataclass
+class WorkerProcess:
+    """A `radmatch worker` process."""
+
+    env: dict[str, str]
+    log: Path
+    once: bool = False
+    process: subprocess.Popen | None = None
+
+    def start(self) -> WorkerProcess:
+        command = [sys.executable, "-m", "app.cli", "worker"] + (["--once"] if self.once else [])
+        with open(self.log, "ab") as log:
+            self.process = subprocess.Popen(
+                command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
+            )
+        return self
+
+    def kill(self) -> None:
+        """SIGKILL: the worker gets no chance to say anything."""
+        self.process.kill()
+        self.process.wait()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
 def service_env(data_dir: Path, database_url: str, checkpoint: Path | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADMATCH_")}
     env.update(
         RADMATCH_DATA_DIR=str(data_dir),
         RADMATCH_DATABASE_URL=database_url,
         RADMATCH_INDEX_SYNC_SECONDS="0.5",
+        RADMATCH_JOB_HEARTBEAT_SECONDS="0.5",
+        RADMATCH_JOB_STALE_SECONDS="4",
+        RADMATCH_WORKER_POLL_SECONDS="0.2",
     )
     if checkpoint is not None:
         env["RADMATCH_CHECKPOINT"] = str(checkpoint)

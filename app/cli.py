@@ -123,8 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--pixel-spacing-mm", type=float, help="when the file does not say")
     search.set_defaults(run=_search)
 
-    demo = commands.add_parser("demo", help="generate a phantom cohort and report how hard it is")
-    demo.add_argument("--data-dir", type=Path, default=Path("data"))
+    demo = commands.add_parser(
+        "demo", help="phantom cohorts, a trained model, a gallery, and the service with a worker"
+    )
+    demo.add_argument("--data-dir", type=Path, default=Path("data/demo"), help="kept and reused")
+    demo.add_argument("--preset", default="cpu", help="training preset (default: cpu)")
+    demo.add_argument("--train-subjects", type=int, default=100, help="people to train on")
+    demo.add_argument("--gallery-subjects", type=int, default=40, help="known people")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(run=_demo)
     return parser
 
@@ -391,7 +398,12 @@ def _search(args: argparse.Namespace) -> int:
     if response.status_code != 200:
         detail = response.json().get("detail", response.text) if response.content else ""
         raise SystemExit(f"radmatch search: {response.status_code}: {detail}")
-    answer = response.json()
+    print_ranking(response.json())
+    return 0
+
+
+def print_ranking(answer: dict) -> None:
+    """A search's ranked people, as a table for a terminal."""
     print(
         f"search {answer['search_id']}: model version {answer['model_version']['id']}, "
         f"{answer['index_size']} images"
@@ -402,17 +414,15 @@ def _search(args: argparse.Namespace) -> int:
             f"{c['rank']:>4}  {c['similarity']:>10.4f}  {c['distance']:>8.4f}  "
             f"{c['person_id']} ({c['external_ref']})"
         )
-    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
-    cohort = args.data_dir / "phantom-demo"
-    if not (cohort / "manifest.csv").exists():
-        main(["synth", "--out", str(cohort), "--subjects", "40", "--seed", "1"])
-    print(f"\nPhantom cohort: {cohort}. Nearest neighbour on raw pixels, by time since baseline:\n")
-    return main(
-        ["evaluate", "--manifest", str(cohort / "manifest.csv"), "--embedder", "raw-pixels"]
+    from app.demo import DemoPlan, run_demo
+
+    plan = DemoPlan(
+        args.data_dir, args.preset, args.train_subjects, args.gallery_subjects, args.host, args.port
     )
+    return run_demo(plan)
 
 
 if __name__ == "__main__":

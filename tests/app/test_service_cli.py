@@ -61,3 +61,13 @@ def test_ingest_beside_a_running_server_then_search(server, phantom_manifest):
     assert refused.returncode != 0 and "415" in refused.stderr
     no_key = radmatch(server.env, "search", str(query.path), "--url", server.url)
     assert no_key.returncode != 0 and "RADMATCH_API_KEY" in no_key.stderr
+
+
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+def test_health_is_the_container_health_check(server):
+    """`radmatch health`, which the Dockerfile's HEALTHCHECK runs: 0 when ready, else 1 and why."""
+    ready = radmatch(server.env, "health", "--url", server.url)
+    assert ready.returncode == 0 and ready.stdout.strip() == "ready", ready.stderr
+    server.stop()
+    gone = radmatch(server.env, "health", "--url", server.url)
+    assert gone.returncode == 1 and "does not answer" in gone.stderr

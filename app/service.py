@@ -49,9 +49,8 @@ class Serving:
     model: EmbeddingModel
     version: ModelVersion
     index: VectorIndex | None
-    index_build: (
-        int  # the published index build this index was loaded from (ModelVersion.index_build)
-    )
+    # The published index build this index was loaded from (ModelVersion.index_build).
+    index_build: int
 
 
 @dataclass

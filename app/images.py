@@ -271,9 +271,9 @@ def original_bytes(service: Service, image: Image) -> bytes:
     return service.store.read(image.sha256)
 
 
-def preview_png(service: Service, image: Image, max_side: int) -> bytes:
-    """An 8-bit greyscale PNG of the decoded image, bone bright, at most max_side pixels wide or high."""
-    decoded = decode(service, original_bytes(service, image))
+def preview_png(service: Service, data: bytes, max_side: int) -> bytes:
+    """An 8-bit greyscale PNG of a radiograph, bone bright, at most max_side pixels wide or high."""
+    decoded = decode(service, data)
     picture = PILImage.fromarray(np.round(decoded.pixels * 255).astype(np.uint8))
     picture.thumbnail((max_side, max_side), PILImage.Resampling.LANCZOS)
     buffer = io.BytesIO()

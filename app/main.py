@@ -6,12 +6,14 @@ import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
 
-from app.api import admin, health, images, people, searches
+from app.api import admin, cases, health, images, keys, people, searches
 from app.errors import ClientError, TooLarge
 from app.service import Service
 
@@ -19,6 +21,13 @@ log = logging.getLogger("radmatch")
 
 # Multipart framing and form fields on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+# The examiner's page: static files, no build step, nothing fetched from elsewhere (labs are often
+# air-gapped), and a policy that lets the page load nothing but its own files and images.
+WEB = Path(__file__).parent / "web"
+PAGE_POLICY = (
+    "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
+    "connect-src 'self'; frame-ancestors 'none'"
+)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -36,8 +45,22 @@ def create_app(service: Service) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = service
-    for router in (people.router, images.router, searches.router, admin.router, health.router):
+    for router in (
+        people.router,
+        images.router,
+        searches.router,
+        cases.router,
+        keys.router,
+        admin.router,
+        health.router,
+    ):
         app.include_router(router)
+
+    app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+
+    @app.get("/", include_in_schema=False)
+    def page() -> FileResponse:
+        return FileResponse(WEB / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
     @app.middleware("http")
     async def measure_and_limit(request: Request, call_next):

@@ -41,6 +41,7 @@ def search(
     filters: SearchFilters,
     pixel_spacing_mm: float | None,
     key_id: int | None,
+    case_id: int | None = None,
 ) -> dict[str, Any]:
     serving = service.require_index()
     index, version = serving.index, serving.version
@@ -54,6 +55,7 @@ def search(
         with service.sessions.begin() as session:
             record = Search(
                 key_id=key_id,
+                case_id=case_id,
                 query_sha256=query_sha256,
                 model_version_id=version.id,
                 index_generation=generation,
@@ -70,6 +72,7 @@ def search(
             session.flush()
             response = {
                 "search_id": record.id,
+                "case_id": case_id,
                 "created_at": record.created_at.isoformat(),
                 "query_sha256": query_sha256,
                 "model_version": {"id": version.id, "sha256": version.sha256},

@@ -142,12 +142,27 @@ class Embedding(Base):
     removed_generation: Mapped[int | None]
 
 
+class Case(Base):
+    """An unidentified person's file: the searches run for them and the examiners' conclusions."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(100), unique=True)  # the lab's case number
+    description: Mapped[str] = mapped_column(Text, default="")
+    status: Mapped[str] = mapped_column(String(12), default="open")  # open, identified, closed
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
 class Search(Base):
     __tablename__ = "searches"
 
     id: Mapped[int] = mapped_column(primary_key=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"), index=True)
     query_sha256: Mapped[str] = mapped_column(String(64), index=True)
     model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"))
     index_generation: Mapped[int]
@@ -165,6 +180,38 @@ class SearchResult(Base):
     image_id: Mapped[int] = mapped_column(ForeignKey("images.id"))  # the person's best image
     similarity: Mapped[float] = mapped_column(Float)
     distance: Mapped[float] = mapped_column(Float)
+
+
+class Conclusion(Base):
+    """An examiner's conclusion about one candidate of one search. Never updated: a change of mind
+    is a new row, and the case's history shows both."""
+
+    __tablename__ = "conclusions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"))
+    person_id: Mapped[int] = mapped_column(ForeignKey("people.id"))
+    # identification, probable, possible, insufficient or excluded
+    conclusion: Mapped[str] = mapped_column(String(16))
+    comment: Mapped[str] = mapped_column(Text, default="")
+    key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))  # who signed it
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class Review(Base):
+    """A request that a second examiner review a search blind: until they record a conclusion on
+    it, they are not shown anyone else's."""
+
+    __tablename__ = "reviews"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    search_id: Mapped[int] = mapped_column(ForeignKey("searches.id"))
+    reviewer_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"), index=True)
+    requested_by_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    completed_at: Mapped[datetime | None]
 
 
 class Job(Base):

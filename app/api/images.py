@@ -59,7 +59,9 @@ def get_preview(
 ) -> Response:
     with service.sessions() as session:
         image = live_image(session, image_id)
-    return Response(preview_png(service, image, size), media_type="image/png")
+    return Response(
+        preview_png(service, original_bytes(service, image), size), media_type="image/png"
+    )
 
 
 @router.delete("/images/{image_id}", response_model=Deleted)

@@ -12,6 +12,7 @@ from sqlalchemy.exc import IntegrityError
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, ServiceDep
 from app.api.schemas import (
+    Appearance,
     Deleted,
     ImageOut,
     PeoplePage,
@@ -24,7 +25,7 @@ from app.api.schemas import (
 from app.api.uploads import display_name, read_upload
 from app.errors import Conflict
 from app.images import ImageFields, delete_person, ingest_image, live_person
-from app.tables import AuditEntry, Person
+from app.tables import AuditEntry, Person, Search, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"])
 
@@ -85,6 +86,30 @@ def get_person(person_id: int, service: ServiceDep, _: AnyKey) -> dict:
         person = live_person(session, person_id)
         images = [im for im in person.images if im.deleted_at is None]
         return {**PersonOut.model_validate(person).model_dump(), "images": images}
+
+
+@router.get("/people/{person_id}/searches", response_model=list[Appearance])
+def person_in_searches(person_id: int, service: ServiceDep, _: AnyKey) -> list[dict]:
+    """The searches this person was a candidate in, newest first, with the rank they had."""
+    with service.sessions() as session:
+        live_person(session, person_id)
+        rows = session.execute(
+            select(SearchResult, Search.case_id, Search.created_at)
+            .join(Search, Search.id == SearchResult.search_id)
+            .where(SearchResult.person_id == person_id)
+            .order_by(Search.id.desc())
+            .limit(500)
+        ).all()
+    return [
+        {
+            "search_id": result.search_id,
+            "case_id": case_id,
+            "created_at": created_at,
+            "rank": result.rank,
+            "similarity": result.similarity,
+        }
+        for result, case_id, created_at in rows
+    ]
 
 
 @router.post(

@@ -63,6 +63,14 @@ class PeoplePage(BaseModel):
     offset: int
 
 
+class Appearance(BaseModel):
+    search_id: int
+    case_id: int | None
+    created_at: datetime
+    rank: int
+    similarity: float
+
+
 class ImageMatch(BaseModel):
     image_id: int
     similarity: float = Field(description="Cosine similarity of the unit embeddings")
@@ -85,6 +93,7 @@ class ModelVersionRef(BaseModel):
 
 class SearchOut(BaseModel):
     search_id: int
+    case_id: int | None = Field(default=None, description="The case it was run in, if any")
     created_at: str
     query_sha256: str
     model_version: ModelVersionRef
@@ -173,3 +182,100 @@ class ModelVersionOut(BaseModel):
     created_at: datetime
     activated_at: datetime | None
     embedded_images: int = Field(description="Live images with this version's embedding")
+
+
+CaseStatus = Literal["open", "identified", "closed"]
+ConclusionScale = Literal["identification", "probable", "possible", "insufficient", "excluded"]
+
+
+class CaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: str = Field(min_length=1, max_length=100, description="The lab's case number")
+    description: str = Field(default="", max_length=10_000)
+
+
+class CaseUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: CaseStatus | None = None
+    description: str | None = Field(default=None, max_length=10_000)
+
+
+class CaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    number: str
+    description: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CasesPage(BaseModel):
+    items: list[CaseOut]
+    total: int
+    limit: int
+    offset: int
+
+
+class ConclusionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int
+    person_id: int = Field(description="The candidate the conclusion is about")
+    conclusion: ConclusionScale
+    comment: str = Field(default="", max_length=10_000)
+
+
+class ConclusionOut(BaseModel):
+    id: int
+    search_id: int
+    person_id: int
+    conclusion: str
+    comment: str
+    key_id: int = Field(description="The key that signed it")
+    examiner: str = Field(description="That key's owner")
+    created_at: datetime
+
+
+class Conclusions(BaseModel):
+    items: list[ConclusionOut] = Field(description="Oldest first; a change is a later entry")
+    hidden: int = Field(description="Others' conclusions withheld until yours (blind review)")
+    blind_searches: list[int] = Field(
+        description="Searches you review blind and have not concluded on"
+    )
+
+
+class ReviewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: int
+    reviewer_key_id: int = Field(description="The second examiner's key (GET /examiners)")
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    case_id: int | None = None
+    search_id: int
+    reviewer_key_id: int
+    requested_by_key_id: int
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class CaseDetail(CaseOut):
+    searches: list[SearchOut] = Field(description="Searches run in the case, oldest first")
+    conclusions: Conclusions
+    reviews: list[ReviewOut]
+
+
+class KeyOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    name: str
+    role: str

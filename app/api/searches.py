@@ -1,25 +1,40 @@
-"""Searching the gallery with a radiograph, and stored searches."""
+"""Searching the gallery with a radiograph, and stored searches with their query images."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
 from app.api.schemas import SearchOut, Sex, Side
 from app.api.uploads import read_upload
-from app.errors import Unprocessable
+from app.errors import Gone, NotFound, Unprocessable
+from app.images import preview_png
 from app.search import SearchFilters, search, stored_search
+from app.service import Service
+from app.tables import Search
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"])
 
 
-@router.post("/search", response_model=SearchOut)
-def search_gallery(
+@dataclass(frozen=True)
+class SearchRequest:
+    data: bytes
+    k: int
+    filters: SearchFilters
+    pixel_spacing_mm: float | None
+
+    def run(self, service: Service, key_id: int, case_id: int | None = None) -> dict:
+        return search(
+            service, self.data, self.k, self.filters, self.pixel_spacing_mm, key_id, case_id
+        )
+
+
+def search_request(
     service: ServiceDep,
-    key: AnyKey,
     file: Annotated[UploadFile, File(description="The unknown person's radiograph")],
     k: Annotated[int, Form(ge=1, description="How many people to return")] = 10,
     sex: Annotated[Sex | None, Form()] = None,
@@ -30,10 +45,10 @@ def search_gallery(
     pixel_spacing_mm: Annotated[
         float | None, Form(gt=0, le=10, description="When the file does not say (PNG, JPEG)")
     ] = None,
-) -> dict:
+) -> SearchRequest:
+    """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
     if k > service.settings.max_search_k:
         raise Unprocessable(f"k is {k}; at most {service.settings.max_search_k} people per search")
-    data = read_upload(file, service.settings.max_upload_bytes)
     filters = SearchFilters(
         sex=sex,
         birth_year_min=birth_year_min,
@@ -41,10 +56,54 @@ def search_gallery(
         body_part=body_part.strip().upper() if body_part else None,
         side=side,
     )
-    return search(service, data, k, filters, pixel_spacing_mm, key.id)
+    data = read_upload(file, service.settings.max_upload_bytes)
+    return SearchRequest(data, k, filters, pixel_spacing_mm)
+
+
+SearchForm = Annotated[SearchRequest, Depends(search_request)]
+
+
+@router.post("/search", response_model=SearchOut)
+def search_gallery(service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
+    return form.run(service, key.id)
 
 
 @router.get("/searches/{search_id}", response_model=SearchOut)
 def get_search(search_id: int, service: ServiceDep, _: AnyKey) -> dict:
     with service.sessions() as session:
         return stored_search(session, search_id)
+
+
+def _query_bytes(service: Service, search_id: int) -> bytes:
+    with service.sessions() as session:
+        record = session.get(Search, search_id)
+    if record is None:
+        raise NotFound(f"no search with id {search_id}")
+    if not service.store.exists(record.query_sha256):
+        raise Gone(f"the query image of search {search_id} is no longer stored")
+    return service.store.read(record.query_sha256)
+
+
+@router.get(
+    "/searches/{search_id}/query",
+    response_class=Response,
+    responses={200: {"content": {"application/octet-stream": {}}}},
+)
+def get_query_original(search_id: int, service: ServiceDep, _: AnyKey) -> Response:
+    """The query image exactly as uploaded."""
+    return Response(_query_bytes(service, search_id), media_type="application/octet-stream")
+
+
+@router.get(
+    "/searches/{search_id}/query/preview.png",
+    response_class=Response,
+    responses={200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"}},
+)
+def get_query_preview(
+    search_id: int,
+    service: ServiceDep,
+    _: AnyKey,
+    size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
+) -> Response:
+    data = _query_bytes(service, search_id)
+    return Response(preview_png(service, data, size), media_type="image/png")

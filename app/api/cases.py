@@ -1,0 +1,131 @@
+"""Cases: searches run for an unidentified person, examiners' conclusions, blind reviews."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.api import API_PREFIX
+from app.api.deps import AnyKey, ServiceDep
+from app.api.schemas import (
+    CaseCreate,
+    CaseDetail,
+    CaseOut,
+    CasesPage,
+    CaseStatus,
+    CaseUpdate,
+    ConclusionCreate,
+    ConclusionOut,
+    Conclusions,
+    ReviewCreate,
+    ReviewOut,
+    SearchOut,
+)
+from app.api.searches import SearchForm
+from app.cases import (
+    audit,
+    case_detail,
+    conclusions_for,
+    live_case,
+    record_conclusion,
+    request_review,
+)
+from app.errors import Conflict
+from app.tables import Case, utcnow
+
+router = APIRouter(prefix=API_PREFIX, tags=["cases"])
+
+
+@router.post("/cases", status_code=201, response_model=CaseOut)
+def create_case(body: CaseCreate, service: ServiceDep, key: AnyKey) -> Case:
+    try:
+        with service.sessions.begin() as session:
+            case = Case(number=body.number, description=body.description, created_by_key_id=key.id)
+            session.add(case)
+            session.flush()
+            audit(session, key.id, "case.create", case.id, number=case.number)
+    except IntegrityError:
+        raise Conflict(f"a case numbered {body.number!r} exists already") from None
+    return case
+
+
+@router.get("/cases", response_model=CasesPage)
+def list_cases(
+    service: ServiceDep,
+    _: AnyKey,
+    status: CaseStatus | None = None,
+    number: Annotated[str | None, Query(max_length=100, description="exact match")] = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+) -> dict:
+    query = select(Case)
+    if status is not None:
+        query = query.where(Case.status == status)
+    if number is not None:
+        query = query.where(Case.number == number)
+    with service.sessions() as session:
+        total = session.scalar(select(func.count()).select_from(query.subquery()))
+        items = session.scalars(query.order_by(Case.id.desc()).limit(limit).offset(offset)).all()
+    return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+@router.get("/cases/{case_id}", response_model=CaseDetail)
+def get_case(case_id: int, service: ServiceDep, key: AnyKey) -> dict:
+    with service.sessions() as session:
+        return case_detail(session, live_case(session, case_id), key.id)
+
+
+@router.patch("/cases/{case_id}", response_model=CaseOut)
+def update_case(case_id: int, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
+    changes = body.model_dump(exclude_none=True)
+    with service.sessions.begin() as session:
+        case = live_case(session, case_id)
+        for name, value in changes.items():
+            setattr(case, name, value)
+        case.updated_at = utcnow()
+        audit(session, key.id, "case.update", case.id, **changes)
+    return case
+
+
+@router.post("/cases/{case_id}/searches", response_model=SearchOut)
+def search_in_case(case_id: int, service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
+    """A search (as POST /search) kept with the case."""
+    with service.sessions() as session:
+        live_case(session, case_id)
+    return form.run(service, key.id, case_id)
+
+
+@router.get("/cases/{case_id}/conclusions", response_model=Conclusions)
+def list_conclusions(case_id: int, service: ServiceDep, key: AnyKey) -> dict:
+    with service.sessions() as session:
+        return conclusions_for(session, live_case(session, case_id), key.id)
+
+
+@router.post("/cases/{case_id}/conclusions", status_code=201, response_model=ConclusionOut)
+def add_conclusion(case_id: int, body: ConclusionCreate, service: ServiceDep, key: AnyKey) -> dict:
+    """Record a conclusion about one candidate of one of the case's searches, signed by your key.
+    Nothing is overwritten: a changed conclusion is a new entry."""
+    with service.sessions.begin() as session:
+        case = live_case(session, case_id)
+        entry = record_conclusion(
+            session, case, body.search_id, body.person_id, body.conclusion, body.comment, key
+        )
+        return {
+            **{
+                name: getattr(entry, name)
+                for name in ConclusionOut.model_fields
+                if name != "examiner"
+            },
+            "examiner": key.name,
+        }
+
+
+@router.post("/cases/{case_id}/reviews", status_code=201, response_model=ReviewOut)
+def ask_for_review(case_id: int, body: ReviewCreate, service: ServiceDep, key: AnyKey):
+    """Ask another examiner to review a search blind."""
+    with service.sessions.begin() as session:
+        case = live_case(session, case_id)
+        return request_review(session, case, body.search_id, body.reviewer_key_id, key)

@@ -1,0 +1,27 @@
+"""Who is signed in, and who else examines: for the web page's sign-in and blind reviews."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from sqlalchemy import select
+
+from app.api import API_PREFIX
+from app.api.deps import AnyKey, ServiceDep
+from app.api.schemas import KeyOut
+from app.tables import ApiKey
+
+router = APIRouter(prefix=API_PREFIX, tags=["keys"])
+
+
+@router.get("/me", response_model=KeyOut)
+def whoami(key: AnyKey) -> ApiKey:
+    return key
+
+
+@router.get("/examiners", response_model=list[KeyOut])
+def examiners(service: ServiceDep, _: AnyKey) -> list[ApiKey]:
+    """Active keys by name and role (never the keys), to choose a blind reviewer."""
+    with service.sessions() as session:
+        return list(
+            session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.id))
+        )

@@ -9,6 +9,7 @@ run starts in seconds."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -69,6 +70,10 @@ def run_demo(plan: DemoPlan) -> int:
     examiner_key = _new_key("examiner", "demo examiner")
 
     _step(f"4/5 the service at {plan.url}, with a job worker")
+    # Stop on Ctrl-C and on SIGTERM, even when started from a shell that ignores SIGINT (as a
+    # background job is): an explicit handler replaces the inherited "ignore".
+    for stop_signal in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop_signal, _interrupt)
     command = [sys.executable, "-m", "app.cli", "serve", "--worker"]
     server = subprocess.Popen(command + ["--host", plan.host, "--port", str(plan.port)])
     try:
@@ -91,6 +96,10 @@ def run_demo(plan: DemoPlan) -> int:
         if server.poll() is None:
             server.terminate()
             server.wait()
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
 
 
 def _step(title: str) -> None:

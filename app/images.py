@@ -36,6 +36,9 @@ MEDIA_TYPES = {
     "tiff": "image/tiff",
 }
 FILE_SUFFIXES = {"dicom": "dcm", "png": "png", "jpeg": "jpg", "tiff": "tif"}
+# A preview of stored bytes never changes; an hour in the examiner's own browser only, so that a
+# deleted image does not linger.
+PREVIEW_CACHING = {"Cache-Control": "private, max-age=3600"}
 
 
 @dataclass(frozen=True)

@@ -12,6 +12,7 @@ from app.api.schemas import Deleted, ImageOut
 from app.images import (
     FILE_SUFFIXES,
     MEDIA_TYPES,
+    PREVIEW_CACHING,
     delete_image,
     live_image,
     original_bytes,
@@ -60,7 +61,9 @@ def get_preview(
     with service.sessions() as session:
         image = live_image(session, image_id)
     return Response(
-        preview_png(service, original_bytes(service, image), size), media_type="image/png"
+        preview_png(service, original_bytes(service, image), size),
+        media_type="image/png",
+        headers=PREVIEW_CACHING,
     )
 
 

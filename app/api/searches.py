@@ -12,7 +12,7 @@ from app.api.deps import AnyKey, ServiceDep
 from app.api.schemas import SearchOut, Sex, Side
 from app.api.uploads import read_upload
 from app.errors import Gone, NotFound, Unprocessable
-from app.images import preview_png
+from app.images import PREVIEW_CACHING, preview_png
 from app.search import SearchFilters, search, stored_search
 from app.service import Service
 from app.tables import Search
@@ -106,4 +106,6 @@ def get_query_preview(
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
 ) -> Response:
     data = _query_bytes(service, search_id)
-    return Response(preview_png(service, data, size), media_type="image/png")
+    return Response(
+        preview_png(service, data, size), media_type="image/png", headers=PREVIEW_CACHING
+    )

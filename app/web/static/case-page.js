@@ -1,0 +1,429 @@
+// The case page: its details, searches with their ranked candidates, blind reviews and the
+// conclusion history.
+
+import { api } from "./api.js";
+import { STATUSES } from "./cases.js";
+import {
+  badge,
+  capitalise,
+  field,
+  formatSimilarity,
+  formatTime,
+  h,
+  plural,
+  select,
+  separator,
+  table,
+  title,
+} from "./dom.js";
+import { announce, clearError, guarded } from "./messages.js";
+import { preventStrayDrops, searchPanel } from "./search-upload.js";
+
+export function compareHref(caseId, searchId, rank) {
+  return `#/cases/${caseId}/searches/${searchId}/compare/${rank}`;
+}
+
+export async function caseView(ctx) {
+  const caseId = ctx.params.caseId;
+  const [detail, examiners] = await Promise.all([api(`/cases/${caseId}`), api("/examiners")]);
+  const page = {
+    ctx,
+    caseId,
+    detail,
+    names: new Map(examiners.map((key) => [key.id, key.name])),
+    reviewers: examiners.filter((key) => key.id !== ctx.me.id),
+    head: h("div", { class: "page-head" }),
+    facts: h("dl", { class: "facts" }),
+    searches: h("div"),
+    history: h("div"),
+  };
+  page.reload = async () => {
+    page.detail = await api(`/cases/${caseId}`);
+    if (ctx.alive()) renderCase(page);
+  };
+
+  ctx.root.replaceChildren(
+    h(
+      "nav",
+      { class: "breadcrumbs", "aria-label": "Breadcrumb" },
+      h("a", { href: "#/cases" }, "Cases"),
+      separator(),
+    ),
+    page.head,
+    h("div", { class: "columns" }, detailsPanel(page), searchPanel(page)),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "searches-title" },
+      h("h2", { id: "searches-title" }, "Searches"),
+      page.searches,
+    ),
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "history-title" },
+      h("h2", { id: "history-title" }, "Conclusion history"),
+      page.history,
+    ),
+  );
+  renderCase(page);
+  preventStrayDrops(ctx);
+}
+
+function renderCase(page) {
+  const { detail } = page;
+  page.ctx.setTitle(`Case ${detail.number}`);
+  page.head.replaceChildren(
+    title(1, `Case ${detail.number}`),
+    badge(capitalise(detail.status), detail.status),
+  );
+  page.facts.replaceChildren(
+    h("dt", {}, "Created"),
+    h("dd", {}, formatTime(detail.created_at)),
+    h("dt", {}, "Last changed"),
+    h("dd", {}, formatTime(detail.updated_at)),
+    h("dt", {}, "Searches"),
+    h("dd", {}, String(detail.searches.length)),
+  );
+  renderSearches(page);
+  page.history.replaceChildren(...conclusionHistory(page).filter(Boolean));
+}
+
+/** Status and description, editable; the case number is the lab's and stays as it is. */
+function detailsPanel(page) {
+  const { detail } = page;
+  const status = select(STATUSES);
+  status.value = detail.status;
+  const description = h("textarea", { maxlength: 10000, rows: 4 });
+  description.value = detail.description;
+  const save = h("button", { type: "submit" }, "Save case details");
+  return h(
+    "section",
+    { class: "panel", "aria-labelledby": "details-title" },
+    h("h2", { id: "details-title" }, "Case details"),
+    page.facts,
+    h(
+      "form",
+      {
+        class: "case-details",
+        onSubmit: guarded(async (event) => {
+          event.preventDefault();
+          clearError();
+          save.disabled = true;
+          try {
+            const updated = await api(`/cases/${page.caseId}`, {
+              method: "PATCH",
+              body: { status: status.value, description: description.value },
+            });
+            Object.assign(page.detail, updated);
+            renderCase(page);
+            announce(`Case saved: status ${updated.status}`);
+          } finally {
+            save.disabled = false;
+          }
+        }),
+      },
+      h("div", { class: "field-row" }, field("Status", status)),
+      field("Description", description),
+      save,
+    ),
+  );
+}
+
+// ---- Searches and candidates --------------------------------------------------------------------
+
+function latestConclusions(detail) {
+  const latest = new Map();
+  for (const entry of detail.conclusions.items) {
+    latest.set(`${entry.search_id}:${entry.person_id}`, entry);
+  }
+  return latest;
+}
+
+function renderSearches(page) {
+  const { detail } = page;
+  if (detail.searches.length === 0) {
+    page.searches.replaceChildren(
+      h("p", { class: "empty" }, "No searches yet. Choose or drop a radiograph under New search."),
+    );
+    return;
+  }
+  const latest = latestConclusions(detail);
+  const newestFirst = [...detail.searches].reverse();
+  page.searches.replaceChildren(
+    ...newestFirst.map((search) => searchSection(page, search, latest)),
+  );
+}
+
+function searchSection(page, search, latest) {
+  const id = search.search_id;
+  const blind = page.detail.conclusions.blind_searches.includes(id);
+  const headingId = `search-${id}-title`;
+  return h(
+    "section",
+    { class: "search", "aria-labelledby": headingId },
+    h(
+      "div",
+      { class: "search-head" },
+      h("h3", { id: headingId, tabindex: "-1" }, `Search #${id}`),
+      h("span", { class: "muted" }, formatTime(search.created_at)),
+      blind ? badge("Blind review", "blind") : null,
+    ),
+    blind
+      ? h(
+          "p",
+          { class: "note note-blind" },
+          "You were asked to review this search blind: other examiners' conclusions on it stay " +
+            "hidden until you record yours. Open a candidate with Compare to record it.",
+        )
+      : null,
+    h(
+      "div",
+      { class: "search-body" },
+      h(
+        "figure",
+        { class: "query-figure" },
+        page.ctx.scope.image(
+          `/searches/${id}/query/preview.png?size=360`,
+          `Query radiograph of search #${id}`,
+        ),
+        h(
+          "figcaption",
+          {},
+          "Query ",
+          h(
+            "span",
+            { class: "mono", title: search.query_sha256 },
+            `sha256 ${search.query_sha256.slice(0, 12)}…`,
+          ),
+        ),
+      ),
+      h(
+        "div",
+        {},
+        h("p", { class: "search-meta" }, searchFacts(search)),
+        candidateTable(page, search, latest),
+        reviewsOf(page, search),
+        reviewForm(page, search),
+      ),
+    ),
+  );
+}
+
+function searchFacts(search) {
+  const parameters = search.parameters || {};
+  const facts = [
+    `Model version ${search.model_version.id}`,
+    `index generation ${search.index_generation} (${plural(search.index_size, "image")})`,
+    `up to ${plural(parameters.k ?? search.candidates.length, "person", "people")}`,
+  ];
+  if (parameters.pixel_spacing_mm) facts.push(`pixel spacing ${parameters.pixel_spacing_mm} mm`);
+  const filters = Object.entries(parameters.filters || {}).filter(([, value]) => value !== null);
+  if (filters.length) {
+    facts.push(
+      `only ${filters.map(([name, value]) => `${name.replace(/_/g, " ")} ${value}`).join(", ")}`,
+    );
+  }
+  return facts.join(" · ");
+}
+
+function candidateTable(page, search, latest) {
+  const rows = search.candidates.map((candidate) => {
+    const conclusion = latest.get(`${search.search_id}:${candidate.person_id}`);
+    const best = candidate.images[0];
+    return h(
+      "tr",
+      {},
+      h("td", { class: "number" }, String(candidate.rank)),
+      h(
+        "td",
+        { class: "nowrap" },
+        h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
+      ),
+      h("td", {}, similarityCell(candidate.similarity)),
+      h(
+        "td",
+        {},
+        best
+          ? page.ctx.scope.image(
+              `/images/${best.image_id}/preview.png?size=144`,
+              `Best matching image of ${candidate.external_ref}`,
+            )
+          : "—",
+      ),
+      h(
+        "td",
+        {},
+        conclusion ? `${capitalise(conclusion.conclusion)} (${conclusion.examiner})` : "—",
+      ),
+      h(
+        "td",
+        {},
+        h(
+          "a",
+          {
+            class: "button button-quiet",
+            href: compareHref(page.caseId, search.search_id, candidate.rank),
+          },
+          "Compare",
+          h(
+            "span",
+            { class: "visually-hidden" },
+            ` candidate ${candidate.rank}, ${candidate.external_ref}`,
+          ),
+        ),
+      ),
+    );
+  });
+  return table(
+    `Candidates of search #${search.search_id}, most similar first`,
+    [
+      { text: "Rank", class: "number" },
+      "Person",
+      "Similarity",
+      "Best image",
+      "Latest conclusion",
+      h("span", { class: "visually-hidden" }, "Actions"),
+    ],
+    rows,
+    "No candidates: no image in the gallery matches this search's options.",
+  );
+}
+
+/** The cosine similarity as a number, and as a bar from 0 to 1 (a negative one shows empty). */
+export function similarityCell(similarity) {
+  const fill = h("span", { class: "bar-fill" });
+  fill.style.width = `${Math.max(0, Math.min(1, similarity)) * 100}%`;
+  return h(
+    "span",
+    { class: "similarity" },
+    h("span", {}, formatSimilarity(similarity)),
+    h("span", { class: "bar", "aria-hidden": "true" }, fill),
+  );
+}
+
+function reviewsOf(page, search) {
+  const reviews = page.detail.reviews.filter((review) => review.search_id === search.search_id);
+  if (reviews.length === 0) return null;
+  const name = (id) => page.names.get(id) || `key #${id}`;
+  return h(
+    "ul",
+    { class: "reviews", "aria-label": `Blind reviews of search #${search.search_id}` },
+    reviews.map((review) =>
+      h(
+        "li",
+        {},
+        `Blind review by ${name(review.reviewer_key_id)}, asked by ${name(review.requested_by_key_id)} ` +
+          `on ${formatTime(review.created_at)}: `,
+        review.completed_at
+          ? `concluded ${formatTime(review.completed_at)}`
+          : h("strong", {}, "awaiting their conclusion"),
+      ),
+    ),
+  );
+}
+
+function reviewForm(page, search) {
+  if (page.reviewers.length === 0) {
+    return h(
+      "p",
+      { class: "muted review-form" },
+      "A blind review needs a second examiner's key; there is none.",
+    );
+  }
+  const reviewer = select(
+    page.reviewers.map((key) => [String(key.id), `${key.name} (${key.role})`]),
+  );
+  const submit = h("button", { type: "submit", class: "button-quiet" }, "Ask for a blind review");
+  const form = h(
+    "form",
+    {
+      class: "field-row",
+      "aria-label": `Blind review of search #${search.search_id}`,
+      onSubmit: guarded(async (event) => {
+        event.preventDefault();
+        clearError();
+        submit.disabled = true;
+        try {
+          await api(`/cases/${page.caseId}/reviews`, {
+            method: "POST",
+            body: { search_id: search.search_id, reviewer_key_id: Number(reviewer.value) },
+          });
+          announce(
+            `Blind review of search ${search.search_id} asked of ${page.names.get(Number(reviewer.value))}`,
+          );
+          await page.reload();
+        } finally {
+          submit.disabled = false;
+        }
+      }),
+    },
+    field("Reviewer", reviewer),
+    h("div", { class: "field" }, submit),
+  );
+  return h(
+    "fieldset",
+    { class: "review-form" },
+    h("legend", {}, "Blind review"),
+    h(
+      "p",
+      { class: "hint" },
+      `The reviewer sees no one else's conclusion on search #${search.search_id} until they record theirs.`,
+    ),
+    form,
+  );
+}
+
+// ---- Conclusion history -------------------------------------------------------------------------
+
+/** Who said what, oldest first, with the note a blind reviewer needs about what is withheld. */
+export function conclusionHistory(page) {
+  const { conclusions, searches } = page.detail;
+  const refs = new Map();
+  for (const search of searches) {
+    for (const candidate of search.candidates) {
+      refs.set(`${search.search_id}:${candidate.person_id}`, candidate);
+    }
+  }
+  const rows = conclusions.items.map((entry) => {
+    const candidate = refs.get(`${entry.search_id}:${entry.person_id}`);
+    return h(
+      "tr",
+      {},
+      h("td", { class: "nowrap" }, formatTime(entry.created_at)),
+      h("td", {}, entry.examiner),
+      h("td", {}, `#${entry.search_id}`),
+      h(
+        "td",
+        {},
+        h(
+          "a",
+          { href: `#/people/${entry.person_id}` },
+          candidate ? candidate.external_ref : `person ${entry.person_id}`,
+        ),
+        candidate ? ` (rank ${candidate.rank})` : "",
+      ),
+      h("td", {}, h("strong", {}, capitalise(entry.conclusion))),
+      h("td", {}, entry.comment || h("span", { class: "muted" }, "no comment")),
+    );
+  });
+  return [
+    hiddenNote(conclusions),
+    table(
+      "Conclusions, oldest first; a later entry about the same candidate supersedes an earlier one",
+      ["Recorded", "Examiner", "Search", "Candidate", "Conclusion", "Comment"],
+      rows,
+      conclusions.hidden > 0 ? "No conclusion you may see yet." : "No conclusions recorded yet.",
+    ),
+  ];
+}
+
+export function hiddenNote(conclusions) {
+  if (!conclusions.hidden) return null;
+  const searches = conclusions.blind_searches.map((id) => `#${id}`).join(", ");
+  const verb = conclusions.hidden === 1 ? "is" : "are";
+  return h(
+    "p",
+    { class: "note note-blind" },
+    `Blind review: ${plural(conclusions.hidden, "conclusion")} by other examiners ${verb} hidden ` +
+      `until you record your own on search ${searches}.`,
+  );
+}

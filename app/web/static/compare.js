@@ -1,0 +1,516 @@
+// The comparison view: the query beside one candidate's radiographs, every visit of that person
+// to choose from, shortcuts to move through the candidates, and the examiner's conclusion.
+
+import { api } from "./api.js";
+import { compareHref, hiddenNote } from "./case-page.js";
+import {
+  byVisit,
+  capitalise,
+  field,
+  formatSimilarity,
+  formatTime,
+  h,
+  imageWhat,
+  imageWhen,
+  select,
+  separator,
+  title,
+} from "./dom.js";
+import { announce, clearError, guarded, report } from "./messages.js";
+import { PairViewer } from "./viewer.js";
+
+const QUERY = 0;
+const CANDIDATE = 1;
+const PREVIEW_SIZE = 1024;
+const SCALE = [
+  ["identification", "Identification"],
+  ["probable", "Probable"],
+  ["possible", "Possible"],
+  ["insufficient", "Insufficient"],
+  ["excluded", "Excluded"],
+];
+
+export async function compareView(ctx) {
+  const { caseId, searchId } = ctx.params;
+  const detail = await api(`/cases/${caseId}`);
+  const search = detail.searches.find((item) => item.search_id === searchId);
+  if (!search) throw new Error(`Case ${detail.number} has no search #${searchId}.`);
+
+  const state = { ctx, detail, search, candidate: null, person: null, imageId: null, shown: 0 };
+  state.viewer = new PairViewer([
+    `Query radiograph of search #${searchId}`,
+    "Candidate radiograph",
+  ]);
+  state.heading = title(1, "");
+  state.summary = h("p", { class: "candidate-summary" });
+  state.previous = h(
+    "button",
+    {
+      type: "button",
+      class: "button-quiet",
+      "aria-keyshortcuts": "ArrowLeft p",
+      onClick: () => step(state, -1),
+    },
+    "‹ Previous candidate",
+  );
+  state.next = h(
+    "button",
+    {
+      type: "button",
+      class: "button-quiet",
+      "aria-keyshortcuts": "ArrowRight n",
+      onClick: () => step(state, 1),
+    },
+    "Next candidate ›",
+  );
+  state.visits = h("div");
+  state.conclusion = h("div");
+
+  ctx.root.replaceChildren(
+    h(
+      "nav",
+      { class: "breadcrumbs", "aria-label": "Breadcrumb" },
+      h("a", { href: "#/cases" }, "Cases"),
+      separator(),
+      h("a", { href: `#/cases/${caseId}` }, `Case ${detail.number}`),
+      separator(),
+    ),
+    h(
+      "div",
+      { class: "compare-head" },
+      state.heading,
+      h("div", { class: "actions" }, state.previous, state.next),
+    ),
+    state.summary,
+    controls(state.viewer),
+    h(
+      "div",
+      { class: "panes" },
+      state.viewer.panes.map((pane) => pane.element),
+    ),
+    h(
+      "div",
+      { class: "columns" },
+      h(
+        "div",
+        {},
+        h(
+          "section",
+          { class: "panel", "aria-labelledby": "visits-title" },
+          h("h2", { id: "visits-title" }, "The candidate's radiographs"),
+          state.visits,
+        ),
+        state.conclusion,
+      ),
+      shortcutList(),
+    ),
+  );
+  state.viewer.panes[QUERY].caption.textContent =
+    `Query · search #${searchId} · ${formatTime(search.created_at)}`;
+  state.viewer.changed();
+  showQuery(state);
+  listenToKeys(state);
+  ctx.onUpdate((params) => showCandidate(state, params.rank));
+  await showCandidate(state, ctx.params.rank);
+}
+
+function showQuery(state) {
+  const path = `/searches/${state.search.search_id}/query/preview.png?size=${PREVIEW_SIZE}`;
+  state.ctx.scope.url(path).then(
+    (url) => state.viewer.show(QUERY, url),
+    (error) => state.viewer.show(QUERY, null, `The query cannot be shown: ${error.message}`),
+  );
+}
+
+function step(state, direction) {
+  const rank = state.candidate.rank + direction;
+  if (!state.search.candidates.some((candidate) => candidate.rank === rank)) {
+    announce(direction > 0 ? "This is the last candidate" : "This is the first candidate");
+    return;
+  }
+  location.hash = compareHref(state.ctx.params.caseId, state.search.search_id, rank);
+}
+
+async function showCandidate(state, rank) {
+  const candidate = state.search.candidates.find((item) => item.rank === rank);
+  if (!candidate) {
+    throw new Error(`Search #${state.search.search_id} has no candidate ranked ${rank}.`);
+  }
+  // Moving quickly through the candidates: only the last one asked for may fill the page.
+  state.shown += 1;
+  const ticket = state.shown;
+  state.candidate = candidate;
+  const count = state.search.candidates.length;
+  state.heading.textContent = `Compare with candidate ${rank} of ${count}: ${candidate.external_ref}`;
+  state.ctx.setTitle(`Candidate ${rank} · Case ${state.detail.number}`);
+  state.previous.disabled = rank <= state.search.candidates[0].rank;
+  state.next.disabled = rank >= state.search.candidates[count - 1].rank;
+  state.summary.replaceChildren(
+    "Person ",
+    h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
+    ` · similarity ${formatSimilarity(candidate.similarity)} (best image) · `,
+    `${candidate.images.length} of their images retrieved by search #${state.search.search_id}`,
+  );
+  state.viewer.show(CANDIDATE, null, "Loading…");
+  state.visits.replaceChildren(h("p", { class: "loading" }, "Loading…"));
+  renderConclusion(state);
+
+  let person;
+  try {
+    person = await api(`/people/${candidate.person_id}`);
+  } catch (error) {
+    if (ticket !== state.shown) return;
+    state.viewer.show(CANDIDATE, null, "This person's images cannot be shown.");
+    state.visits.replaceChildren(h("p", { class: "empty" }, error.message));
+    report(error);
+    return;
+  }
+  if (ticket !== state.shown || !state.ctx.alive()) return;
+  state.person = person;
+  // The search's best match for this person first; any image of theirs if that one is gone.
+  const onRecord = new Set(person.images.map((image) => image.id));
+  const best = candidate.images.find((match) => onRecord.has(match.image_id));
+  showImage(state, best ? best.image_id : person.images.length ? person.images[0].id : null);
+  announce(`Candidate ${rank} of ${count}: ${candidate.external_ref}`);
+}
+
+/** Which image of the candidate is in the right-hand pane; the visit list follows. */
+function showImage(state, imageId) {
+  state.imageId = imageId;
+  renderVisits(state);
+  const image = state.person.images.find((item) => item.id === imageId);
+  const pane = state.viewer.panes[CANDIDATE];
+  if (!image) {
+    pane.caption.textContent = `${state.candidate.external_ref} · no image on record`;
+    state.viewer.show(CANDIDATE, null, "No image of this person is on record any more.");
+    return;
+  }
+  const match = state.candidate.images.find((item) => item.image_id === imageId);
+  pane.caption.textContent = [
+    `Candidate ${state.candidate.external_ref}`,
+    imageWhen(image),
+    imageWhat(image),
+    match ? `similarity ${formatSimilarity(match.similarity)}` : "not retrieved by this search",
+  ].join(" · ");
+  pane.img.alt = `Radiograph of ${state.candidate.external_ref}, ${imageWhen(image).toLowerCase()}`;
+  state.viewer.show(CANDIDATE, null, "Loading…");
+  const ticket = state.shown;
+  state.ctx.scope.url(`/images/${imageId}/preview.png?size=${PREVIEW_SIZE}`).then(
+    (url) => {
+      if (ticket === state.shown && state.imageId === imageId) state.viewer.show(CANDIDATE, url);
+    },
+    (error) => state.viewer.show(CANDIDATE, null, `This image cannot be shown: ${error.message}`),
+  );
+}
+
+function renderVisits(state) {
+  const images = [...state.person.images].sort(byVisit);
+  if (images.length === 0) {
+    state.visits.replaceChildren(h("p", { class: "empty" }, "No images on record."));
+    return;
+  }
+  const matches = new Map(state.candidate.images.map((item) => [item.image_id, item.similarity]));
+  state.visits.replaceChildren(
+    h("p", { class: "hint" }, "Oldest first. Choose one to show it beside the query."),
+    h(
+      "ul",
+      { class: "visits" },
+      images.map((image) =>
+        h(
+          "li",
+          {},
+          h(
+            "button",
+            {
+              type: "button",
+              class: "visit",
+              "aria-pressed": String(image.id === state.imageId),
+              onClick: () => showImage(state, image.id),
+            },
+            state.ctx.scope.image(`/images/${image.id}/preview.png?size=240`, ""),
+            h(
+              "span",
+              { class: "visit-label" },
+              h("strong", {}, imageWhen(image)),
+              h("br"),
+              capitalise(imageWhat(image)),
+              h("br"),
+              matches.has(image.id)
+                ? `Similarity ${formatSimilarity(matches.get(image.id))}`
+                : "Not retrieved",
+            ),
+          ),
+        ),
+      ),
+    ),
+  );
+}
+
+// ---- Controls -----------------------------------------------------------------------------------
+
+function toggle(text, shortcut, onClick) {
+  return h(
+    "button",
+    {
+      type: "button",
+      class: "button-quiet",
+      "aria-pressed": "false",
+      "aria-keyshortcuts": shortcut,
+      onClick,
+    },
+    text,
+  );
+}
+
+function slider(label, name, min, max, viewer) {
+  const input = h("input", { type: "range", min, max, step: 5, value: 100 });
+  const output = h("output", {}, "100%");
+  input.id = `adjust-${name}`;
+  output.setAttribute("for", input.id);
+  input.addEventListener("input", () => viewer.setAdjustment(name, Number(input.value)));
+  viewer.onChange(() => {
+    input.value = viewer.adjust[name];
+    output.textContent = `${viewer.adjust[name]}%`;
+  });
+  return h("div", { class: "control-group" }, h("label", { for: input.id }, label), input, output);
+}
+
+function controls(viewer) {
+  const zoom = h("output", { "aria-live": "off" }, "100%");
+  const invert = toggle("Invert", "i", () => viewer.toggleInvert());
+  const flipQuery = toggle("Flip query", null, () => viewer.toggleFlip(QUERY));
+  const flipCandidate = toggle("Flip candidate", "f", () => viewer.toggleFlip(CANDIDATE));
+  viewer.onChange(() => {
+    zoom.textContent = `${Math.round(viewer.view.scale * 100)}%`;
+    invert.setAttribute("aria-pressed", String(viewer.adjust.invert));
+    flipQuery.setAttribute("aria-pressed", String(viewer.panes[QUERY].flipped));
+    flipCandidate.setAttribute("aria-pressed", String(viewer.panes[CANDIDATE].flipped));
+  });
+  return h(
+    "div",
+    { class: "controls", role: "group", "aria-label": "Display of both radiographs" },
+    h(
+      "div",
+      { class: "control-group", role: "group", "aria-label": "Zoom" },
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button-quiet",
+          "aria-label": "Zoom out",
+          "aria-keyshortcuts": "-",
+          onClick: () => viewer.zoomStep(-1),
+        },
+        "−",
+      ),
+      zoom,
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button-quiet",
+          "aria-label": "Zoom in",
+          "aria-keyshortcuts": "+",
+          onClick: () => viewer.zoomStep(1),
+        },
+        "+",
+      ),
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button-quiet",
+          "aria-keyshortcuts": "0",
+          onClick: () => viewer.resetView(),
+        },
+        "Reset view",
+      ),
+    ),
+    slider("Brightness", "brightness", 20, 300, viewer),
+    slider("Contrast", "contrast", 20, 400, viewer),
+    h("div", { class: "control-group" }, invert, flipQuery, flipCandidate),
+    h(
+      "button",
+      { type: "button", class: "button-quiet", onClick: () => viewer.resetAdjustments() },
+      "Reset adjustments",
+    ),
+  );
+}
+
+function shortcutList() {
+  const rows = [
+    [["→", "n"], "Next candidate"],
+    [["←", "p"], "Previous candidate"],
+    [["+", "−"], "Zoom in, zoom out"],
+    [["0"], "Reset zoom and pan"],
+    [["Shift", "arrows"], "Pan"],
+    [["i"], "Invert both images"],
+    [["f"], "Flip the candidate horizontally"],
+  ];
+  return h(
+    "aside",
+    { class: "panel shortcuts", "aria-labelledby": "shortcuts-title" },
+    h("h2", { id: "shortcuts-title" }, "Keyboard shortcuts"),
+    h(
+      "dl",
+      {},
+      rows.map(([keys, meaning]) => [
+        h(
+          "dt",
+          {},
+          keys.map((key, index) => [
+            index ? (key === "arrows" ? " + " : " or ") : "",
+            h("kbd", {}, key),
+          ]),
+        ),
+        h("dd", {}, meaning),
+      ]),
+    ),
+    h(
+      "p",
+      { class: "hint" },
+      "Drag either image to pan and use the wheel to zoom: both move together. Shortcuts are off while you type in a field.",
+    ),
+  );
+}
+
+/** Keys typed into a field belong to the field; arrow keys on a slider move the slider. */
+function belongsToField(event) {
+  const target = event.target;
+  if (!(target instanceof HTMLElement)) return false;
+  if (target.isContentEditable || target.tagName === "TEXTAREA" || target.tagName === "SELECT")
+    return true;
+  if (target.tagName !== "INPUT") return false;
+  if (target.type === "range") return /^(Arrow|Home|End|Page)/.test(event.key);
+  return true;
+}
+
+function listenToKeys(state) {
+  const viewer = state.viewer;
+  const actions = {
+    ArrowRight: () => step(state, 1),
+    n: () => step(state, 1),
+    ArrowLeft: () => step(state, -1),
+    p: () => step(state, -1),
+    "+": () => viewer.zoomStep(1),
+    "=": () => viewer.zoomStep(1),
+    "-": () => viewer.zoomStep(-1),
+    _: () => viewer.zoomStep(-1),
+    0: () => viewer.resetView(),
+    i: () => viewer.toggleInvert(),
+    f: () => viewer.toggleFlip(CANDIDATE),
+  };
+  const onKey = (event) => {
+    if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
+    if (belongsToField(event)) return;
+    if (event.shiftKey && /^Arrow/.test(event.key)) {
+      event.preventDefault();
+      viewer.panStep(event.key);
+      return;
+    }
+    const action = actions[event.key.length === 1 ? event.key.toLowerCase() : event.key];
+    if (!action) return;
+    event.preventDefault();
+    action();
+  };
+  document.addEventListener("keydown", onKey);
+  state.ctx.onLeave(() => document.removeEventListener("keydown", onKey));
+}
+
+// ---- Conclusion ---------------------------------------------------------------------------------
+
+function renderConclusion(state, saved = null) {
+  const { candidate, detail, search } = state;
+  const blind = detail.conclusions.blind_searches.includes(search.search_id);
+  const earlier = detail.conclusions.items.filter(
+    (entry) => entry.search_id === search.search_id && entry.person_id === candidate.person_id,
+  );
+  state.conclusion.replaceChildren(
+    h(
+      "section",
+      { class: "panel", "aria-labelledby": "conclusion-title" },
+      h("h2", { id: "conclusion-title" }, `Conclusion on ${candidate.external_ref}`),
+      blind
+        ? h(
+            "p",
+            { class: "note note-blind" },
+            "Blind review: other examiners' conclusions on this search are hidden until you record yours.",
+          )
+        : hiddenNote(detail.conclusions),
+      saved
+        ? h(
+            "p",
+            { class: "note note-success", id: "conclusion-saved", tabindex: "-1" },
+            `Recorded: ${capitalise(saved.conclusion)}, by ${saved.examiner} at ${formatTime(saved.created_at)}.`,
+          )
+        : null,
+      earlier.length
+        ? h(
+            "ul",
+            {
+              class: "conclusions",
+              "aria-label": `Conclusions on ${candidate.external_ref}, oldest first`,
+            },
+            earlier.map((entry) =>
+              h(
+                "li",
+                {},
+                h("strong", {}, capitalise(entry.conclusion)),
+                ` — ${entry.examiner}, ${formatTime(entry.created_at)}`,
+                entry.comment ? `: ${entry.comment}` : "",
+              ),
+            ),
+          )
+        : h("p", { class: "muted" }, "No conclusion on this candidate yet."),
+      conclusionForm(state),
+    ),
+  );
+}
+
+function conclusionForm(state) {
+  const scale = select([["", "Choose…"], ...SCALE], { required: true });
+  const comment = h("textarea", { maxlength: 10000, rows: 3 });
+  const submit = h("button", { type: "submit" }, "Record conclusion");
+  const candidate = state.candidate;
+  return h(
+    "form",
+    {
+      onSubmit: guarded(async (event) => {
+        event.preventDefault();
+        clearError();
+        submit.disabled = true;
+        try {
+          const saved = await api(`/cases/${state.ctx.params.caseId}/conclusions`, {
+            method: "POST",
+            body: {
+              search_id: state.search.search_id,
+              person_id: candidate.person_id,
+              conclusion: scale.value,
+              comment: comment.value,
+            },
+          });
+          // Recording one ends a blind review: the case now shows everyone's conclusions.
+          state.detail = await api(`/cases/${state.ctx.params.caseId}`);
+          if (state.candidate === candidate) {
+            renderConclusion(state, saved);
+            document.getElementById("conclusion-saved").focus();
+          }
+          announce(`Conclusion recorded: ${saved.conclusion}`);
+        } finally {
+          submit.disabled = false;
+        }
+      }),
+    },
+    h(
+      "div",
+      { class: "field-row" },
+      field("Conclusion", scale, "Identification is the strongest, excluded rules the person out"),
+    ),
+    field(
+      "Comment",
+      comment,
+      "Features compared, reasons; it is kept with your name and never changed",
+    ),
+    submit,
+  );
+}

@@ -1,0 +1,61 @@
+// The messages every view shares: errors in the alert region, news for screen readers.
+
+import { ApiError, NETWORK_MESSAGE } from "./api.js";
+
+const alertBox = document.getElementById("alert-box");
+const alertText = document.getElementById("alert-text");
+const announcer = document.getElementById("announcer");
+
+let unauthorized = () => {};
+
+/** What to do when the service stops accepting the key (it was revoked, say). */
+export function onUnauthorized(handler) {
+  unauthorized = handler;
+}
+
+export function showError(message) {
+  alertText.textContent = message;
+  alertBox.hidden = false;
+}
+
+export function clearError() {
+  alertBox.hidden = true;
+  alertText.textContent = "";
+}
+
+/** Say something to screen readers without moving focus. */
+export function announce(message) {
+  announcer.textContent = "";
+  // Text set in a later task is what makes assistive technology read the region again.
+  setTimeout(() => {
+    announcer.textContent = message;
+  }, 50);
+}
+
+/** Show a failure in plain words; a key that stopped working signs the examiner out. */
+export function report(error) {
+  if (error instanceof ApiError && error.status === 401) {
+    unauthorized(error.message);
+    return;
+  }
+  showError(error instanceof ApiError ? error.message : unexpected(error));
+}
+
+function unexpected(error) {
+  if (error instanceof TypeError && /fetch|network/i.test(error.message)) return NETWORK_MESSAGE;
+  const detail = error && error.message ? error.message : String(error);
+  return `Something went wrong on this page: ${detail}`;
+}
+
+/** An event handler whose failures are reported instead of lost. */
+export function guarded(handler) {
+  return async (...args) => {
+    try {
+      await handler(...args);
+    } catch (error) {
+      report(error);
+    }
+  };
+}
+
+document.getElementById("alert-dismiss").addEventListener("click", clearError);

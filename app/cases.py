@@ -94,7 +94,7 @@ def record_conclusion(
 
 def request_review(
     session: Session, case: Case, search_id: int, reviewer_key_id: int, key: ApiKey
-) -> Review:
+) -> dict[str, Any]:
     search = case_search(session, case, search_id)
     reviewer = session.get(ApiKey, reviewer_key_id)
     if reviewer is None or reviewer.revoked_at is not None:
@@ -118,7 +118,21 @@ def request_review(
         search_id=search.id,
         reviewer_key_id=reviewer.id,
     )
-    return review
+    return review_json(review, {reviewer.id: reviewer.name, key.id: key.name})
+
+
+def review_json(review: Review, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": review.id,
+        "case_id": review.case_id,
+        "search_id": review.search_id,
+        "reviewer_key_id": review.reviewer_key_id,
+        "reviewer": names.get(review.reviewer_key_id, ""),
+        "requested_by_key_id": review.requested_by_key_id,
+        "requested_by": names.get(review.requested_by_key_id, ""),
+        "created_at": review.created_at,
+        "completed_at": review.completed_at,
+    }
 
 
 def _open_reviews(session: Session, key_id: int, search_id: int | None = None) -> list[Review]:
@@ -162,6 +176,7 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
     reviews = session.scalars(
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
+    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
     return {
         "id": case.id,
         "number": case.number,
@@ -171,15 +186,5 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         "updated_at": case.updated_at,
         "searches": [search.response for search in searches],
         "conclusions": conclusions_for(session, case, key_id),
-        "reviews": [
-            {
-                "id": r.id,
-                "search_id": r.search_id,
-                "reviewer_key_id": r.reviewer_key_id,
-                "requested_by_key_id": r.requested_by_key_id,
-                "created_at": r.created_at,
-                "completed_at": r.completed_at,
-            }
-            for r in reviews
-        ],
+        "reviews": [review_json(review, names) for review in reviews],
     }

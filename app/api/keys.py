@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
-from app.api.schemas import KeyOut
+from app.api.schemas import KeyOut, Limits
 from app.tables import ApiKey
 
 router = APIRouter(prefix=API_PREFIX, tags=["keys"])
@@ -16,6 +16,17 @@ router = APIRouter(prefix=API_PREFIX, tags=["keys"])
 @router.get("/me", response_model=KeyOut)
 def whoami(key: AnyKey) -> ApiKey:
     return key
+
+
+@router.get("/limits", response_model=Limits)
+def limits(service: ServiceDep, _: AnyKey) -> dict:
+    """What the service accepts, so that a client can refuse a file before sending it."""
+    settings = service.settings
+    return {
+        "max_upload_bytes": settings.max_upload_bytes,
+        "max_search_k": settings.max_search_k,
+        "max_pixels": settings.max_pixels,
+    }
 
 
 @router.get("/examiners", response_model=list[KeyOut])

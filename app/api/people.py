@@ -25,7 +25,7 @@ from app.api.schemas import (
 from app.api.uploads import display_name, read_upload
 from app.errors import Conflict
 from app.images import ImageFields, delete_person, ingest_image, live_person
-from app.tables import AuditEntry, Person, Search, SearchResult
+from app.tables import AuditEntry, Case, Person, Search, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"])
 
@@ -94,8 +94,9 @@ def person_in_searches(person_id: int, service: ServiceDep, _: AnyKey) -> list[d
     with service.sessions() as session:
         live_person(session, person_id)
         rows = session.execute(
-            select(SearchResult, Search.case_id, Search.created_at)
+            select(SearchResult, Search.case_id, Case.number, Search.created_at)
             .join(Search, Search.id == SearchResult.search_id)
+            .outerjoin(Case, Case.id == Search.case_id)
             .where(SearchResult.person_id == person_id)
             .order_by(Search.id.desc())
             .limit(500)
@@ -104,11 +105,12 @@ def person_in_searches(person_id: int, service: ServiceDep, _: AnyKey) -> list[d
         {
             "search_id": result.search_id,
             "case_id": case_id,
+            "case_number": case_number,
             "created_at": created_at,
             "rank": result.rank,
             "similarity": result.similarity,
         }
-        for result, case_id, created_at in rows
+        for result, case_id, case_number, created_at in rows
     ]
 
 

@@ -66,6 +66,7 @@ class PeoplePage(BaseModel):
 class Appearance(BaseModel):
     search_id: int
     case_id: int | None
+    case_number: str | None
     created_at: datetime
     rank: int
     similarity: float
@@ -262,7 +263,9 @@ class ReviewOut(BaseModel):
     case_id: int | None = None
     search_id: int
     reviewer_key_id: int
+    reviewer: str = Field(description="The reviewing key's owner")
     requested_by_key_id: int
+    requested_by: str
     created_at: datetime
     completed_at: datetime | None
 
@@ -271,6 +274,12 @@ class CaseDetail(CaseOut):
     searches: list[SearchOut] = Field(description="Searches run in the case, oldest first")
     conclusions: Conclusions
     reviews: list[ReviewOut]
+
+
+class Limits(BaseModel):
+    max_upload_bytes: int
+    max_search_k: int
+    max_pixels: int
 
 
 class KeyOut(BaseModel):

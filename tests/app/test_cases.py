@@ -44,6 +44,8 @@ def test_case_searches_conclusions_and_blind_review(server, baselines):
     admin_me = admin.get(f"{API}/me").json()
     assert me["role"] == "examiner" and admin_me["role"] == "admin"
     assert {k["id"] for k in examiner.get(f"{API}/examiners").json()} == {me["id"], admin_me["id"]}
+    limits = examiner.get(f"{API}/limits").json()
+    assert limits["max_search_k"] == 100 and limits["max_upload_bytes"] == 256 * 2**20
 
     response = examiner.post(f"{API}/cases", json={"number": "2026-017", "description": "knee"})
     assert response.status_code == 201, response.text
@@ -72,6 +74,7 @@ def test_case_searches_conclusions_and_blind_review(server, baselines):
     assert appearances[0] | {"created_at": None} == {
         "search_id": search["search_id"],
         "case_id": case["id"],
+        "case_number": "2026-017",
         "created_at": None,
         "rank": 1,
         "similarity": pytest.approx(first["similarity"]),
@@ -121,6 +124,10 @@ def test_case_searches_conclusions_and_blind_review(server, baselines):
     ]
     assert seen["conclusions"]["hidden"] == 0
     assert seen["reviews"][0]["completed_at"] is not None
+    assert (seen["reviews"][0]["reviewer"], seen["reviews"][0]["requested_by"]) == (
+        "admin in tests",
+        "examiner in tests",
+    )
 
     response = examiner.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
     assert response.status_code == 200 and response.json()["status"] == "identified"

@@ -25,11 +25,16 @@ export function compareHref(caseId, searchId, rank) {
 
 export async function caseView(ctx) {
   const caseId = ctx.params.caseId;
-  const [detail, examiners] = await Promise.all([api(`/cases/${caseId}`), api("/examiners")]);
+  const [detail, examiners, limits] = await Promise.all([
+    api(`/cases/${caseId}`),
+    api("/examiners"),
+    api("/limits"),
+  ]);
   const page = {
     ctx,
     caseId,
     detail,
+    limits,
     names: new Map(examiners.map((key) => [key.id, key.name])),
     reviewers: examiners.filter((key) => key.id !== ctx.me.id),
     head: h("div", { class: "page-head" }),
@@ -303,7 +308,6 @@ export function similarityCell(similarity) {
 function reviewsOf(page, search) {
   const reviews = page.detail.reviews.filter((review) => review.search_id === search.search_id);
   if (reviews.length === 0) return null;
-  const name = (id) => page.names.get(id) || `key #${id}`;
   return h(
     "ul",
     { class: "reviews", "aria-label": `Blind reviews of search #${search.search_id}` },
@@ -311,7 +315,7 @@ function reviewsOf(page, search) {
       h(
         "li",
         {},
-        `Blind review by ${name(review.reviewer_key_id)}, asked by ${name(review.requested_by_key_id)} ` +
+        `Blind review by ${review.reviewer}, asked by ${review.requested_by} ` +
           `on ${formatTime(review.created_at)}: `,
         review.completed_at
           ? `concluded ${formatTime(review.completed_at)}`

@@ -23,7 +23,6 @@ export async function personView(ctx) {
     api(`/people/${id}`),
     api(`/people/${id}/searches`),
   ]);
-  const caseNumbers = await numbersOf(appearances);
   ctx.setTitle(`Person ${person.external_ref}`);
   ctx.root.replaceChildren(
     h(
@@ -35,19 +34,8 @@ export async function personView(ctx) {
     h("div", { class: "page-head" }, title(1, `Person ${person.external_ref}`)),
     record(person),
     radiographs(ctx, person),
-    searches(appearances, caseNumbers),
+    searches(appearances),
   );
-}
-
-/** Case numbers for the cases these searches were run in; the appearances carry only ids. */
-async function numbersOf(appearances) {
-  if (!appearances.some((item) => item.case_id !== null)) return new Map();
-  try {
-    const page = await api("/cases?limit=500");
-    return new Map(page.items.map((item) => [item.id, item.number]));
-  } catch {
-    return new Map(); // the ids still link to the cases
-  }
 }
 
 function record(person) {
@@ -111,7 +99,7 @@ function radiographs(ctx, person) {
   );
 }
 
-function searches(appearances, caseNumbers) {
+function searches(appearances) {
   const rows = appearances.map((item) =>
     h(
       "tr",
@@ -125,7 +113,7 @@ function searches(appearances, caseNumbers) {
           : h(
               "a",
               { href: `#/cases/${item.case_id}` },
-              `Case ${caseNumbers.get(item.case_id) || `#${item.case_id}`}`,
+              `Case ${item.case_number}`,
             ),
       ),
       h("td", {}, `#${item.search_id}`),

@@ -5,7 +5,7 @@ import { field, h, plural, select, uid } from "./dom.js";
 import { announce, clearError, report, showError } from "./messages.js";
 
 export function searchPanel(page) {
-  const options = searchOptions();
+  const options = searchOptions(page.limits.max_search_k);
   const input = h("input", {
     type: "file",
     class: "visually-hidden",
@@ -33,6 +33,15 @@ export function searchPanel(page) {
     }
     if (!options.valid()) {
       input.value = ""; // so that choosing the same file again, once corrected, starts it
+      return;
+    }
+    if (file.size > page.limits.max_upload_bytes) {
+      const megabytes = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
+      showError(
+        `${file.name} is ${megabytes(file.size)}; the service accepts files up to ` +
+          `${megabytes(page.limits.max_upload_bytes)}.`,
+      );
+      input.value = "";
       return;
     }
     busy = true;
@@ -94,8 +103,15 @@ export function searchPanel(page) {
   );
 }
 
-function searchOptions() {
-  const k = h("input", { type: "number", min: 1, max: 100, step: 1, value: 10, required: true });
+function searchOptions(maxCandidates) {
+  const k = h("input", {
+    type: "number",
+    min: 1,
+    max: maxCandidates,
+    step: 1,
+    value: Math.min(10, maxCandidates),
+    required: true,
+  });
   const spacing = h("input", {
     type: "number",
     min: 0.001,

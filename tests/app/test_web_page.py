@@ -335,3 +335,12 @@ def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page):
     job.get_by_role("button", name=re.compile(r"^Cancel")).click()
     expect(job).to_contain_text("Cancelled")
     expect(job.get_by_role("button")).to_have_count(0)
+    network_failure_is_reported(server, page)
+
+
+def network_failure_is_reported(server, page: Page) -> None:
+    """With the service gone, the page says so in plain words instead of going blank."""
+    server.stop()
+    page.get_by_role("link", name="Cases").click()
+    expect(page.get_by_role("alert")).to_contain_text("Cannot reach the radmatch service")
+    expect(page.get_by_role("banner")).to_be_visible()

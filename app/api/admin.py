@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
 from sqlalchemy import func, select
+from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, ServiceDep
@@ -22,6 +23,7 @@ from app.api.schemas import (
 from app.errors import NotFound, Unprocessable
 from app.jobs.queue import enqueue, request_cancel
 from app.model_versions import register
+from app.service import Service
 from app.tables import Embedding, Job, ModelVersion
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
@@ -31,7 +33,7 @@ router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
 JobStatus = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
 
-def _start(service, kind: str, parameters: dict[str, Any], key_id: int) -> Job:
+def _start(service: Service, kind: str, parameters: dict[str, Any], key_id: int) -> Job:
     with service.sessions.begin() as session:
         return enqueue(session, kind, parameters, key_id)
 
@@ -130,7 +132,7 @@ def cancel_job(job_id: int, service: ServiceDep, key: AdminKey) -> Job:
         return request_cancel(session, _job(session, job_id), key.id)
 
 
-def _job(session, job_id: int) -> Job:
+def _job(session: Session, job_id: int) -> Job:
     job = session.get(Job, job_id)
     if job is None:
         raise NotFound(f"no job with id {job_id}")

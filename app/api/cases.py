@@ -124,7 +124,7 @@ def add_conclusion(case_id: int, body: ConclusionCreate, service: ServiceDep, ke
 
 
 @router.post("/cases/{case_id}/reviews", status_code=201, response_model=ReviewOut)
-def ask_for_review(case_id: int, body: ReviewCreate, service: ServiceDep, key: AnyKey):
+def ask_for_review(case_id: int, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
     """Ask another examiner to review a search blind."""
     with service.sessions.begin() as session:
         case = live_case(session, case_id)

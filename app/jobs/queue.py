@@ -117,6 +117,11 @@ def claim(sessions: sessionmaker[Session], worker: str) -> Job | None:
         return session.get(Job, job_id)
 
 
+def has_queued_jobs(sessions: sessionmaker[Session]) -> bool:
+    with sessions() as session:
+        return session.scalar(select(Job.id).where(Job.status == QUEUED).limit(1)) is not None
+
+
 def recover_stale(sessions: sessionmaker[Session], stale_after: timedelta) -> list[int]:
     """Re-queue (or fail, when out of attempts) running jobs whose heartbeat stopped; returns
     their ids."""

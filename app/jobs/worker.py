@@ -23,6 +23,7 @@ from app.jobs.queue import (
     JobLost,
     RunningJob,
     claim,
+    has_queued_jobs,
     recover_stale,
 )
 from app.jobs.rebuild import rebuild_index
@@ -68,9 +69,9 @@ class Worker:
                 job = None
             if job is not None:
                 self.run_job(RunningJob.of(self.service.sessions, job))
-            elif once:
+            elif once and not has_queued_jobs(self.service.sessions):
                 return
-            else:
+            else:  # nothing claimable now (other workers may hold the queued rows a moment)
                 stop.wait(settings.worker_poll_seconds)
 
     def run_job(self, job: RunningJob) -> None:

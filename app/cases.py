@@ -142,11 +142,17 @@ def _open_reviews(session: Session, key_id: int, search_id: int | None = None) -
     return list(session.scalars(query))
 
 
-def conclusions_for(session: Session, case: Case, key_id: int) -> dict[str, Any]:
+def _key_names(session: Session) -> dict[int, str]:
+    return dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+
+
+def conclusions_for(
+    session: Session, case: Case, key_id: int, names: dict[int, str] | None = None
+) -> dict[str, Any]:
     """The case's conclusions, oldest first, as this key may see them: on a search it has been
     asked to review blind and has not yet concluded on, only its own (none, then)."""
     blind = {review.search_id for review in _open_reviews(session, key_id)}
-    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+    names = names if names is not None else _key_names(session)
     visible, hidden = [], 0
     for entry in session.scalars(
         select(Conclusion).where(Conclusion.case_id == case.id).order_by(Conclusion.id)
@@ -176,7 +182,7 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
     reviews = session.scalars(
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
-    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+    names = _key_names(session)
     return {
         "id": case.id,
         "number": case.number,
@@ -185,6 +191,6 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         "created_at": case.created_at,
         "updated_at": case.updated_at,
         "searches": [search.response for search in searches],
-        "conclusions": conclusions_for(session, case, key_id),
+        "conclusions": conclusions_for(session, case, key_id, names),
         "reviews": [review_json(review, names) for review in reviews],
     }

@@ -307,7 +307,8 @@ def embed_missing(
             with service.sessions.begin() as session:
                 # Recheck under the generation's row lock: another process may have been first.
                 generation = bump_generation(session, version.id)
-                still_missing = {i for i, _, _ in _images_without_embedding(session, version.id)}
+                rows = _images_without_embedding(session, version.id, [i for i, _, _ in batch])
+                still_missing = {image_id for image_id, _, _ in rows}
                 session.add_all(
                     Embedding(
                         image_id=image_id,
@@ -326,10 +327,14 @@ def embed_missing(
     return done
 
 
-def _images_without_embedding(session: Session, version_id: int) -> list[Row]:
+def _images_without_embedding(
+    session: Session, version_id: int, among: list[int] | None = None
+) -> list[Row]:
+    """Live images (of these ids, if given) that have no embedding for this model version."""
     embedded = select(Embedding.image_id).where(Embedding.model_version_id == version_id)
-    return session.execute(
-        select(Image.id, Image.sha256, Image.pixel_spacing_mm)
-        .where(Image.deleted_at.is_(None), Image.id.not_in(embedded))
-        .order_by(Image.id)
-    ).all()
+    query = select(Image.id, Image.sha256, Image.pixel_spacing_mm).where(
+        Image.deleted_at.is_(None), Image.id.not_in(embedded)
+    )
+    if among is not None:
+        query = query.where(Image.id.in_(among))
+    return session.execute(query.order_by(Image.id)).all()

@@ -47,10 +47,8 @@ class Serving:
     that no request mixes two models."""
 
     model: EmbeddingModel
-    version: ModelVersion
+    version: ModelVersion  # as read when this was loaded: its index_build is the one served
     index: VectorIndex | None
-    # The published index build this index was loaded from (ModelVersion.index_build).
-    index_build: int
 
 
 @dataclass
@@ -83,9 +81,9 @@ class Service:
             with_index=with_index,
         )
         if with_model:
-            version = service._bootstrap_model()
+            version, model = service._bootstrap_model()
             if version is not None:
-                service._serve(version)
+                service._serve(version, model)
         if with_index:
             service._sync_thread = threading.Thread(
                 target=service._sync_forever, name="index-sync", daemon=True
@@ -122,10 +120,12 @@ class Service:
 
     # --- the model --------------------------------------------------------------------------------
 
-    def _bootstrap_model(self) -> ModelVersion | None:
+    def _bootstrap_model(self) -> tuple[ModelVersion | None, EmbeddingModel | None]:
         """Register RADMATCH_CHECKPOINT and activate it if no model is active yet; return the
-        active version. Later switches are the model activation job's (it re-embeds first)."""
+        active version, with its model when that is the checkpoint just loaded. Later switches
+        are the model activation job's (it re-embeds first)."""
         path = self.settings.checkpoint
+        model = None
         if path is not None:
             try:
                 model = EmbeddingModel.load(path, self.settings.device or None)
@@ -148,19 +148,22 @@ class Service:
             active = active_version(session)
         if active is None:
             log.warning("no model: set RADMATCH_CHECKPOINT to serve searches and uploads")
-        return active
+            return None, None
+        return active, model if model is not None and model.sha256 == active.sha256 else None
 
-    def _serve(self, version: ModelVersion) -> None:
-        """Load a version's model, embed what it lacks, load its index, then switch to it."""
-        try:
-            model = load_model(version, self.settings.device or None)
-        except (CheckpointError, OSError) as error:
-            raise StartupError(f"cannot load model version {version.id}: {error}") from None
+    def _serve(self, version: ModelVersion, model: EmbeddingModel | None = None) -> None:
+        """Load a version's model (unless given), embed what it lacks, load its index, then
+        switch to it."""
+        if model is None:
+            try:
+                model = load_model(version, self.settings.device or None)
+            except (CheckpointError, OSError) as error:
+                raise StartupError(f"cannot load model version {version.id}: {error}") from None
         from app.images import embed_missing  # images uploaded under another model
 
         embed_missing(self, model, version)
         index = self._load_index(version) if self.with_index else None
-        self.serving = Serving(model, version, index, version.index_build)
+        self.serving = Serving(model, version, index)
         # Uploads that committed under the previous model while this one was being prepared.
         if embed_missing(self, model, version) and index is not None:
             with self.sessions() as session:
@@ -218,9 +221,9 @@ class Service:
                 return
             if serving is None or serving.version.id != active.id:
                 self._serve(active)
-            elif serving.index_build != active.index_build:
+            elif serving.version.index_build != active.index_build:
                 index = self._load_index(active)
-                self.serving = Serving(serving.model, active, index, active.index_build)
+                self.serving = Serving(serving.model, active, index)
                 log.info("loaded index build %d of model version %d", active.index_build, active.id)
             else:
                 with self.sessions() as session:

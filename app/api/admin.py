@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, ServiceDep
+from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     JobOut,
     JobsPage,
@@ -64,16 +65,7 @@ def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) 
 def list_models(service: ServiceDep, _: AdminKey) -> list[dict]:
     with service.sessions() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
-        counts = dict(
-            session.execute(
-                select(Embedding.model_version_id, func.count())
-                .where(Embedding.removed_generation.is_(None))
-                .group_by(Embedding.model_version_id)
-            ).all()
-        )
-    return [
-        {**_fields(version), "embedded_images": counts.get(version.id, 0)} for version in versions
-    ]
+        return [_model_out(session, version) for version in versions]
 
 
 @router.post("/models", status_code=201, response_model=ModelVersionOut)
@@ -84,8 +76,7 @@ def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> d
     except (CheckpointError, OSError) as error:
         raise Unprocessable(f"cannot register {body.checkpoint_path!r}: {error}") from None
     with service.sessions.begin() as session:
-        version = register(session, model, key.id)
-    return {**_fields(version), "embedded_images": 0}
+        return _model_out(session, register(session, model, key.id))
 
 
 @router.post("/models/{version_id}/activate", status_code=202, response_model=JobOut)
@@ -105,8 +96,8 @@ def list_jobs(
     _: AdminKey,
     status: JobStatus = None,
     kind: Annotated[str | None, Query(max_length=30)] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> dict:
     query = select(Job)
     if status is not None:
@@ -114,9 +105,7 @@ def list_jobs(
     if kind is not None:
         query = query.where(Job.kind == kind)
     with service.sessions() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        items = session.scalars(query.order_by(Job.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+        return page(session, query, Job.id.desc(), limit, offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
@@ -139,9 +128,13 @@ def _job(session: Session, job_id: int) -> Job:
     return job
 
 
-def _fields(version: ModelVersion) -> dict:
-    return {
-        name: getattr(version, name)
-        for name in ModelVersionOut.model_fields
-        if name != "embedded_images"
-    }
+def _model_out(session: Session, version: ModelVersion) -> dict:
+    """The version with how many images have its embedding (a registered file may be one that
+    was registered and used before)."""
+    embedded = session.scalar(
+        select(func.count()).where(
+            Embedding.model_version_id == version.id, Embedding.removed_generation.is_(None)
+        )
+    )
+    columns = ModelVersionOut.model_fields.keys() - {"embedded_images"}
+    return {name: getattr(version, name) for name in columns} | {"embedded_images": embedded}

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
+from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     CaseCreate,
     CaseDetail,
@@ -58,8 +59,8 @@ def list_cases(
     _: AnyKey,
     status: CaseStatus | None = None,
     number: Annotated[str | None, Query(max_length=100, description="exact match")] = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
 ) -> dict:
     query = select(Case)
     if status is not None:
@@ -67,9 +68,7 @@ def list_cases(
     if number is not None:
         query = query.where(Case.number == number)
     with service.sessions() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        items = session.scalars(query.order_by(Case.id.desc()).limit(limit).offset(offset)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+        return page(session, query, Case.id.desc(), limit, offset)
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail)

@@ -6,11 +6,12 @@ from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, ServiceDep
+from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     Appearance,
     Deleted,
@@ -58,8 +59,8 @@ def create_person(body: PersonCreate, service: ServiceDep, key: AnyKey) -> Perso
 def list_people(
     service: ServiceDep,
     _: AnyKey,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Limit = 50,
+    offset: Offset = 0,
     external_ref: Annotated[str | None, Query(max_length=200, description="exact match")] = None,
     sex: Sex | None = None,
     birth_year_min: Annotated[int | None, Query(ge=1850, le=2100)] = None,
@@ -75,9 +76,7 @@ def list_people(
     if birth_year_max is not None:
         query = query.where(Person.birth_year <= birth_year_max)
     with service.sessions() as session:
-        total = session.scalar(select(func.count()).select_from(query.subquery()))
-        items = session.scalars(query.order_by(Person.id).limit(limit).offset(offset)).all()
-    return {"items": items, "total": total, "limit": limit, "offset": offset}
+        return page(session, query, Person.id, limit, offset)
 
 
 @router.get("/people/{person_id}", response_model=PersonDetail)

@@ -2,7 +2,7 @@
 
 import { api, readiness } from "./api.js";
 import { badge, capitalise, field, formatSimilarity, formatTime, h, table, title } from "./dom.js";
-import { announce, clearError, guarded, report } from "./messages.js";
+import { announce, clearError, guarded, report, submitting } from "./messages.js";
 
 const POLL_MS = 2000;
 const UNFINISHED = ["queued", "running"];
@@ -170,21 +170,14 @@ function registerForm(admin) {
     h(
       "form",
       {
-        onSubmit: guarded(async (event) => {
-          event.preventDefault();
-          clearError();
-          submit.disabled = true;
-          try {
-            const model = await api("/admin/models", {
-              method: "POST",
-              body: { checkpoint_path: path.value.trim() },
-            });
-            path.value = "";
-            announce(`Model version ${model.id} registered`);
-            await refreshService(admin);
-          } finally {
-            submit.disabled = false;
-          }
+        onSubmit: submitting(submit, async () => {
+          const model = await api("/admin/models", {
+            method: "POST",
+            body: { checkpoint_path: path.value.trim() },
+          });
+          path.value = "";
+          announce(`Model version ${model.id} registered`);
+          await refreshService(admin);
         }),
       },
       field(
@@ -201,16 +194,10 @@ function rebuildButton(admin) {
   const button = h("button", { type: "button", class: "button-quiet" }, "Rebuild index");
   button.addEventListener(
     "click",
-    guarded(async () => {
-      clearError();
-      button.disabled = true;
-      try {
-        const job = await api("/admin/index/rebuild", { method: "POST" });
-        announce(`Index rebuild queued as job ${job.id}`);
-        await refreshJobs(admin);
-      } finally {
-        button.disabled = false;
-      }
+    submitting(button, async () => {
+      const job = await api("/admin/index/rebuild", { method: "POST" });
+      announce(`Index rebuild queued as job ${job.id}`);
+      await refreshJobs(admin);
     }),
   );
   return h(

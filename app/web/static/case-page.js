@@ -16,7 +16,7 @@ import {
   table,
   title,
 } from "./dom.js";
-import { announce, clearError, guarded } from "./messages.js";
+import { announce, submitting } from "./messages.js";
 import { preventStrayDrops, searchPanel } from "./search-upload.js";
 
 export function compareHref(caseId, searchId, rank) {
@@ -109,21 +109,14 @@ function detailsPanel(page) {
       "form",
       {
         class: "case-details",
-        onSubmit: guarded(async (event) => {
-          event.preventDefault();
-          clearError();
-          save.disabled = true;
-          try {
-            const updated = await api(`/cases/${page.caseId}`, {
-              method: "PATCH",
-              body: { status: status.value, description: description.value },
-            });
-            Object.assign(page.detail, updated);
-            renderCase(page);
-            announce(`Case saved: status ${updated.status}`);
-          } finally {
-            save.disabled = false;
-          }
+        onSubmit: submitting(save, async () => {
+          const updated = await api(`/cases/${page.caseId}`, {
+            method: "PATCH",
+            body: { status: status.value, description: description.value },
+          });
+          Object.assign(page.detail, updated);
+          renderCase(page);
+          announce(`Case saved: status ${updated.status}`);
         }),
       },
       h("div", { class: "field-row" }, field("Status", status)),
@@ -342,22 +335,15 @@ function reviewForm(page, search) {
     {
       class: "field-row",
       "aria-label": `Blind review of search #${search.search_id}`,
-      onSubmit: guarded(async (event) => {
-        event.preventDefault();
-        clearError();
-        submit.disabled = true;
-        try {
-          await api(`/cases/${page.caseId}/reviews`, {
-            method: "POST",
-            body: { search_id: search.search_id, reviewer_key_id: Number(reviewer.value) },
-          });
-          announce(
-            `Blind review of search ${search.search_id} asked of ${page.names.get(Number(reviewer.value))}`,
-          );
-          await page.reload();
-        } finally {
-          submit.disabled = false;
-        }
+      onSubmit: submitting(submit, async () => {
+        await api(`/cases/${page.caseId}/reviews`, {
+          method: "POST",
+          body: { search_id: search.search_id, reviewer_key_id: Number(reviewer.value) },
+        });
+        announce(
+          `Blind review of search ${search.search_id} asked of ${page.names.get(Number(reviewer.value))}`,
+        );
+        await page.reload();
       }),
     },
     field("Reviewer", reviewer),

@@ -2,7 +2,7 @@
 
 import { api } from "./api.js";
 import { badge, capitalise, field, formatTime, h, select, table, title } from "./dom.js";
-import { announce, clearError, guarded } from "./messages.js";
+import { announce, guarded, submitting } from "./messages.js";
 
 export const STATUSES = [
   ["open", "Open"],
@@ -134,20 +134,13 @@ function newCaseForm() {
     h(
       "form",
       {
-        onSubmit: guarded(async (event) => {
-          event.preventDefault();
-          clearError();
-          submit.disabled = true;
-          try {
-            const created = await api("/cases", {
-              method: "POST",
-              body: { number: number.value.trim(), description: description.value },
-            });
-            announce(`Case ${created.number} created`);
-            location.hash = `#/cases/${created.id}`;
-          } finally {
-            submit.disabled = false;
-          }
+        onSubmit: submitting(submit, async () => {
+          const created = await api("/cases", {
+            method: "POST",
+            body: { number: number.value.trim(), description: description.value },
+          });
+          announce(`Case ${created.number} created`);
+          location.hash = `#/cases/${created.id}`;
         }),
       },
       field("Case number", number, "The lab's reference for the unidentified person"),

@@ -16,7 +16,7 @@ import {
   separator,
   title,
 } from "./dom.js";
-import { announce, clearError, guarded, report } from "./messages.js";
+import { announce, report, submitting } from "./messages.js";
 import { PairViewer } from "./viewer.js";
 
 const QUERY = 0;
@@ -475,30 +475,23 @@ function conclusionForm(state) {
   return h(
     "form",
     {
-      onSubmit: guarded(async (event) => {
-        event.preventDefault();
-        clearError();
-        submit.disabled = true;
-        try {
-          const saved = await api(`/cases/${state.ctx.params.caseId}/conclusions`, {
-            method: "POST",
-            body: {
-              search_id: state.search.search_id,
-              person_id: candidate.person_id,
-              conclusion: scale.value,
-              comment: comment.value,
-            },
-          });
-          // Recording one ends a blind review: the case now shows everyone's conclusions.
-          state.detail = await api(`/cases/${state.ctx.params.caseId}`);
-          if (state.candidate === candidate) {
-            renderConclusion(state, saved);
-            document.getElementById("conclusion-saved").focus();
-          }
-          announce(`Conclusion recorded: ${saved.conclusion}`);
-        } finally {
-          submit.disabled = false;
+      onSubmit: submitting(submit, async () => {
+        const saved = await api(`/cases/${state.ctx.params.caseId}/conclusions`, {
+          method: "POST",
+          body: {
+            search_id: state.search.search_id,
+            person_id: candidate.person_id,
+            conclusion: scale.value,
+            comment: comment.value,
+          },
+        });
+        // Recording one ends a blind review: the case now shows everyone's conclusions.
+        state.detail = await api(`/cases/${state.ctx.params.caseId}`);
+        if (state.candidate === candidate) {
+          renderConclusion(state, saved);
+          document.getElementById("conclusion-saved").focus();
         }
+        announce(`Conclusion recorded: ${saved.conclusion}`);
       }),
     },
     h(

@@ -58,4 +58,21 @@ export function guarded(handler) {
   };
 }
 
+/**
+ * A submit (or click) handler: it clears the last error, keeps the button disabled while the
+ * action runs, so that nothing is sent twice, and reports the action's failure.
+ */
+export function submitting(button, action) {
+  return guarded(async (event) => {
+    event.preventDefault();
+    clearError();
+    button.disabled = true;
+    try {
+      await action(event);
+    } finally {
+      button.disabled = false;
+    }
+  });
+}
+
 document.getElementById("alert-dismiss").addEventListener("click", clearError);

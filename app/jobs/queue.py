@@ -192,20 +192,22 @@ class RunningJob:
         )
 
     def _write(self, **values) -> None:
+        """Update the job if it is still this claim's; learn whether an admin asked to cancel."""
         with self.sessions.begin() as session:
-            changed = session.execute(update(Job).where(self._mine()).values(**values)).rowcount
-        if changed == 0:
+            cancel = session.execute(
+                update(Job).where(self._mine()).values(**values).returning(Job.cancel_requested)
+            ).scalar_one_or_none()
+        if cancel is None:
             self._lost.set()
             raise JobLost(f"job {self.id} is no longer this worker's (attempt {self.attempt})")
+        if cancel:
+            self._cancel.set()
 
     def heartbeat(self) -> None:
         try:
             self._write(heartbeat_at=utcnow())
         except JobLost:
             return
-        with self.sessions() as session:
-            if session.scalar(select(Job.cancel_requested).where(Job.id == self.id)):
-                self._cancel.set()
 
     def check(self) -> None:
         if self._lost.is_set():

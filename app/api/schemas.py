@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 Sex = Literal["F", "M", "X"]
+Item = TypeVar("Item")
 Side = Literal["L", "R"]
+
+
+class Page(BaseModel, Generic[Item]):
+    """One page of a listing (app.api.paging)."""
+
+    items: list[Item]
+    total: int
+    limit: int
+    offset: int
 
 
 class PersonCreate(BaseModel):
@@ -56,11 +66,8 @@ class PersonDetail(PersonOut):
     images: list[ImageOut]
 
 
-class PeoplePage(BaseModel):
-    items: list[PersonOut]
-    total: int
-    limit: int
-    offset: int
+class PeoplePage(Page[PersonOut]):
+    pass
 
 
 class Appearance(BaseModel):
@@ -138,11 +145,8 @@ class JobOut(BaseModel):
     finished_at: datetime | None
 
 
-class JobsPage(BaseModel):
-    items: list[JobOut]
-    total: int
-    limit: int
-    offset: int
+class JobsPage(Page[JobOut]):
+    pass
 
 
 class TrainingJobCreate(BaseModel):
@@ -214,11 +218,8 @@ class CaseOut(BaseModel):
     updated_at: datetime
 
 
-class CasesPage(BaseModel):
-    items: list[CaseOut]
-    total: int
-    limit: int
-    offset: int
+class CasesPage(Page[CaseOut]):
+    pass
 
 
 class ConclusionCreate(BaseModel):

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from app.index import IndexOptions
 
 
 class Settings(BaseSettings):
@@ -18,6 +21,21 @@ class Settings(BaseSettings):
     # A checkpoint from `radmatch train` to serve; empty means the database's active model version.
     checkpoint: Path | None = None
     device: str = ""  # empty: the GPU when there is one
+    # auto: bfloat16 autocast on a GPU, float32 on the CPU.
+    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # Concurrent uploads and searches are embedded together: a batch waits at most this long
+    # for company after its first image arrives, and holds at most this many images.
+    embed_wait_ms: float = Field(default=2.0, ge=0)
+    embed_batch_max: int = Field(default=32, gt=0)
+    # Searches are exact below approximate_index_from gallery images; from there on an index
+    # build makes the approximate kind, searched with the effort set here (see app/index.py).
+    approximate_index_from: int = Field(default=250_000, ge=0)
+    approximate_index: Literal["hnsw", "ivf"] = "hnsw"
+    hnsw_m: int = Field(default=32, ge=4)
+    hnsw_ef_construction: int = Field(default=200, gt=0)
+    hnsw_ef_search: int = Field(default=128, gt=0)
+    ivf_lists: int = Field(default=0, ge=0)
+    ivf_nprobe: int = Field(default=64, gt=0)
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=60_000_000, gt=0)
     max_search_k: int = Field(default=100, gt=0)
@@ -32,6 +50,18 @@ class Settings(BaseSettings):
     @property
     def sqlalchemy_url(self) -> str:
         return self.database_url or f"sqlite:///{(self.data_dir / 'radmatch.db').resolve()}"
+
+    @property
+    def index_options(self) -> IndexOptions:
+        return IndexOptions(
+            approximate_from=self.approximate_index_from,
+            approximate_kind=self.approximate_index,
+            hnsw_m=self.hnsw_m,
+            hnsw_ef_construction=self.hnsw_ef_construction,
+            hnsw_ef_search=self.hnsw_ef_search,
+            ivf_lists=self.ivf_lists,
+            ivf_nprobe=self.ivf_nprobe,
+        )
 
     @property
     def originals_dir(self) -> Path:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import io
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
@@ -60,15 +59,6 @@ def decode(service: Service, data: bytes) -> DecodedImage:
         raise decode_refusal(error) from None
 
 
-def embed(
-    service: Service, model: EmbeddingModel, image: DecodedImage, pixel_spacing_mm: float | None
-) -> np.ndarray:
-    start = time.perf_counter()
-    vector = model.embed([image], [pixel_spacing_mm])[0]
-    service.metrics.embed_seconds.observe(time.perf_counter() - start)
-    return vector
-
-
 def live_person(session: Session, person_id: int) -> Person:
     person = session.get(Person, person_id)
     if person is None or person.deleted_at is not None:
@@ -105,7 +95,7 @@ def ingest_image(
     serving = service.require_serving()
     version = serving.version
     decoded = decode(service, data)
-    vector = embed(service, serving.model, decoded, fields.pixel_spacing_mm)
+    vector = service.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
     meta = decoded.metadata
     image = Image(
         person_id=person_id,

@@ -34,8 +34,14 @@ class Metrics:
         )
         self.embed_seconds = Histogram(
             "radmatch_embed_seconds",
-            "Time to embed one request's images (preprocessing and network)",
+            "Time to embed one request's image (preprocessing, waiting for a batch, network)",
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.embed_batch_images = Histogram(
+            "radmatch_embed_batch_images",
+            "Images per network run of the request batcher",
+            buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.config import Settings
 from app.tables import AuditEntry, ModelVersion, utcnow
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
@@ -65,9 +66,12 @@ def activate(session: Session, version: ModelVersion, key_id: int | None) -> Non
     )
 
 
-def load_model(version: ModelVersion, device: str | None) -> EmbeddingModel:
-    """The version's checkpoint, refused if the file changed since it was registered."""
-    model = EmbeddingModel.load(Path(version.checkpoint_path), device)
+def load_model(version: ModelVersion, settings: Settings) -> EmbeddingModel:
+    """The version's checkpoint on the configured device and precision, refused if the file
+    changed since it was registered."""
+    model = EmbeddingModel.load(
+        Path(version.checkpoint_path), settings.device or None, settings.precision
+    )
     if model.sha256 != version.sha256:
         raise CheckpointError(
             f"{version.checkpoint_path} is not the checkpoint registered as model version "

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
-from app.images import decode, embed
+from app.images import decode
 from app.service import Service, sha256_of
 from app.tables import AuditEntry, Image, Person, Search, SearchResult, utcnow
 
@@ -46,7 +46,7 @@ def search(
     serving = service.require_index()
     index, version = serving.index, serving.version
     query_sha256 = sha256_of(data)
-    vector = embed(service, serving.model, decode(service, data), pixel_spacing_mm)
+    vector = service.batcher.embed(serving.model, decode(service, data), pixel_spacing_mm)
     with service.sessions() as session:
         allowed = _allowed_images(session, filters) if filters.any() else None
         candidates, generation, size = _nearest_people(session, index, vector, k, allowed)
@@ -78,6 +78,7 @@ def search(
                 "model_version": {"id": version.id, "sha256": version.sha256},
                 "index_generation": generation,
                 "index_size": size,
+                "index": index.description(),
                 "parameters": record.parameters,
                 "candidates": candidates,
             }
@@ -141,7 +142,8 @@ def _nearest_people(
         similarities, ids = similarities[found], ids[found]
         candidates = _group_by_person(session, similarities, ids)
         limit = size if allowed is None else min(size, len(allowed))
-        if len(candidates) >= k or len(ids) >= limit:
+        # An approximate index may find fewer than it was asked for: stop once it was asked for all.
+        if len(candidates) >= k or len(ids) >= limit or wanted >= size:
             return candidates[:k], generation, size
         wanted *= 4
 

@@ -16,12 +16,14 @@ from dataclasses import dataclass, field
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.batching import EmbeddingBatcher
 from app.config import Settings
 from app.database import check_schema, make_engine, session_factory
 from app.errors import Unavailable
 from app.index import (
     SnapshotError,
     VectorIndex,
+    build_from_database,
     catch_up,
     check_consistency,
     snapshot_path,
@@ -57,6 +59,7 @@ class Service:
     sessions: sessionmaker[Session]
     store: OriginalStore
     metrics: Metrics
+    batcher: EmbeddingBatcher
     with_index: bool = True
     serving: Serving | None = None
     _sync_lock: threading.Lock = field(default_factory=threading.Lock)
@@ -73,11 +76,15 @@ class Service:
         except Exception:
             engine.dispose()
             raise
+        metrics = Metrics()
         service = cls(
             settings=settings,
             sessions=session_factory(engine),
             store=OriginalStore(settings.originals_dir),
-            metrics=Metrics(),
+            metrics=metrics,
+            batcher=EmbeddingBatcher(
+                settings.embed_batch_max, settings.embed_wait_ms / 1000, metrics
+            ),
             with_index=with_index,
         )
         if with_model:
@@ -95,6 +102,7 @@ class Service:
         self._stop.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
+        self.batcher.close()
         if self.serving is not None and self.serving.index is not None:
             self.save_index()
         self.sessions.kw["bind"].dispose()
@@ -128,7 +136,9 @@ class Service:
         model = None
         if path is not None:
             try:
-                model = EmbeddingModel.load(path, self.settings.device or None)
+                model = EmbeddingModel.load(
+                    path, self.settings.device or None, self.settings.precision
+                )
             except (CheckpointError, OSError) as error:
                 raise StartupError(f"cannot load the model checkpoint: {error}") from None
             with self.sessions.begin() as session:
@@ -156,7 +166,7 @@ class Service:
         switch to it."""
         if model is None:
             try:
-                model = load_model(version, self.settings.device or None)
+                model = load_model(version, self.settings)
             except (CheckpointError, OSError) as error:
                 raise StartupError(f"cannot load model version {version.id}: {error}") from None
         from app.images import embed_missing  # images uploaded under another model
@@ -173,29 +183,34 @@ class Service:
     # --- the index --------------------------------------------------------------------------------
 
     def _load_index(self, version: ModelVersion) -> VectorIndex:
-        """The version's snapshot caught up with the database, or (when it is missing, damaged or
-        disagrees) a new index built from the stored embeddings."""
+        """The version's snapshot caught up with the database or, when it is missing, damaged,
+        disagrees or is of a kind the settings no longer choose, an index built from the stored
+        embeddings."""
         path = snapshot_path(self.settings.index_dir, version.id)
-        index = VectorIndex(version.id, version.dimension)
-        if path.exists():
-            try:
-                index = VectorIndex.load(path, version.id, version.dimension)
-            except SnapshotError as error:
-                log.warning("rebuilding the index from the database: %s", error)
+        options = self.settings.index_options
         with self.sessions() as session:
-            try:
-                replayed = catch_up(index, session)
-                consistency = check_consistency(index, session)
-            except SnapshotError as error:
-                log.warning("rebuilding the index from the database: %s", error)
-                consistency = None
-            if consistency is None or not consistency.ok:
-                if consistency is not None:
-                    log.warning("index disagrees with the database (%s): rebuilding", consistency)
-                index = VectorIndex(version.id, version.dimension)
-                replayed = catch_up(index, session)
+            index, replayed = None, 0
+            if path.exists():
+                try:
+                    index = VectorIndex.load(path, version.id, version.dimension, options)
+                    replayed = catch_up(index, session)
+                    consistency = check_consistency(index, session)
+                    if not consistency.ok:
+                        raise SnapshotError(f"it disagrees with the database ({consistency})")
+                    if index.kind != options.kind_for(index.size):
+                        raise SnapshotError(
+                            f"it is {index.kind}; {index.size} images call for "
+                            f"{options.kind_for(index.size)}"
+                        )
+                except SnapshotError as error:
+                    log.warning("rebuilding the index from the database: %s", error)
+                    index = None
+            if index is None:
+                index = build_from_database(session, version.id, version.dimension, options)
+                replayed = index.size
         log.info(
-            "index: %d images at generation %d (%d replayed)",
+            "index: %s of %d images at generation %d (%d replayed)",
+            index.kind,
             index.size,
             index.generation,
             replayed,

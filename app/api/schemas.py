@@ -99,6 +99,14 @@ class ModelVersionRef(BaseModel):
     sha256: str
 
 
+class IndexUsed(BaseModel):
+    kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    exact: bool = Field(default=True, description="False for an approximate index")
+    parameters: dict[str, int] = Field(
+        default_factory=dict, description="The approximate index's build and search parameters"
+    )
+
+
 class SearchOut(BaseModel):
     search_id: int
     case_id: int | None = Field(default=None, description="The case it was run in, if any")
@@ -107,6 +115,11 @@ class SearchOut(BaseModel):
     model_version: ModelVersionRef
     index_generation: int
     index_size: int
+    index: IndexUsed = Field(
+        default_factory=IndexUsed,
+        description="The index that answered (searches stored before "
+        "approximate indexes existed were all exact)",
+    )
     parameters: dict[str, Any]
     candidates: list[Candidate]
 

@@ -23,7 +23,7 @@ def activate_model(service: Service, job: RunningJob) -> dict[str, Any]:
         previous = active_version(session)
     if version is None:
         raise NotFound(f"no model version with id {version_id}")
-    model = load_model(version, service.settings.device or None)
+    model = load_model(version, service.settings)
     result = build_and_publish(service, job, version, model)
     with service.sessions.begin() as session:
         activate(session, session.get(ModelVersion, version_id), job.key_id)

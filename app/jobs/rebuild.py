@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import Conflict
 from app.images import embed_missing
-from app.index import VectorIndex, catch_up, check_consistency, snapshot_path
+from app.index import build_from_database, check_consistency, snapshot_path
 from app.jobs.queue import RunningJob
 from app.model_versions import active_version, load_model
 from app.service import Service
@@ -23,7 +23,7 @@ def rebuild_index(service: Service, job: RunningJob) -> dict[str, Any]:
         version = active_version(session)
     if version is None:
         raise Conflict("no model is active, so there is no index to rebuild")
-    model = load_model(version, service.settings.device or None)
+    model = load_model(version, service.settings)
     return build_and_publish(service, job, version, model)
 
 
@@ -41,13 +41,14 @@ def build_and_publish(
     )
     job.log(f"embedded {embedded} images with model version {version.id}")
     job.progress(0, None, "building the index")
-    index = VectorIndex(version.id, version.dimension)
     with service.sessions() as session:
-        catch_up(index, session)
+        index = build_from_database(
+            session, version.id, version.dimension, service.settings.index_options
+        )
         consistency = check_consistency(index, session)
     if not consistency.ok:
         raise RuntimeError(f"the rebuilt index disagrees with the database: {consistency}")
-    job.log(f"index of {index.size} images at generation {index.generation} verified")
+    job.log(f"{index.kind} index of {index.size} images at generation {index.generation} verified")
     index.save(snapshot_path(service.settings.index_dir, version.id))
     job.progress(index.size, index.size, "publishing the index")
     with service.sessions.begin() as session:
@@ -56,6 +57,7 @@ def build_and_publish(
     return {
         "model_version_id": version.id,
         "images": index.size,
+        "index": index.description(),
         "index_generation": index.generation,
         "index_build": build,
         "embedded": embedded,

@@ -43,12 +43,9 @@ class EmbeddingBatcher:
         self, model: EmbeddingModel, image: DecodedImage, pixel_spacing_mm: float | None
     ) -> np.ndarray:
         """The image's unit embedding, float32 (D,)."""
-        started = time.perf_counter()
         request = _Request(model, model.input_tensor(image, pixel_spacing_mm))
         self._queue.put(request)
-        vector = request.done.result()
-        self._metrics.embed_seconds.observe(time.perf_counter() - started)
-        return vector
+        return request.done.result()
 
     def close(self) -> None:
         """Embed what was handed in, then stop."""

@@ -5,6 +5,7 @@ and the audit entry; only then does the index learn of it. A failure at any step
 from __future__ import annotations
 
 import dataclasses
+import functools
 import io
 import logging
 from collections.abc import Callable
@@ -94,8 +95,11 @@ def ingest_image(
             return existing, False
     serving = service.require_serving()
     version = serving.version
-    decoded = decode(service, data)
-    vector = service.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
+    timed = functools.partial(service.metrics.timed, "upload")
+    with timed("decode"):
+        decoded = decode(service, data)
+    with timed("embed"):
+        vector = service.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
     meta = decoded.metadata
     image = Image(
         person_id=person_id,
@@ -112,47 +116,49 @@ def ingest_image(
         or (meta.pixel_spacing_mm[1] if meta.pixel_spacing_mm else None),
         uploaded_by_key_id=key_id,
     )
-    stored_now = service.store.put(sha256, data)
-    try:
-        with service.sessions.begin() as session:
-            live_person(session, person_id)
-            session.add(image)
-            session.flush()
-            generation = bump_generation(session, version.id)
-            session.add(
-                Embedding(
-                    image_id=image.id,
-                    model_version_id=version.id,
-                    vector=vector.astype(np.float32).tobytes(),
-                    added_generation=generation,
+    with timed("store"):
+        stored_now = service.store.put(sha256, data)
+        try:
+            with service.sessions.begin() as session:
+                live_person(session, person_id)
+                session.add(image)
+                session.flush()
+                generation = bump_generation(session, version.id)
+                session.add(
+                    Embedding(
+                        image_id=image.id,
+                        model_version_id=version.id,
+                        vector=vector.astype(np.float32).tobytes(),
+                        added_generation=generation,
+                    )
                 )
-            )
-            session.add(
-                AuditEntry(
-                    key_id=key_id,
-                    action="image.upload",
-                    target_type="image",
-                    target_id=image.id,
-                    details={"person_id": person_id, "sha256": sha256, "bytes": len(data)},
+                session.add(
+                    AuditEntry(
+                        key_id=key_id,
+                        action="image.upload",
+                        target_type="image",
+                        target_id=image.id,
+                        details={"person_id": person_id, "sha256": sha256, "bytes": len(data)},
+                    )
                 )
-            )
-    except IntegrityError:
-        # A concurrent upload of the same bytes for the same person committed first.
-        with service.sessions() as session:
-            existing = _existing(session, person_id, sha256)
-        if existing is None:
+        except IntegrityError:
+            # A concurrent upload of the same bytes for the same person committed first.
+            with service.sessions() as session:
+                existing = _existing(session, person_id, sha256)
+            if existing is None:
+                _forget_original(service, sha256, stored_now)
+                raise
+            return existing, False
+        except BaseException:
             _forget_original(service, sha256, stored_now)
             raise
-        return existing, False
-    except BaseException:
-        _forget_original(service, sha256, stored_now)
-        raise
     service.metrics.ingested.inc()
     current = service.serving
     if current is not None and current.version.id != version.id:
         # The active model changed while this image was embedded: give it the new model's too.
         embed_missing(service, current.model, current.version)
-    service.refresh_index()
+    with timed("index"):
+        service.refresh_index()
     return image, True
 
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30)
@@ -32,9 +36,11 @@ class Metrics:
         self.index_size = Gauge(
             "radmatch_index_images", "Images in this process's index", registry=self.registry
         )
-        self.embed_seconds = Histogram(
-            "radmatch_embed_seconds",
-            "Time to embed one request's image (preprocessing, waiting for a batch, network)",
+        self.stage_seconds = Histogram(
+            "radmatch_stage_seconds",
+            "Time per stage of uploads and searches (embed: preprocessing, waiting for a batch "
+            "and the network)",
+            ["operation", "stage"],
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -44,6 +50,14 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+
+    @contextmanager
+    def timed(self, operation: str, stage: str) -> Iterator[None]:
+        started = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.stage_seconds.labels(operation, stage).observe(time.perf_counter() - started)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

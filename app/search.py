@@ -3,6 +3,7 @@ the answer exactly as sent, with the model version and index generation it came 
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -13,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from app.errors import NotFound
 from app.images import decode
-from app.service import Service, sha256_of
+from app.service import Service, Serving, sha256_of
 from app.tables import AuditEntry, Image, Person, Search, SearchResult, utcnow
 
 
@@ -44,12 +45,46 @@ def search(
     case_id: int | None = None,
 ) -> dict[str, Any]:
     serving = service.require_index()
-    index, version = serving.index, serving.version
     query_sha256 = sha256_of(data)
-    vector = service.batcher.embed(serving.model, decode(service, data), pixel_spacing_mm)
-    with service.sessions() as session:
+    timed = functools.partial(service.metrics.timed, "search")
+    with timed("decode"):
+        decoded = decode(service, data)
+    with timed("embed"):
+        vector = service.batcher.embed(serving.model, decoded, pixel_spacing_mm)
+    with timed("search"), service.sessions() as session:
         allowed = _allowed_images(session, filters) if filters.any() else None
-        candidates, generation, size = _nearest_people(session, index, vector, k, allowed)
+        candidates, generation, size = _nearest_people(session, serving.index, vector, k, allowed)
+    with timed("store"):
+        response = _record(
+            service,
+            data,
+            query_sha256,
+            key_id,
+            case_id,
+            serving,
+            {"k": k, "filters": asdict(filters), "pixel_spacing_mm": pixel_spacing_mm},
+            candidates,
+            generation,
+            size,
+        )
+    service.metrics.searches.inc()
+    return response
+
+
+def _record(
+    service: Service,
+    data: bytes,
+    query_sha256: str,
+    key_id: int | None,
+    case_id: int | None,
+    serving: Serving,
+    parameters: dict[str, Any],
+    candidates: list[dict[str, Any]],
+    generation: int,
+    size: int,
+) -> dict[str, Any]:
+    """Store the query's original and the search exactly as answered; the response."""
+    version = serving.version
     stored_now = service.store.put(query_sha256, data)  # the query is evidence too
     try:
         with service.sessions.begin() as session:
@@ -60,11 +95,7 @@ def search(
                 model_version_id=version.id,
                 index_generation=generation,
                 index_size=size,
-                parameters={
-                    "k": k,
-                    "filters": asdict(filters),
-                    "pixel_spacing_mm": pixel_spacing_mm,
-                },
+                parameters=parameters,
                 response={},
                 created_at=utcnow(),
             )
@@ -78,7 +109,7 @@ def search(
                 "model_version": {"id": version.id, "sha256": version.sha256},
                 "index_generation": generation,
                 "index_size": size,
-                "index": index.description(),
+                "index": serving.index.description(),
                 "parameters": record.parameters,
                 "candidates": candidates,
             }
@@ -107,7 +138,6 @@ def search(
         if stored_now:
             service.store.remove(query_sha256)
         raise
-    service.metrics.searches.inc()
     return response
 
 

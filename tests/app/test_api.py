@@ -135,6 +135,7 @@ def test_upload_search_and_stored_search(server, cohort, checkpoint, tmp_path):
         assert candidate["distance"] == pytest.approx(math.sqrt(2 - 2 * similarity), abs=1e-5)
         assert candidate["similarity"] == candidate["images"][0]["similarity"]
     assert result["index_size"] == 2 * len(gallery)
+    assert result["index"] == {"kind": "flat", "exact": True, "parameters": {}}
     assert [c["rank"] for c in result["candidates"]] == list(range(1, len(gallery) + 1))
 
     stored = client.get(f"{API}/searches/{result['search_id']}")
@@ -395,7 +396,14 @@ def test_metrics(server, cohort):
     assert float(values["radmatch_images_ingested_total"]) == 1
     assert float(values["radmatch_searches_total"]) == 1
     assert float(values["radmatch_index_images"]) == 1
-    assert float(values["radmatch_embed_seconds_count"]) == 2
+    for operation, stages in (
+        ("upload", "decode embed store index"),
+        ("search", "decode embed search store"),
+    ):
+        for stage in stages.split():
+            key = f'radmatch_stage_seconds_count{{operation="{operation}",stage="{stage}"}}'
+            assert float(values[key]) == 1, key
+    assert float(values["radmatch_embed_batch_images_sum"]) == 2
     key = 'radmatch_http_requests_total{method="POST",route="/api/v1/search",status="200"}'
     assert float(values[key]) == 1
 

@@ -438,3 +438,68 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
     finally:
         service.close()
     assert VectorIndex.load(path, version_id, DIM).size == 2  # and the damage is repaired
+
+
+def test_service_builds_the_index_kind_its_gallery_size_calls_for(
+    database_url: str, checkpoint: Path, tmp_path: Path
+) -> None:
+    """Exact below approximate_index_from; from there on the configured approximate kind, chosen
+    when an index is built (here: at start-up) and kept while it catches up."""
+    upgrade(database_url)
+
+    def open_service(**options) -> Service:
+        settings = Settings(
+            data_dir=tmp_path / "data",
+            database_url=database_url,
+            checkpoint=checkpoint,
+            approximate_index_from=3,
+            **options,
+        )
+        return Service.open(settings)
+
+    service = open_service()
+    try:
+        with service.sessions.begin() as session:
+            person = Person(external_ref="kinds")
+            session.add(person)
+            session.flush()
+            person_id = person.id
+        images = [
+            ingest_image(service, person_id, png_bytes(seed), ImageFields(), None)[0]
+            for seed in range(4)
+        ]
+        assert service.serving.index.kind == "flat"  # built empty, then caught up
+    finally:
+        service.close()
+
+    service = open_service()  # the flat snapshot holds 4 >= 3 images: rebuilt as HNSW
+    try:
+        index = service.serving.index
+        assert index.description() == {
+            "kind": "hnsw",
+            "exact": False,
+            "parameters": {"m": 32, "ef_search": 128},
+        }
+        delete_image(service, images[0].id, "a test deletion", purge=False, key_id=None)
+        service.refresh_index()
+        assert index_ids(index) == sorted(image.id for image in images[1:])
+    finally:
+        service.close()
+
+    service = open_service()  # the HNSW snapshot and its tombstone load as saved
+    try:
+        index = service.serving.index
+        assert index.kind == "hnsw"
+        assert index_ids(index) == sorted(image.id for image in images[1:])
+        with service.sessions() as session:
+            assert check_consistency(index, session).ok
+    finally:
+        service.close()
+
+    service = open_service(approximate_index="ivf")  # another kind configured: rebuilt
+    try:
+        index = service.serving.index
+        assert (index.kind, index.exact) == ("ivf", False)
+        assert index_ids(index) == sorted(image.id for image in images[1:])
+    finally:
+        service.close()

@@ -1,0 +1,153 @@
+"""Ingest throughput: images per second through the HTTP API (upload, decode, embed, store, index)
+with concurrent clients, against the raw batched network forward measured in the same run.
+
+A real `radmatch serve` on the embedded defaults (SQLite) and 512 x 512 16-bit radiographs, PNG
+and DICOM, made before the clock starts so that the clients only send. Prints one JSON object.
+
+    .venv/bin/python bench/ingest.py                    # the paper's 256 px model, 8 clients
+    .venv/bin/python bench/ingest.py --input-size 128   # the cpu preset's model
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from service_bench import (
+    API,
+    dicom_bytes,
+    forward_seconds,
+    histogram_means,
+    new_database,
+    percentile,
+    png_bytes,
+    radiograph_pixels,
+    seeded_checkpoint,
+    start_server,
+)
+
+from model.inference import EmbeddingModel
+
+TARGET_RATIO = 0.75
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input-size", type=int, default=256)
+    parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--images", type=int, default=192, help="per format")
+    parser.add_argument("--formats", default="png,dicom")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, default=None)
+    args = parser.parse_args()
+    formats = args.formats.split(",")
+    rng = np.random.default_rng(args.seed)
+    result: dict = {
+        "bench": "ingest",
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "input_size": args.input_size,
+        "image": "512 x 512, 16-bit",
+        "clients": args.clients,
+        "target_ratio": TARGET_RATIO,
+    }
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size)
+        model = EmbeddingModel.load(checkpoint, "cpu")
+        uploads = {
+            name: [encode(name, radiograph_pixels(rng), scratch, i) for i in range(args.images + 8)]
+            for name in formats
+        }
+        database_url, key = new_database(scratch)
+        # The baseline: the network alone on the largest batch the clients can form.
+        forward = [forward_seconds(model, args.clients, repeats=5)]
+        server = start_server(scratch, database_url, key, checkpoint)
+        try:
+            with server.admin() as client:
+                people = [
+                    client.post(f"{API}/people", json={"external_ref": f"B-{i}"}).json()["id"]
+                    for i in range(args.clients * 4)
+                ]
+                for name in formats:
+                    warm_up, timed = uploads[name][:8], uploads[name][8:]
+                    send_all(server, warm_up, people, args.clients)
+                    result[name] = send_all(server, timed, people, args.clients)
+                metrics = client.get("/metrics").text
+        finally:
+            server.stop()
+        forward.append(forward_seconds(model, args.clients, repeats=5))
+    seconds = sum(forward) / len(forward)
+    raw = args.clients / seconds
+    result["raw_forward"] = {
+        "batch": args.clients,
+        "ms_per_batch": round(seconds * 1e3, 1),
+        "images_per_s": round(raw, 1),
+    }
+    for name in formats:
+        result[name]["ratio_to_raw_forward"] = round(result[name]["images_per_s"] / raw, 3)
+        result[name]["met"] = result[name]["ratio_to_raw_forward"] >= TARGET_RATIO
+    result["server"] = {
+        "mean_embed_batch": histogram_means(metrics, "radmatch_embed_batch_images")["all"],
+        "mean_stage_ms": histogram_means(metrics, "radmatch_stage_seconds", "stage"),
+    }
+    print(json.dumps(result))
+    if args.json is not None:
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+
+
+def encode(name: str, pixels: np.ndarray, scratch: Path, number: int) -> bytes:
+    return png_bytes(pixels) if name == "png" else dicom_bytes(pixels, scratch, f"bench-{number}")
+
+
+def send_all(server, uploads: list[bytes], people: list[int], clients: int) -> dict:
+    """Upload everything from `clients` threads at once; each upload must be stored (201)."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    start = threading.Barrier(clients + 1)
+
+    def client_thread(shard: list[tuple[int, bytes]]) -> None:
+        with server.admin() as client:
+            start.wait()
+            for number, data in shard:
+                person = people[number % len(people)]
+                began = time.perf_counter()
+                response = client.post(
+                    f"{API}/people/{person}/images", files={"file": (f"{number}", data)}
+                )
+                latencies.append(time.perf_counter() - began)
+                if response.status_code != 201:
+                    failures.append(f"{response.status_code} {response.text[:200]}")
+
+    numbered = list(enumerate(uploads))
+    threads = [
+        threading.Thread(target=client_thread, args=(numbered[i::clients],)) for i in range(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    start.wait()
+    began = time.perf_counter()
+    for thread in threads:
+        thread.join()
+    wall = time.perf_counter() - began
+    if failures:
+        raise SystemExit(f"{len(failures)} uploads failed, first: {failures[0]}")
+    return {
+        "images": len(uploads),
+        "mean_bytes": round(sum(map(len, uploads)) / len(uploads)),
+        "seconds": round(wall, 2),
+        "images_per_s": round(len(uploads) / wall, 2),
+        "latency_ms_p50": round(1e3 * percentile(latencies, 50), 1),
+        "latency_ms_p95": round(1e3 * percentile(latencies, 95), 1),
+    }
+
+
+if __name__ == "__main__":
+    main()

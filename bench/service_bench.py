@@ -1,0 +1,124 @@
+"""What the service benchmarks share: a seeded model at a chosen input size, a real `radmatch
+serve` on the embedded defaults (SQLite, files under a scratch directory), 512 x 512 16-bit
+radiographs as PNG and DICOM, and the raw network timings the service is compared with."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import sys
+import time
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image as PILImage
+from prometheus_client.parser import text_string_to_metric_families
+from pydicom.uid import ExplicitVRLittleEndian
+
+from model.checkpoint import save_checkpoint
+from model.inference import EmbeddingModel
+from model.network import Embedder
+from model.preprocess import Preprocessing
+from training.phantom.dicom import Encoding, Study, write_dicom
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests" / "app"))  # the tests' real-server harness
+
+from servers import Server, prepare_database, service_env  # noqa: E402
+
+API = "/api/v1"
+SIDE = 512
+
+
+def seeded_checkpoint(path: Path, input_size: int) -> Path:
+    """An untrained but fixed ResNet-18 embedder: the same cost as a trained one."""
+    torch.manual_seed(0)
+    save_checkpoint(path, Embedder(), Preprocessing(input_size=input_size), metrics={})
+    return path
+
+
+def new_database(scratch: Path) -> tuple[str, str]:
+    """A migrated SQLite database in `scratch`, and an admin key for it."""
+    database_url = f"sqlite:///{scratch / 'radmatch.db'}"
+    admin, _ = prepare_database(database_url)
+    return database_url, admin
+
+
+def start_server(
+    scratch: Path, database_url: str, key: str, checkpoint: Path, **settings: str
+) -> Server:
+    """A running server on the database, with RADMATCH_<NAME> settings."""
+    env = service_env(scratch / "data", database_url, checkpoint)
+    env.update({f"RADMATCH_{name.upper()}": value for name, value in settings.items()})
+    return Server(env=env, log=scratch / "server.log", admin_key=key).start()
+
+
+def radiograph_pixels(rng: np.random.Generator) -> np.ndarray:
+    """A smooth 16-bit knee-like picture with quantum noise, different every call."""
+    y, x = np.mgrid[0:SIDE, 0:SIDE] / SIDE
+    bones = np.exp(-((x - 0.5) ** 2) / 0.02) * (0.6 + 0.4 * np.cos(6 * y + rng.uniform(0, 6)))
+    noise = rng.normal(0, 0.02, (SIDE, SIDE))
+    return (np.clip(0.2 + 0.6 * bones + noise, 0, 1) * 65535).astype(np.uint16)
+
+
+def png_bytes(pixels: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    PILImage.fromarray(pixels).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def dicom_bytes(pixels: np.ndarray, scratch: Path, key: str) -> bytes:
+    study = Study(
+        person_id=key,
+        sex="F",
+        age_years=60,
+        side="R",
+        acquired=date(2020, 1, 1),
+        modality="DX",
+        view="PA",
+        site="bench",
+        pixel_spacing_mm=0.3,
+        uid_key=key,
+    )
+    path = scratch / f"{key}.dcm"
+    write_dicom(path, pixels, study, Encoding(ExplicitVRLittleEndian, "MONOCHROME2", False))
+    data = path.read_bytes()
+    path.unlink()
+    return data
+
+
+def forward_seconds(model: EmbeddingModel, batch: int, repeats: int) -> float:
+    """Median seconds of one network run on `batch` preprocessed inputs, nothing else."""
+    size = model.checkpoint.preprocessing.input_size
+    inputs = torch.rand(batch, 1, size, size)
+    model.embed_inputs(inputs)  # warm-up
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        model.embed_inputs(inputs)
+        times.append(time.perf_counter() - started)
+    return statistics.median(times)
+
+
+def histogram_means(metrics_text: str, name: str, label: str | None = None) -> dict:
+    """Means of a Prometheus histogram in the server's /metrics text, in milliseconds for
+    seconds, by one label's value (or under "all")."""
+    sums: dict[str, float] = {}
+    counts: dict[str, float] = {}
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            key = sample.labels.get(label, "all") if label else "all"
+            if label and "operation" in sample.labels:
+                key = f"{sample.labels['operation']}.{key}"
+            if sample.name == f"{name}_sum":
+                sums[key] = sample.value
+            elif sample.name == f"{name}_count":
+                counts[key] = sample.value
+    scale = 1e3 if name.endswith("_seconds") else 1
+    return {k: round(scale * sums[k] / counts[k], 2) for k in sums if counts.get(k)}
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.asarray(values), q))

@@ -1,0 +1,193 @@
+"""Whether the loss and its mining add <= 5% to a training step over the network's forward and backward.
+
+Builds what training/train.py builds for a preset (model.network.Embedder, the preset's loss from
+training/losses.py's build_loss, by default AdaTriplet with AutoMargin and semihard mining, both
+inside train.py's Objective, and its Adam optimiser) and times, on one synthetic batch of the
+preset's input size and P people x K images:
+
+- network_only: one step of train.py's own train_one_epoch with the loss swapped for a free one
+  (the sum of the embeddings): forward, backward through the whole network, optimiser step;
+- train_step: one step of train_one_epoch with the real loss: forward, the loss with its mining and
+  AutoMargin's per-step statistics (the margins themselves change only at end_epoch), backward,
+  optimiser step;
+- loss: the loss alone, forward and backward, on detached embeddings of the same batch.
+
+Both steps share one network and one optimiser and alternate, each round in the opposite order to
+the last, so machine noise and drift hit both alike. Prints one JSON object: the median ms of
+each, overhead_fraction = (train_step - network_only) / network_only (and the median of the
+per-round differences, which cancels slow drift), loss_alone_fraction = loss / network_only, and
+whether the overhead is within the 5% target.
+
+    .venv/bin/python bench/train_step.py                                # cpu preset, 128 px, 16 x 4
+    python bench/train_step.py --preset paper --device cuda --repeats 50  # on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from model.network import Embedder
+from training.config import PRESETS, resolve_config
+from training.losses import build_loss
+from training.train import Objective, train_one_epoch
+
+TARGET_FRACTION = 0.05
+
+
+class NetworkOnly(nn.Module):
+    """A loss that costs nothing yet needs the backward through the whole network."""
+
+    def __init__(self):
+        super().__init__()
+        self.last: dict[str, torch.Tensor] = {}
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        return embeddings.float().sum()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", choices=sorted(PRESETS), default="cpu")
+    parser.add_argument("--batch-people", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--images-per-person", type=int, default=None, help="default: the preset's")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--repeats", type=int, default=10, help="timed rounds (after 2 warm-ups)")
+    parser.add_argument("--loss-repeats", type=int, default=5, help="loss-alone calls per round")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    config = resolve_config(
+        args.preset,
+        overrides={
+            "people_per_batch": args.batch_people,
+            "images_per_person": args.images_per_person,
+            "device": args.device,
+        },
+    )
+    device = torch.device(config.device)
+    on_gpu = device.type == "cuda"
+
+    def synchronise() -> None:
+        if on_gpu:
+            torch.cuda.synchronize(device)
+
+    # As train.py's train_on_records builds them.
+    memory_format = torch.channels_last if on_gpu and config.channels_last else None
+    torch.manual_seed(config.seed)
+    weights = Path(config.backbone_weights) if config.backbone_weights else None
+    network = Embedder(config.embedding_dim, weights).to(device, memory_format=memory_format)
+    loss_fn = build_loss(
+        config.loss,
+        num_classes=config.people_per_batch,
+        embedding_dim=config.embedding_dim,
+        margin=config.margin,
+        beta=config.beta,
+        lambda_an=config.lambda_an,
+        triplets=config.triplets,
+        k_delta=config.k_delta,
+        k_an=config.k_an,
+    ).to(device)
+    amp = on_gpu and config.amp
+    objective = Objective(network, loss_fn, amp=amp)
+    network_only = Objective(network, NetworkOnly(), amp=amp)
+    optimiser = torch.optim.Adam(
+        objective.parameters(), config.lr, weight_decay=config.weight_decay
+    )
+
+    # One batch of P people x K images: each person's images share a base image, so that the
+    # batch has identities for the mining to work on.
+    generator = torch.Generator().manual_seed(args.seed)
+    labels = torch.arange(config.people_per_batch).repeat_interleave(config.images_per_person)
+    side = config.input_size
+    bases = torch.randn(config.people_per_batch, 1, side, side, generator=generator)
+    inputs = bases[labels] + 0.5 * torch.randn(len(labels), 1, side, side, generator=generator)
+    inputs = inputs.to(device, memory_format=memory_format or torch.contiguous_format)
+    labels = labels.to(device)
+    batch = [(inputs, labels)]
+
+    def step(model: nn.Module) -> Callable[[], float]:
+        def run() -> float:
+            synchronise()
+            started = time.perf_counter()
+            train_one_epoch(model, batch, optimiser, device, memory_format, None)
+            synchronise()
+            return time.perf_counter() - started
+
+        return run
+
+    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+        embeddings = network.train()(inputs)
+
+    def loss_alone() -> float:
+        leaf = embeddings.detach().clone().requires_grad_(True)
+        synchronise()
+        started = time.perf_counter()
+        loss_fn(leaf, labels).backward()
+        synchronise()
+        return time.perf_counter() - started
+
+    runs: dict[str, list[float]] = {"network_only": [], "train_step": []}
+    loss_runs: list[float] = []
+    steps = {"network_only": step(network_only), "train_step": step(objective)}
+    for round_ in range(-2, args.repeats):  # two warm-up rounds
+        order = list(steps) if round_ % 2 == 0 else list(reversed(steps))
+        times = {name: steps[name]() for name in order}
+        losses = [loss_alone() for _ in range(args.loss_repeats)]
+        if round_ >= 0:
+            for name, seconds in times.items():
+                runs[name].append(seconds)
+            loss_runs.extend(losses)
+
+    a = statistics.median(runs["network_only"])
+    b = statistics.median(runs["train_step"])
+    loss_seconds = statistics.median(loss_runs)
+    paired = statistics.median(
+        t - n for t, n in zip(runs["train_step"], runs["network_only"], strict=True)
+    )
+    overhead = (b - a) / a
+    ms = 1e3
+    print(
+        json.dumps(
+            {
+                "bench": "train_step",
+                "preset": args.preset,
+                "device": str(device),
+                "amp": amp,
+                "input_size": config.input_size,
+                "batch": len(labels),
+                "people_per_batch": config.people_per_batch,
+                "images_per_person": config.images_per_person,
+                "embedding_dim": config.embedding_dim,
+                "loss": config.loss,
+                "triplets": config.triplets,
+                "cores": os.cpu_count(),
+                "torch_threads": torch.get_num_threads(),
+                "repeats": args.repeats,
+                "network_only_ms": round(a * ms, 2),
+                "train_step_ms": round(b * ms, 2),
+                "loss_ms": round(loss_seconds * ms, 3),
+                "overhead_fraction": round(overhead, 4),
+                "paired_overhead_fraction": round(paired / a, 4),
+                "loss_alone_fraction": round(loss_seconds / a, 5),
+                "target_fraction": TARGET_FRACTION,
+                "met": overhead <= TARGET_FRACTION,
+                "mined_triplets": int(loss_fn.last.get("triplets", -1)),
+                "kept_pairs": int(loss_fn.last.get("pairs", -1)),
+                "runs_ms": {
+                    name: [round(s * ms, 1) for s in seconds] for name, seconds in runs.items()
+                },
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

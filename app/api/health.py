@@ -17,7 +17,10 @@ def healthz() -> dict:
     return {"status": "alive"}
 
 
-@router.get("/readyz")
+@router.get(
+    "/readyz",
+    responses={503: {"description": "Not ready: `checks` says what is missing"}},
+)
 def readyz(service: ServiceDep) -> JSONResponse:
     checks: dict[str, object] = {}
     try:
@@ -34,6 +37,7 @@ def readyz(service: ServiceDep) -> JSONResponse:
                 checks["index"] = "ok" if consistency.ok else "disagrees with the database"
                 checks["index_size"] = consistency.index_size
                 checks["index_generation"] = consistency.generation
+                checks["index_kind"] = serving.index.kind
     except Exception:  # the database is away: not ready, and say so
         checks["database"] = "unreachable"
     ready = all(checks.get(name) == "ok" for name in ("database", "model", "index"))

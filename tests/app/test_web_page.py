@@ -136,7 +136,8 @@ def record_conclusion(page: Page, conclusion: str, comment: str) -> None:
     page.get_by_label("Conclusion", exact=True).select_option(label=conclusion)
     page.get_by_label("Comment").fill(comment)
     page.get_by_role("button", name="Record conclusion").click()
-    expect(page.get_by_text(f"Recorded: {conclusion}")).to_be_visible()
+    # Case-sensitive: the screen-reader announcer also says "Conclusion recorded: probable".
+    expect(page.get_by_text(re.compile(f"^Recorded: {conclusion}"))).to_be_visible()
 
 
 @SQLITE
@@ -163,6 +164,7 @@ def test_search_compare_and_conclude(server, baselines, page):
     expect(first.get_by_role("cell").nth(1)).to_have_text(query.person_id)
     expect(first.get_by_role("cell").nth(2)).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
     expect(candidates_table(page).get_by_role("row")).to_have_count(1 + len(people))
+    expect(page.get_by_text("exact search", exact=False).first).to_be_visible()
     images_loaded(page)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "case-page.png", full_page=True)
@@ -320,6 +322,7 @@ def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page):
     sign_in(page, server.admin_key)
     expect(page.get_by_role("heading", name="Administration")).to_be_visible()
     expect(fact(page, "Index size")).to_have_text(f"{ready['index_size']} images")
+    expect(fact(page, "Index kind")).to_have_text("flat")
     expect(fact(page, "Index generation")).to_have_text(str(ready["index_generation"]))
     expect(fact(page, "Active model version")).to_contain_text(f"#{active['id']}")
     models = page.get_by_role("table", name="Registered model versions")

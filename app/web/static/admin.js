@@ -69,6 +69,7 @@ async function refreshService(admin) {
     ["Database", checks.database ?? "—"],
     ["Model", checks.model ?? "—"],
     ["Index", checks.index ?? "—"],
+    ["Index kind", checks.index_kind ?? "—"],
     ["Index size", checks.index_size !== undefined ? `${checks.index_size} images` : "—"],
     [
       "Index generation",

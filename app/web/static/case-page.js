@@ -206,11 +206,21 @@ function searchSection(page, search, latest) {
   );
 }
 
+// Searches stored before approximate indexes existed carry no index: they were all exact.
+function searchedBy(index) {
+  if (!index || index.exact) return "exact search";
+  const settings = Object.entries(index.parameters)
+    .map(([name, value]) => `${name.replace(/_/g, " ")} ${value}`)
+    .join(", ");
+  return `approximate search (${index.kind.toUpperCase()}: ${settings})`;
+}
+
 function searchFacts(search) {
   const parameters = search.parameters || {};
   const facts = [
     `Model version ${search.model_version.id}`,
     `index generation ${search.index_generation} (${plural(search.index_size, "image")})`,
+    searchedBy(search.index),
     `up to ${plural(parameters.k ?? search.candidates.length, "person", "people")}`,
   ];
   if (parameters.pixel_spacing_mm) facts.push(`pixel spacing ${parameters.pixel_spacing_mm} mm`);

@@ -105,6 +105,16 @@ def build_parser() -> argparse.ArgumentParser:
     revoke.add_argument("id", type=int)
     revoke.set_defaults(run=_keys_revoke)
 
+    audit = commands.add_parser("audit", help="evidence integrity").add_subparsers(
+        dest="audit_command", required=True
+    )
+    verify = audit.add_parser(
+        "verify",
+        help="check the audit log's hash chain and every stored original; exit 1 on a problem",
+    )
+    verify.add_argument("--json", action="store_true", help="print the report as JSON")
+    verify.set_defaults(run=_audit_verify)
+
     ingest = commands.add_parser(
         "ingest", help="bulk-load a cohort's people and images into the case database (resumable)"
     )
@@ -339,6 +349,16 @@ def _keys_revoke(args: argparse.Namespace) -> int:
             raise SystemExit(f"radmatch keys revoke: {error}") from None
     print(f"revoked key {row.id} ({row.name!r})")
     return 0
+
+
+def _audit_verify(args: argparse.Namespace) -> int:
+    from app.audit import verify
+    from app.store import OriginalStore
+
+    sessions = _database_sessions("audit verify")
+    result = verify(sessions, OriginalStore(_settings().originals_dir))
+    print(json.dumps(result.as_dict(), indent=2) if args.json else result.summary())
+    return 0 if result.ok else 1
 
 
 def _ingest(args: argparse.Namespace) -> int:

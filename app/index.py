@@ -323,10 +323,16 @@ def _live_at(model_version_id: int, generation: int):
 
 
 def build_from_database(
-    session: Session, model_version_id: int, dimension: int, options: IndexOptions
+    session: Session,
+    model_version_id: int,
+    dimension: int,
+    options: IndexOptions,
+    generation: int | None = None,
 ) -> VectorIndex:
-    """A new index of every embedding the version has now, of the kind its size calls for."""
-    generation = current_generation(session, model_version_id)
+    """A new index of every embedding the version has now (or had at an earlier generation), of
+    the kind its size calls for."""
+    if generation is None:
+        generation = current_generation(session, model_version_id)
     rows = session.execute(
         select(Embedding.image_id, Embedding.vector)
         .where(*_live_at(model_version_id, generation))

@@ -12,6 +12,9 @@ from fastapi import FastAPI, Request
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
+from starlette.datastructures import Headers
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, cases, health, images, keys, people, searches
 from app.errors import ClientError, TooLarge
@@ -21,6 +24,8 @@ log = logging.getLogger("radmatch")
 
 # Multipart framing and form fields on top of the file itself.
 MULTIPART_OVERHEAD = 64 * 1024
+# Any other request body (JSON, a urlencoded form) is small: the largest holds a few text fields.
+OTHER_BODY_LIMIT = 1024 * 1024
 # The examiner's page: static files, no build step, nothing fetched from elsewhere (labs are often
 # air-gapped), and a policy that lets the page load nothing but its own files and images.
 WEB = Path(__file__).parent / "web"
@@ -28,6 +33,63 @@ PAGE_POLICY = (
     "default-src 'self'; img-src 'self' blob: data:; style-src 'self'; script-src 'self'; "
     "connect-src 'self'; frame-ancestors 'none'"
 )
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised from the app's next read of a body that went past the limit; the app answers it as
+    any HTTPException, and the connection is closed so that the client stops sending."""
+
+    def __init__(self, message: str):
+        super().__init__(413, message, headers={"Connection": "close"})
+
+
+class LimitRequestBody:
+    """Refuses a request body over the limit before it is read whole: at once when its declared
+    Content-Length is too large, else by counting the body as it streams in, so that a chunked
+    upload (no Content-Length) is cut off at the limit too. Uploads (multipart/form-data) may be
+    RADMATCH_MAX_UPLOAD_BYTES plus the form around the file; any other body OTHER_BODY_LIMIT."""
+
+    def __init__(self, app: ASGIApp, max_upload_bytes: int):
+        self.app = app
+        self.max_upload_bytes = max_upload_bytes
+
+    def _limit(self, headers: Headers) -> tuple[int, str]:
+        """The body limit for this request, and how a refusal explains it."""
+        if headers.get("content-type", "").lower().startswith("multipart/form-data"):
+            return self.max_upload_bytes + MULTIPART_OVERHEAD, (
+                f"uploads are limited to {self.max_upload_bytes} bytes (RADMATCH_MAX_UPLOAD_BYTES)"
+            )
+        return OTHER_BODY_LIMIT, (
+            f"request bodies other than multipart/form-data uploads are limited to "
+            f"{OTHER_BODY_LIMIT} bytes"
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        limit, rule = self._limit(headers)
+        declared = headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            error = TooLarge(f"the request body is {declared} bytes; {rule}")
+            response = JSONResponse(
+                {"detail": error.message}, status_code=error.status, headers={"Connection": "close"}
+            )
+            await response(scope, receive, send)
+            return
+        received = 0
+
+        async def counted() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > limit:
+                    raise _BodyTooLarge(f"the request body is over {limit} bytes; {rule}")
+            return message
+
+        await self.app(scope, counted, send)
 
 
 def create_app(service: Service) -> FastAPI:
@@ -62,16 +124,11 @@ def create_app(service: Service) -> FastAPI:
     def page() -> FileResponse:
         return FileResponse(WEB / "index.html", headers={"Content-Security-Policy": PAGE_POLICY})
 
+    # Added before the measuring middleware so that it runs inside it: refusals are counted too.
+    app.add_middleware(LimitRequestBody, max_upload_bytes=service.settings.max_upload_bytes)
+
     @app.middleware("http")
-    async def measure_and_limit(request: Request, call_next):
-        length = request.headers.get("content-length", "")
-        limit = service.settings.max_upload_bytes + MULTIPART_OVERHEAD
-        if length.isdigit() and int(length) > limit:
-            error = TooLarge(
-                f"the request is {length} bytes; uploads are limited to "
-                f"{service.settings.max_upload_bytes} bytes (RADMATCH_MAX_UPLOAD_BYTES)"
-            )
-            return JSONResponse({"detail": error.message}, status_code=error.status)
+    async def measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")

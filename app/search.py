@@ -6,10 +6,11 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import asdict, dataclass
+from datetime import datetime
 from typing import Any
 
 import numpy as np
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from app.errors import NotFound
@@ -85,8 +86,10 @@ def _record(
 ) -> dict[str, Any]:
     """Store the query's original and the search exactly as answered; the response."""
     version = serving.version
-    stored_now = service.store.put(query_sha256, data)  # the query is evidence too
-    try:
+    # The query is evidence too: stored first, and removed again unless its row commits (or
+    # another row needs the same bytes); see app/store.py.
+    with service.store.writing(query_sha256, service.original_needed) as writing:
+        service.store.put(query_sha256, data)
         with service.sessions.begin() as session:
             record = Search(
                 key_id=key_id,
@@ -134,16 +137,22 @@ def _record(
                     details={"query_sha256": query_sha256, "candidates": len(candidates)},
                 )
             )
-    except BaseException:
-        if stored_now:
-            service.store.remove(query_sha256)
-        raise
+        writing.needed = True
     return response
 
 
-def _allowed_images(session: Session, filters: SearchFilters) -> np.ndarray:
+def _present(deleted_at, as_of: datetime | None):
+    """Not deleted now (as_of None), or not yet deleted at as_of: how the gallery was then."""
+    return deleted_at.is_(None) if as_of is None else or_(deleted_at.is_(None), deleted_at > as_of)
+
+
+def _allowed_images(
+    session: Session, filters: SearchFilters, *, as_of: datetime | None = None
+) -> np.ndarray:
     query = (
-        select(Image.id).join(Person).where(Image.deleted_at.is_(None), Person.deleted_at.is_(None))
+        select(Image.id)
+        .join(Person)
+        .where(_present(Image.deleted_at, as_of), _present(Person.deleted_at, as_of))
     )
     if filters.sex is not None:
         query = query.where(Person.sex == filters.sex)
@@ -159,10 +168,17 @@ def _allowed_images(session: Session, filters: SearchFilters) -> np.ndarray:
 
 
 def _nearest_people(
-    session: Session, index, vector: np.ndarray, k: int, allowed: np.ndarray | None
+    session: Session,
+    index,
+    vector: np.ndarray,
+    k: int,
+    allowed: np.ndarray | None,
+    *,
+    as_of: datetime | None = None,
 ) -> tuple[list[dict[str, Any]], int, int]:
     """The k best people, best first, each with its retrieved images; widen the image search until
-    k people are found or every image was seen."""
+    k people are found or every image was seen. Images deleted by `as_of` (default: now) are
+    skipped."""
     if allowed is not None and len(allowed) == 0:
         return [], index.generation, index.size
     wanted = max(4 * k, 64)
@@ -170,7 +186,7 @@ def _nearest_people(
         similarities, ids, generation, size = index.search(vector, wanted, allowed)
         found = ids >= 0
         similarities, ids = similarities[found], ids[found]
-        candidates = _group_by_person(session, similarities, ids)
+        candidates = _group_by_person(session, similarities, ids, as_of=as_of)
         limit = size if allowed is None else min(size, len(allowed))
         # An approximate index may find fewer than it was asked for: stop once it was asked for all.
         if len(candidates) >= k or len(ids) >= limit or wanted >= size:
@@ -179,12 +195,14 @@ def _nearest_people(
 
 
 def _group_by_person(
-    session: Session, similarities: np.ndarray, ids: np.ndarray
+    session: Session, similarities: np.ndarray, ids: np.ndarray, *, as_of: datetime | None
 ) -> list[dict[str, Any]]:
+    """People by their best image. as_of None skips images deleted now; a time keeps the images
+    not yet deleted then (re-running a stored search at the gallery it saw)."""
     rows = session.execute(
         select(Image.id, Person.id, Person.external_ref)
         .join(Person)
-        .where(Image.id.in_(ids.tolist()), Image.deleted_at.is_(None))
+        .where(Image.id.in_(ids.tolist()), _present(Image.deleted_at, as_of))
     ).all()
     owner = {image_id: (person_id, ref) for image_id, person_id, ref in rows}
     people: dict[int, dict[str, Any]] = {}

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import (
     JSON,
     Boolean,
+    CheckConstraint,
     Date,
     DateTime,
     Float,
@@ -244,7 +245,10 @@ class Job(Base):
 
 
 class AuditEntry(Base):
-    """Append-only: the service inserts and never updates or deletes."""
+    """Append-only and chained: the service inserts and never updates or deletes (the database's
+    triggers refuse both), and each entry's hash covers the previous entry's, so an edited,
+    removed or reordered entry breaks the chain (`radmatch audit verify`). `sequence`,
+    `previous_hash` and `entry_hash` are filled in at flush time by app.audit, never by callers."""
 
     __tablename__ = "audit_log"
 
@@ -255,3 +259,18 @@ class AuditEntry(Base):
     target_type: Mapped[str] = mapped_column(String(20))
     target_id: Mapped[int | None]
     details: Mapped[dict[str, Any]]
+    sequence: Mapped[int] = mapped_column(unique=True, index=True)  # 1, 2, 3, ... without gaps
+    previous_hash: Mapped[str] = mapped_column(String(64))  # the previous entry's entry_hash
+    entry_hash: Mapped[str] = mapped_column(String(64))  # sha256 of app.audit.canonical_entry
+
+
+class AuditChainHead(Base):
+    """The audit chain's head, one row: the last entry's sequence and hash. Writers take it with
+    an UPDATE, which orders concurrent writers and is rolled back with their transaction."""
+
+    __tablename__ = "audit_chain"
+    __table_args__ = (CheckConstraint("id = 1", name="ck_audit_chain_one_row"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True, autoincrement=False)
+    sequence: Mapped[int]  # 0 before the first entry
+    head_hash: Mapped[str] = mapped_column(String(64))  # 64 zeros before the first entry

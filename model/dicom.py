@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 import pydicom
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import get_frame
 from pydicom.filereader import read_dataset, read_preamble
@@ -77,6 +79,15 @@ _JPEG_FRAME_MARKERS = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC} | {0xF7}
 _AGE = re.compile(r"(\d{1,3})([DWMY])")
 _DAYS_PER_YEAR = 365.25
 _AGE_UNIT_YEARS = {"D": 1 / _DAYS_PER_YEAR, "W": 7 / _DAYS_PER_YEAR, "M": 1 / 12, "Y": 1.0}
+# The longest value (in characters) each text VR read here may have (PS3.5 6.2); a longer value,
+# or one with control characters, is not what the element can hold and counts as absent.
+_VR_MAX_CHARS = {"AS": 4, "CS": 16, "DA": 8, "LO": 64, "SH": 16, "UI": 64}
+_OTHER_VR_MAX_CHARS = 1024
+_UNDEFINED_LENGTH = 0xFFFFFFFF
+# Pixel spacings outside this range (mm) are not a radiograph's: the same bounds as the API's.
+_PLAUSIBLE_SPACING_MM = (0.001, 10.0)
+# How much of a malformed value a refusal quotes.
+_QUOTED_CHARS = 64
 
 
 @dataclass(frozen=True)
@@ -93,7 +104,10 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
     """Decode DICOM bytes (with or without the 128-byte preamble) into a DecodedImage."""
     _refuse_deflate_bomb(data, limits)
     ds = _parse(data)
-    _refuse_non_images(ds)
+    truncation = _truncation(ds, len(data))
+    _refuse_non_images(ds, truncation)
+    if truncation:
+        raise CorruptImage(f"truncated DICOM: {truncation}")
     header = _read_header(ds)
     check_dimensions(header.columns, header.rows, limits)
     syntax = _transfer_syntax(ds)
@@ -148,6 +162,8 @@ def _parse(data: bytes) -> Dataset:
     # force=True because decode.py has already sniffed the bytes as DICOM, preamble or not.
     try:
         ds = pydicom.dcmread(BytesIO(data), defer_size=_DEFER_SIZE, force=True)
+    except RecursionError:  # pydicom reads nested sequences recursively
+        raise CorruptImage("DICOM sequences are nested too deeply to read") from None
     except Exception as exc:  # pydicom fails on malformed input with many exception types
         raise CorruptImage(f"unreadable DICOM: {exc}") from exc
     if len(ds) == 0:
@@ -155,7 +171,25 @@ def _parse(data: bytes) -> Dataset:
     return ds
 
 
-def _refuse_non_images(ds: Dataset) -> None:
+def _truncation(ds: Dataset, size: int) -> str | None:
+    """What is cut off, where an element declares more bytes than the file holds: pydicom reads
+    what there is of it and stops, so a refusal for what is then missing (the pixel data) or too
+    short names it. None for a whole file."""
+    if _text(_file_meta(ds), "TransferSyntaxUID") == DeflatedExplicitVRLittleEndian:
+        return None  # positions are in the inflated dataset, not in the file
+    for tag in sorted(ds.keys()):  # Dataset iterates over elements, read and converted
+        element = ds.get_item(tag, keep_deferred=True)  # without reading a deferred value
+        if not isinstance(element, RawDataElement) or element.length == _UNDEFINED_LENGTH:
+            continue
+        if element.value_tell + element.length > size:
+            return (
+                f"element {element.tag} declares {element.length:,} bytes, "
+                f"but the file ends {max(0, size - element.value_tell):,} bytes into it"
+            )
+    return None
+
+
+def _refuse_non_images(ds: Dataset, truncation: str | None) -> None:
     sop_class = _sop_class(ds)
     modality = (_text(ds, "Modality") or "").upper()
     what = (
@@ -163,7 +197,8 @@ def _refuse_non_images(ds: Dataset) -> None:
         f"(modality {modality or 'not given'})"
     )
     if "PixelData" not in ds:
-        raise NotAnImage(f"{what} has no pixel data; upload a radiograph image")
+        cut = f" (the file is truncated: {truncation})" if truncation else ""
+        raise NotAnImage(f"{what} has no pixel data{cut}; upload a radiograph image")
     kind = _NON_IMAGE_SOP_CLASSES.get(sop_class) or _NON_IMAGE_MODALITIES.get(modality)
     if kind:
         raise NotAnImage(f"{what} holds a {kind}, not a radiograph")
@@ -513,11 +548,12 @@ def _age_years(text: str | None) -> float | None:
 
 
 def _pixel_spacing(ds: Dataset) -> tuple[float, float] | None:
+    low, high = _PLAUSIBLE_SPACING_MM
     for keyword in ("PixelSpacing", "ImagerPixelSpacing"):
         value = _get(ds, keyword)
         if isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
             row, column = (_to_float(v) for v in value)
-            if row is not None and column is not None and row > 0 and column > 0:
+            if all(v is not None and low <= v <= high for v in (row, column)):
                 return row, column
     return None
 
@@ -541,7 +577,16 @@ def _file_meta(ds: Dataset) -> Dataset:
 def _text(ds: Dataset, keyword: str) -> str | None:
     value = _get(ds, keyword)
     text = str(value).strip() if value is not None else ""
+    # By the element's VR in the standard, not the one the file declares, which may be any.
+    longest = _VR_MAX_CHARS.get(dictionary_VR(tag_for_keyword(keyword)), _OTHER_VR_MAX_CHARS)
+    if len(text) > longest or not text.isprintable():
+        return None
     return text or None
+
+
+def _quoted(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= _QUOTED_CHARS else f"{text[:_QUOTED_CHARS]}..."
 
 
 def _to_float(value: Any) -> float | None:
@@ -564,7 +609,7 @@ def _float(ds: Dataset, keyword: str, default: float) -> float:
         return default
     number = _to_float(value)
     if number is None:
-        raise CorruptImage(f"DICOM {keyword} {value!r} is not a number")
+        raise CorruptImage(f"DICOM {keyword} {_quoted(value)} is not a number")
     return number
 
 
@@ -577,4 +622,4 @@ def _int(ds: Dataset, keyword: str, default: int | None = None) -> int:
     try:
         return int(value)
     except (TypeError, ValueError):
-        raise CorruptImage(f"DICOM {keyword} {value!r} is not an integer") from None
+        raise CorruptImage(f"DICOM {keyword} {_quoted(value)} is not an integer") from None

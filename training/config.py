@@ -96,7 +96,34 @@ def resolve_config(
             raise ConfigError(f"{config_file}: {error}") from None
         check_options(values, str(config_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return dataclasses.replace(PRESETS[preset], **values)
+    return _checked_ranges(dataclasses.replace(PRESETS[preset], **values))
+
+
+# Options that only make sense within limits: (lowest, highest), None for unbounded.
+_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "input_size": (32, 4096),
+    "people_per_batch": (2, None),
+    "images_per_person": (2, None),
+    "val_fraction": (0.0, 0.9),
+    "workers": (0, None),
+    "epochs": (1, None),
+    "max_steps_per_epoch": (1, None),
+    "lr": (0.0, None),
+    "weight_decay": (0.0, None),
+    "margin": (0.0, 2.0),
+    "embedding_dim": (2, None),
+}
+
+
+def _checked_ranges(config: TrainConfig) -> TrainConfig:
+    for name, (lowest, highest) in _RANGES.items():
+        value = getattr(config, name)
+        if value is None:
+            continue
+        if (lowest is not None and value < lowest) or (highest is not None and value > highest):
+            bounds = f"at least {lowest}" if highest is None else f"between {lowest} and {highest}"
+            raise ConfigError(f"{name} = {value!r} must be {bounds}")
+    return config
 
 
 def check_options(values: dict[str, Any], source: str) -> dict[str, Any]:

@@ -12,14 +12,16 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from app.api import API_PREFIX
-from app.api.deps import AdminKey, ServiceDep
+from app.api.deps import AdminKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     JobOut,
     JobsPage,
     ModelRegister,
     ModelVersionOut,
+    NoNul,
     TrainingJobCreate,
+    refusals,
 )
 from app.errors import NotFound, Unprocessable
 from app.jobs.queue import enqueue, request_cancel
@@ -29,7 +31,7 @@ from app.tables import Embedding, Job, ModelVersion
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
 
-router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"])
+router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], responses=refusals(401, 403, 503))
 
 JobStatus = Annotated[str | None, Query(pattern="^(queued|running|succeeded|failed|cancelled)$")]
 
@@ -46,7 +48,7 @@ def rebuild_index(service: ServiceDep, key: AdminKey) -> Job:
     return _start(service, "index_rebuild", {}, key.id)
 
 
-@router.post("/training-jobs", status_code=202, response_model=JobOut)
+@router.post("/training-jobs", status_code=202, response_model=JobOut, responses=refusals(400, 422))
 def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) -> Job:
     """Train a new model on the case database (split by person) or on a manifest; the result is
     registered as a model version with its validation metrics, not activated."""
@@ -56,7 +58,7 @@ def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) 
         resolve_config(body.preset, None, check_options(body.overrides, "overrides"))
     except (ConfigError, TypeError) as error:
         raise Unprocessable(str(error)) from None
-    if body.manifest is not None and not Path(body.manifest).is_file():
+    if body.manifest is not None and not _is_file(body.manifest):
         raise Unprocessable(f"no manifest file at {body.manifest!r} on the server")
     return _start(service, "training", body.model_dump(), key.id)
 
@@ -68,7 +70,9 @@ def list_models(service: ServiceDep, _: AdminKey) -> list[dict]:
         return [_model_out(session, version) for version in versions]
 
 
-@router.post("/models", status_code=201, response_model=ModelVersionOut)
+@router.post(
+    "/models", status_code=201, response_model=ModelVersionOut, responses=refusals(400, 422)
+)
 def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> dict:
     """Register a checkpoint file from `radmatch train` (the same file twice is one version)."""
     try:
@@ -79,8 +83,13 @@ def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> d
         return _model_out(session, register(session, model, key.id))
 
 
-@router.post("/models/{version_id}/activate", status_code=202, response_model=JobOut)
-def activate_model(version_id: int, service: ServiceDep, key: AdminKey) -> Job:
+@router.post(
+    "/models/{version_id}/activate",
+    status_code=202,
+    response_model=JobOut,
+    responses=refusals(404),
+)
+def activate_model(version_id: PathId, service: ServiceDep, key: AdminKey) -> Job:
     """Re-embed every image with this version, build and verify its index, then make it the
     active model in one step. The previous version stays registered, with its embeddings: activate
     it again to roll back."""
@@ -95,7 +104,7 @@ def list_jobs(
     service: ServiceDep,
     _: AdminKey,
     status: JobStatus = None,
-    kind: Annotated[str | None, Query(max_length=30)] = None,
+    kind: Annotated[str | None, Query(max_length=30), NoNul] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:
@@ -108,14 +117,16 @@ def list_jobs(
         return page(session, query, Job.id.desc(), limit, offset)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(job_id: int, service: ServiceDep, _: AdminKey) -> Job:
+@router.get("/jobs/{job_id}", response_model=JobOut, responses=refusals(404))
+def get_job(job_id: PathId, service: ServiceDep, _: AdminKey) -> Job:
     with service.sessions() as session:
         return _job(session, job_id)
 
 
-@router.post("/jobs/{job_id}/cancel", status_code=202, response_model=JobOut)
-def cancel_job(job_id: int, service: ServiceDep, key: AdminKey) -> Job:
+@router.post(
+    "/jobs/{job_id}/cancel", status_code=202, response_model=JobOut, responses=refusals(404, 409)
+)
+def cancel_job(job_id: PathId, service: ServiceDep, key: AdminKey) -> Job:
     """Cancel a queued job; a running one stops at its next progress report."""
     with service.sessions.begin() as session:
         return request_cancel(session, _job(session, job_id), key.id)
@@ -138,3 +149,10 @@ def _model_out(session: Session, version: ModelVersion) -> dict:
     )
     columns = ModelVersionOut.model_fields.keys() - {"embedded_images"}
     return {name: getattr(version, name) for name in columns} | {"embedded_images": embedded}
+
+
+def _is_file(path: str) -> bool:
+    try:
+        return Path(path).is_file()
+    except OSError:  # a name too long for the file system, for one
+        return False

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
-from app.api.deps import AnyKey, ServiceDep
+from app.api.deps import AnyKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     CaseCreate,
@@ -21,9 +21,11 @@ from app.api.schemas import (
     ConclusionCreate,
     ConclusionOut,
     Conclusions,
+    NoNul,
     ReviewCreate,
     ReviewOut,
     SearchOut,
+    refusals,
 )
 from app.api.searches import SearchForm
 from app.cases import (
@@ -37,10 +39,10 @@ from app.cases import (
 from app.errors import Conflict
 from app.tables import Case, utcnow
 
-router = APIRouter(prefix=API_PREFIX, tags=["cases"])
+router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 503))
 
 
-@router.post("/cases", status_code=201, response_model=CaseOut)
+@router.post("/cases", status_code=201, response_model=CaseOut, responses=refusals(400, 409))
 def create_case(body: CaseCreate, service: ServiceDep, key: AnyKey) -> Case:
     try:
         with service.sessions.begin() as session:
@@ -58,7 +60,7 @@ def list_cases(
     service: ServiceDep,
     _: AnyKey,
     status: CaseStatus | None = None,
-    number: Annotated[str | None, Query(max_length=100, description="exact match")] = None,
+    number: Annotated[str | None, Query(max_length=100, description="exact match"), NoNul] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:
@@ -71,14 +73,14 @@ def list_cases(
         return page(session, query, Case.id.desc(), limit, offset)
 
 
-@router.get("/cases/{case_id}", response_model=CaseDetail)
-def get_case(case_id: int, service: ServiceDep, key: AnyKey) -> dict:
+@router.get("/cases/{case_id}", response_model=CaseDetail, responses=refusals(404))
+def get_case(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     with service.sessions() as session:
         return case_detail(session, live_case(session, case_id), key.id)
 
 
-@router.patch("/cases/{case_id}", response_model=CaseOut)
-def update_case(case_id: int, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
+@router.patch("/cases/{case_id}", response_model=CaseOut, responses=refusals(400, 404))
+def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
     changes = body.model_dump(exclude_none=True)
     with service.sessions.begin() as session:
         case = live_case(session, case_id)
@@ -89,22 +91,33 @@ def update_case(case_id: int, body: CaseUpdate, service: ServiceDep, key: AnyKey
     return case
 
 
-@router.post("/cases/{case_id}/searches", response_model=SearchOut)
-def search_in_case(case_id: int, service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
+@router.post(
+    "/cases/{case_id}/searches",
+    response_model=SearchOut,
+    responses=refusals(400, 404, 413, 415, 422),
+)
+def search_in_case(case_id: PathId, service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
     """A search (as POST /search) kept with the case."""
     with service.sessions() as session:
         live_case(session, case_id)
     return form.run(service, key.id, case_id)
 
 
-@router.get("/cases/{case_id}/conclusions", response_model=Conclusions)
-def list_conclusions(case_id: int, service: ServiceDep, key: AnyKey) -> dict:
+@router.get("/cases/{case_id}/conclusions", response_model=Conclusions, responses=refusals(404))
+def list_conclusions(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     with service.sessions() as session:
         return conclusions_for(session, live_case(session, case_id), key.id)
 
 
-@router.post("/cases/{case_id}/conclusions", status_code=201, response_model=ConclusionOut)
-def add_conclusion(case_id: int, body: ConclusionCreate, service: ServiceDep, key: AnyKey) -> dict:
+@router.post(
+    "/cases/{case_id}/conclusions",
+    status_code=201,
+    response_model=ConclusionOut,
+    responses=refusals(400, 404, 422),
+)
+def add_conclusion(
+    case_id: PathId, body: ConclusionCreate, service: ServiceDep, key: AnyKey
+) -> dict:
     """Record a conclusion about one candidate of one of the case's searches, signed by your key.
     Nothing is overwritten: a changed conclusion is a new entry."""
     with service.sessions.begin() as session:
@@ -122,8 +135,13 @@ def add_conclusion(case_id: int, body: ConclusionCreate, service: ServiceDep, ke
         }
 
 
-@router.post("/cases/{case_id}/reviews", status_code=201, response_model=ReviewOut)
-def ask_for_review(case_id: int, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
+@router.post(
+    "/cases/{case_id}/reviews",
+    status_code=201,
+    response_model=ReviewOut,
+    responses=refusals(400, 404, 422),
+)
+def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
     """Ask another examiner to review a search blind."""
     with service.sessions.begin() as session:
         case = live_case(session, case_id)

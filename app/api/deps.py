@@ -1,12 +1,13 @@
-"""Request dependencies: the service, and the caller's API key with its role."""
+"""Request dependencies: the service, the caller's API key with its role, and ids in paths."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Request, Security
+from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 
+from app.api.schemas import MAX_ROW_ID
 from app.keys import authenticate
 from app.service import Service
 from app.tables import ApiKey
@@ -40,3 +41,5 @@ def admin_key(key: Annotated[ApiKey, Depends(current_key)]) -> ApiKey:
 ServiceDep = Annotated[Service, Depends(get_service)]
 AnyKey = Annotated[ApiKey, Depends(current_key)]
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
+# A row id in a path: 1..MAX_ROW_ID, like every id in a request body (schemas.RowId).
+PathId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]

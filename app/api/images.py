@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api import API_PREFIX
-from app.api.deps import AdminKey, AnyKey, ServiceDep
-from app.api.schemas import Deleted, ImageOut
+from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
+from app.api.schemas import Deleted, ImageOut, NoNul, refusals
 from app.images import (
     FILE_SUFFIXES,
     MEDIA_TYPES,
@@ -20,11 +20,11 @@ from app.images import (
 )
 from app.tables import Image
 
-router = APIRouter(prefix=API_PREFIX, tags=["images"])
+router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=refusals(401, 503))
 
 
-@router.get("/images/{image_id}", response_model=ImageOut)
-def get_image(image_id: int, service: ServiceDep, _: AnyKey) -> Image:
+@router.get("/images/{image_id}", response_model=ImageOut, responses=refusals(404))
+def get_image(image_id: PathId, service: ServiceDep, _: AnyKey) -> Image:
     with service.sessions() as session:
         return live_image(session, image_id)
 
@@ -32,9 +32,15 @@ def get_image(image_id: int, service: ServiceDep, _: AnyKey) -> Image:
 @router.get(
     "/images/{image_id}/original",
     response_class=Response,
-    responses={200: {"description": "The bytes exactly as uploaded"}},
+    responses={
+        200: {
+            "content": {media_type: {} for media_type in MEDIA_TYPES.values()},
+            "description": "The bytes exactly as uploaded",
+        },
+        **refusals(404, 410),
+    },
 )
-def get_original(image_id: int, service: ServiceDep, _: AnyKey) -> Response:
+def get_original(image_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
     with service.sessions() as session:
         image = live_image(session, image_id)
     return Response(
@@ -50,10 +56,13 @@ def get_original(image_id: int, service: ServiceDep, _: AnyKey) -> Response:
 @router.get(
     "/images/{image_id}/preview.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"},
+        **refusals(404, 410),
+    },
 )
 def get_preview(
-    image_id: int,
+    image_id: PathId,
     service: ServiceDep,
     _: AnyKey,
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
@@ -67,13 +76,13 @@ def get_preview(
     )
 
 
-@router.delete("/images/{image_id}", response_model=Deleted)
+@router.delete("/images/{image_id}", response_model=Deleted, responses=refusals(403, 404))
 def remove_image(
-    image_id: int,
+    image_id: PathId,
     service: ServiceDep,
     key: AdminKey,
     reason: Annotated[
-        str, Query(min_length=3, max_length=2000, description="Why, for the audit log")
+        str, Query(min_length=3, max_length=2000, description="Why, for the audit log"), NoNul
     ],
     purge: Annotated[bool, Query(description="Also delete the original file")] = False,
 ) -> dict:

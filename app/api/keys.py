@@ -7,10 +7,10 @@ from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
-from app.api.schemas import KeyOut, Limits
+from app.api.schemas import KeyOut, Limits, refusals
 from app.tables import ApiKey
 
-router = APIRouter(prefix=API_PREFIX, tags=["keys"])
+router = APIRouter(prefix=API_PREFIX, tags=["keys"], responses=refusals(401, 503))
 
 
 @router.get("/me", response_model=KeyOut)

@@ -10,28 +10,31 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
-from app.api.deps import AdminKey, AnyKey, ServiceDep
+from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
 from app.api.schemas import (
     Appearance,
     Deleted,
     ImageOut,
+    NoNul,
     PeoplePage,
     PersonCreate,
     PersonDetail,
     PersonOut,
     Sex,
     Side,
+    refusals,
 )
+from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import display_name, read_upload
 from app.errors import Conflict
 from app.images import ImageFields, delete_person, ingest_image, live_person
 from app.tables import AuditEntry, Case, Person, Search, SearchResult
 
-router = APIRouter(prefix=API_PREFIX, tags=["people"])
+router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=refusals(401, 503))
 
 
-@router.post("/people", status_code=201, response_model=PersonOut)
+@router.post("/people", status_code=201, response_model=PersonOut, responses=refusals(400, 409))
 def create_person(body: PersonCreate, service: ServiceDep, key: AnyKey) -> Person:
     try:
         with service.sessions.begin() as session:
@@ -61,7 +64,9 @@ def list_people(
     _: AnyKey,
     limit: Limit = 50,
     offset: Offset = 0,
-    external_ref: Annotated[str | None, Query(max_length=200, description="exact match")] = None,
+    external_ref: Annotated[
+        str | None, Query(max_length=200, description="exact match"), NoNul
+    ] = None,
     sex: Sex | None = None,
     birth_year_min: Annotated[int | None, Query(ge=1850, le=2100)] = None,
     birth_year_max: Annotated[int | None, Query(ge=1850, le=2100)] = None,
@@ -79,16 +84,18 @@ def list_people(
         return page(session, query, Person.id, limit, offset)
 
 
-@router.get("/people/{person_id}", response_model=PersonDetail)
-def get_person(person_id: int, service: ServiceDep, _: AnyKey) -> dict:
+@router.get("/people/{person_id}", response_model=PersonDetail, responses=refusals(404))
+def get_person(person_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
     with service.sessions() as session:
         person = live_person(session, person_id)
         images = [im for im in person.images if im.deleted_at is None]
         return {**PersonOut.model_validate(person).model_dump(), "images": images}
 
 
-@router.get("/people/{person_id}/searches", response_model=list[Appearance])
-def person_in_searches(person_id: int, service: ServiceDep, _: AnyKey) -> list[dict]:
+@router.get(
+    "/people/{person_id}/searches", response_model=list[Appearance], responses=refusals(404)
+)
+def person_in_searches(person_id: PathId, service: ServiceDep, _: AnyKey) -> list[dict]:
     """The searches this person was a candidate in, newest first, with the rank they had."""
     with service.sessions() as session:
         live_person(session, person_id)
@@ -117,25 +124,33 @@ def person_in_searches(person_id: int, service: ServiceDep, _: AnyKey) -> list[d
     "/people/{person_id}/images",
     status_code=201,
     response_model=None,
-    responses={200: {"description": "These bytes were already stored for this person"}},
+    responses={
+        200: {"model": ImageOut, "description": "These bytes were already stored for this person"},
+        201: {"model": ImageOut, "description": "Stored"},
+        **refusals(400, 404, 413, 415, 422),
+    },
 )
 def upload_image(
-    person_id: int,
+    person_id: PathId,
     service: ServiceDep,
     key: AnyKey,
     response: Response,
     file: Annotated[UploadFile, File(description="One radiograph: DICOM, PNG, JPEG or TIFF")],
-    body_part: Annotated[str | None, Form(max_length=32, description="e.g. KNEE, CHEST")] = None,
+    body_part: Annotated[
+        str | None, Form(max_length=32, description="e.g. KNEE, CHEST"), NoNul
+    ] = None,
     side: Annotated[Side | None, Form()] = None,
     acquisition_date: Annotated[date | None, Form()] = None,
     visit_months: Annotated[float | None, Form(ge=0, le=2000)] = None,
     pixel_spacing_mm: Annotated[
-        float | None, Form(gt=0, le=10, description="When the file does not say (PNG, JPEG)")
+        float | None,
+        Form(ge=0.001, le=10, description="When the file does not say (PNG, JPEG)"),
     ] = None,
 ):
+    part = normal_body_part(body_part)
     data = read_upload(file, service.settings.max_upload_bytes)
     fields = ImageFields(
-        body_part=body_part.strip().upper() if body_part else None,
+        body_part=part,
         side=side,
         acquisition_date=acquisition_date,
         visit_months=visit_months,
@@ -148,13 +163,13 @@ def upload_image(
     return ImageOut.model_validate(image)
 
 
-@router.delete("/people/{person_id}", response_model=Deleted)
+@router.delete("/people/{person_id}", response_model=Deleted, responses=refusals(403, 404))
 def remove_person(
-    person_id: int,
+    person_id: PathId,
     service: ServiceDep,
     key: AdminKey,
     reason: Annotated[
-        str, Query(min_length=3, max_length=2000, description="Why, for the audit log")
+        str, Query(min_length=3, max_length=2000, description="Why, for the audit log"), NoNul
     ],
     purge: Annotated[bool, Query(description="Also delete the original files")] = False,
 ) -> dict:

@@ -3,13 +3,32 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Sex = Literal["F", "M", "X"]
 Item = TypeVar("Item")
 Side = Literal["L", "R"]
+
+# Ids are INTEGER primary keys, 32-bit on PostgreSQL: an id outside 1..MAX_ROW_ID names nothing,
+# and the database would fail on it instead of finding nothing.
+MAX_ROW_ID = 2**31 - 1
+RowId = Annotated[int, Field(ge=1, le=MAX_ROW_ID)]
+
+
+def _without_nul(text: str | None) -> str | None:
+    if text is not None and "\x00" in text:
+        raise ValueError("text may not contain the NUL character (\\u0000)")
+    return text
+
+
+# Text from clients: PostgreSQL cannot store the NUL character, so no field accepts it (on SQLite
+# too, so that both databases take the same requests). Optional text is Annotated[str | None,
+# NoNul], which keeps the length constraints' own messages.
+NoNul = AfterValidator(_without_nul)
+Text = Annotated[str, NoNul]
+OptionalText = Annotated[str | None, NoNul]
 
 
 class Page(BaseModel, Generic[Item]):
@@ -24,12 +43,12 @@ class Page(BaseModel, Generic[Item]):
 class PersonCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_ref: str = Field(
+    external_ref: Text = Field(
         min_length=1, max_length=200, description="A missing-person, case or record number"
     )
     sex: Sex | None = None
     birth_year: int | None = Field(default=None, ge=1850, le=2100)
-    notes: str | None = Field(default=None, max_length=10_000)
+    notes: OptionalText = Field(default=None, max_length=10_000)
 
 
 class ImageOut(BaseModel):
@@ -124,6 +143,68 @@ class SearchOut(BaseModel):
     candidates: list[Candidate]
 
 
+class RerunDifference(BaseModel):
+    change: Literal["added", "removed", "rank", "similarity", "images", "index_size", "model"] = (
+        Field(description="What differs from the stored answer")
+    )
+    cause: Literal[
+        "approximate_index",
+        "tie",
+        "float_drift",
+        "deleted_during_search",
+        "added_since",
+        "deleted_since",
+        "model_changed",
+        "filter_attributes_changed",
+        "rank_shift",
+        "unexplained",
+    ]
+    explained: bool = Field(description="False: nothing accounts for it, which is a bug to report")
+    explanation: str = Field(description="The difference and its cause, in words")
+    person_id: int | None = None
+    external_ref: str | None = None
+    original_rank: int | None = Field(default=None, description="In the stored answer")
+    rank: int | None = Field(default=None, description="In the re-run")
+    original_similarity: float | None = None
+    similarity: float | None = None
+
+
+class RerunPart(BaseModel):
+    identical: bool = Field(
+        description="The same people at the same ranks, similarities within 1e-5, same images"
+    )
+    exact: bool = Field(default=True, description="Re-runs scan every image (a flat index)")
+    index_size: int = Field(description="Images the re-run searched")
+    candidates: list[Candidate]
+    max_similarity_difference: float | None = Field(
+        description="The largest change of a person's similarity to the same best image"
+    )
+    unexplained: int = Field(description="Differences nothing accounts for")
+    differences: list[RerunDifference]
+
+
+class RerunNow(RerunPart):
+    model_version: ModelVersionRef = Field(description="The model this server serves now")
+    index_generation: int = Field(description="The active model's generation searched now")
+
+
+class RerunOut(BaseModel):
+    """A stored search re-run at the model version and index generation it used, and against
+    today's model and gallery, each compared with the stored answer."""
+
+    search_id: int
+    rerun_at: str
+    query_sha256: str
+    model_version: ModelVersionRef = Field(description="The stored search's model version")
+    index_generation: int = Field(description="The stored search's index generation")
+    index: IndexUsed = Field(description="The index that answered the stored search")
+    parameters: dict[str, Any]
+    at_original: RerunPart = Field(
+        description="Exact, with the search's model over the gallery at its generation"
+    )
+    now: RerunNow = Field(description="Exact, with today's model over today's gallery")
+
+
 class Deleted(BaseModel):
     id: int
     deleted_at: datetime
@@ -132,6 +213,42 @@ class Deleted(BaseModel):
 
 class Problem(BaseModel):
     detail: str
+
+
+class FieldError(BaseModel):
+    """One field that failed the request's validation."""
+
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class Invalid(BaseModel):
+    detail: str | list[FieldError] = Field(
+        description="The fields that failed validation, or why the service refused what they say"
+    )
+
+
+REFUSALS = {
+    400: "The request body could not be parsed",
+    401: "No API key, or one that is not valid or was revoked",
+    403: "This needs an admin key",
+    404: "No such record, or it was deleted",
+    409: "It conflicts with what is stored",
+    410: "The stored file was purged",
+    413: "The file, or its image, is over the service's limits (GET /api/v1/limits)",
+    415: "Not a file format the service reads (DICOM, PNG, JPEG or TIFF)",
+    422: "The request is not valid",
+    503: "The case database is unavailable, or no model is active; try again later",
+}
+
+
+def refusals(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """The OpenAPI `responses` of the refusals a route can answer with: JSON with a `detail`."""
+    return {
+        status: {"model": Invalid if status == 422 else Problem, "description": REFUSALS[status]}
+        for status in statuses
+    }
 
 
 class JobOut(BaseModel):
@@ -166,7 +283,7 @@ class TrainingJobCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     preset: Literal["paper", "cpu", "smoke"] = "cpu"
-    manifest: str | None = Field(
+    manifest: OptionalText = Field(
         default=None,
         max_length=4096,
         description="A cohort manifest the worker can read; omit to train on the case database",
@@ -181,7 +298,7 @@ class TrainingJobCreate(BaseModel):
 class ModelRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    checkpoint_path: str = Field(
+    checkpoint_path: Text = Field(
         min_length=1, max_length=4096, description="A checkpoint file on the server's disk"
     )
 
@@ -209,15 +326,15 @@ ConclusionScale = Literal["identification", "probable", "possible", "insufficien
 class CaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    number: str = Field(min_length=1, max_length=100, description="The lab's case number")
-    description: str = Field(default="", max_length=10_000)
+    number: Text = Field(min_length=1, max_length=100, description="The lab's case number")
+    description: Text = Field(default="", max_length=10_000)
 
 
 class CaseUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     status: CaseStatus | None = None
-    description: str | None = Field(default=None, max_length=10_000)
+    description: OptionalText = Field(default=None, max_length=10_000)
 
 
 class CaseOut(BaseModel):
@@ -238,10 +355,10 @@ class CasesPage(Page[CaseOut]):
 class ConclusionCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    search_id: int
-    person_id: int = Field(description="The candidate the conclusion is about")
+    search_id: RowId
+    person_id: RowId = Field(description="The candidate the conclusion is about")
     conclusion: ConclusionScale
-    comment: str = Field(default="", max_length=10_000)
+    comment: Text = Field(default="", max_length=10_000)
 
 
 class ConclusionOut(BaseModel):
@@ -266,8 +383,8 @@ class Conclusions(BaseModel):
 class ReviewCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    search_id: int
-    reviewer_key_id: int = Field(description="The second examiner's key (GET /examiners)")
+    search_id: RowId
+    reviewer_key_id: RowId = Field(description="The second examiner's key (GET /examiners)")
 
 
 class ReviewOut(BaseModel):

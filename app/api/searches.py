@@ -8,16 +8,18 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app.api import API_PREFIX
-from app.api.deps import AnyKey, ServiceDep
-from app.api.schemas import SearchOut, Sex, Side
+from app.api.deps import AnyKey, PathId, ServiceDep
+from app.api.schemas import NoNul, RerunOut, SearchOut, Sex, Side, refusals
+from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
 from app.errors import Gone, NotFound, Unprocessable
 from app.images import PREVIEW_CACHING, preview_png
+from app.rerun import rerun
 from app.search import SearchFilters, search, stored_search
 from app.service import Service
 from app.tables import Search
 
-router = APIRouter(prefix=API_PREFIX, tags=["search"])
+router = APIRouter(prefix=API_PREFIX, tags=["search"], responses=refusals(401, 503))
 
 
 @dataclass(frozen=True)
@@ -40,10 +42,11 @@ def search_request(
     sex: Annotated[Sex | None, Form()] = None,
     birth_year_min: Annotated[int | None, Form(ge=1850, le=2100)] = None,
     birth_year_max: Annotated[int | None, Form(ge=1850, le=2100)] = None,
-    body_part: Annotated[str | None, Form(max_length=32)] = None,
+    body_part: Annotated[str | None, Form(max_length=32), NoNul] = None,
     side: Annotated[Side | None, Form()] = None,
     pixel_spacing_mm: Annotated[
-        float | None, Form(gt=0, le=10, description="When the file does not say (PNG, JPEG)")
+        float | None,
+        Form(ge=0.001, le=10, description="When the file does not say (PNG, JPEG)"),
     ] = None,
 ) -> SearchRequest:
     """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
@@ -53,7 +56,7 @@ def search_request(
         sex=sex,
         birth_year_min=birth_year_min,
         birth_year_max=birth_year_max,
-        body_part=body_part.strip().upper() if body_part else None,
+        body_part=normal_body_part(body_part),
         side=side,
     )
     data = read_upload(file, service.settings.max_upload_bytes)
@@ -63,15 +66,31 @@ def search_request(
 SearchForm = Annotated[SearchRequest, Depends(search_request)]
 
 
-@router.post("/search", response_model=SearchOut)
+@router.post("/search", response_model=SearchOut, responses=refusals(400, 413, 415, 422))
 def search_gallery(service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
     return form.run(service, key.id)
 
 
-@router.get("/searches/{search_id}", response_model=SearchOut)
-def get_search(search_id: int, service: ServiceDep, _: AnyKey) -> dict:
+@router.get("/searches/{search_id}", response_model=SearchOut, responses=refusals(404))
+def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
     with service.sessions() as session:
         return stored_search(session, search_id)
+
+
+@router.post(
+    "/searches/{search_id}/rerun",
+    response_model=RerunOut,
+    responses={
+        404: {"description": "No such search"},
+        409: {"description": "The stored query or the search's model checkpoint is unusable"},
+        410: {"description": "The stored query image is no longer stored"},
+    },
+)
+def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
+    """Re-run a stored search exactly, with the model version and index generation it used, and
+    say whether the answer is identical; then against today's model and gallery, and explain
+    every difference from the stored answer. Nothing is stored but an audit entry."""
+    return rerun(service, search_id, key.id)
 
 
 def _query_bytes(service: Service, search_id: int) -> bytes:
@@ -87,9 +106,9 @@ def _query_bytes(service: Service, search_id: int) -> bytes:
 @router.get(
     "/searches/{search_id}/query",
     response_class=Response,
-    responses={200: {"content": {"application/octet-stream": {}}}},
+    responses={200: {"content": {"application/octet-stream": {}}}, **refusals(404, 410)},
 )
-def get_query_original(search_id: int, service: ServiceDep, _: AnyKey) -> Response:
+def get_query_original(search_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
     """The query image exactly as uploaded."""
     return Response(_query_bytes(service, search_id), media_type="application/octet-stream")
 
@@ -97,10 +116,13 @@ def get_query_original(search_id: int, service: ServiceDep, _: AnyKey) -> Respon
 @router.get(
     "/searches/{search_id}/query/preview.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"}},
+    responses={
+        200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"},
+        **refusals(404, 410),
+    },
 )
 def get_query_preview(
-    search_id: int,
+    search_id: PathId,
     service: ServiceDep,
     _: AnyKey,
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,

@@ -8,6 +8,9 @@ from fastapi import UploadFile
 
 from app.errors import TooLarge, Unprocessable
 
+# The width of the images.body_part column.
+BODY_PART_MAX = 32
+
 
 def read_upload(file: UploadFile, limit: int) -> bytes:
     data = file.file.read(limit + 1)
@@ -18,6 +21,19 @@ def read_upload(file: UploadFile, limit: int) -> bytes:
     if not data:
         raise Unprocessable("the uploaded file is empty")
     return data
+
+
+def body_part(text: str | None) -> str | None:
+    """A body part as it is stored and filtered on: stripped and upper-cased. Upper-casing can
+    lengthen text ("ß" becomes "SS"), so the length is checked after it."""
+    if not text:
+        return None
+    part = text.strip().upper()
+    if len(part) > BODY_PART_MAX:
+        raise Unprocessable(
+            f"body_part is {len(part)} characters once upper-cased; at most {BODY_PART_MAX}"
+        )
+    return part
 
 
 def display_name(filename: str | None) -> str | None:

@@ -82,20 +82,24 @@ def quiet_stderr() -> Iterator[None]:
         os.close(devnull)
 
 
-def top_operators(call: Callable[[], object], total_seconds: float, n: int = 6) -> list[dict]:
-    """The operators with the most self CPU time in one profiled call, with their share of it."""
+def top_operators(call: Callable[[], object], n: int = 8) -> dict:
+    """One call under torch.profiler: the operators with the most self CPU time, with their share
+    of the profiled total (the self times of all operators)."""
     with quiet_stderr(), profile(activities=[ProfilerActivity.CPU]) as prof:
         call()
     events = sorted(prof.key_averages(), key=lambda e: e.self_cpu_time_total, reverse=True)
-    return [
+    total = sum(e.self_cpu_time_total for e in events) / 1e6
+    top = [
         {
             "op": e.key,
             "calls": e.count,
             "seconds": round(e.self_cpu_time_total / 1e6, 3),
-            "share": round(e.self_cpu_time_total / 1e6 / total_seconds, 3),
+            "share": round(e.self_cpu_time_total / 1e6 / total, 3),
         }
         for e in events[:n]
     ]
+    others = 1.0 - sum(e.self_cpu_time_total for e in events[:n]) / 1e6 / total
+    return {"profiled_seconds": round(total, 3), "top": top, "others_share": round(others, 3)}
 
 
 def main() -> None:
@@ -179,8 +183,8 @@ def main() -> None:
     }
     if not met or args.profile:
         result["where_time_goes"] = {
-            "retrieval_metrics": top_operators(retrieval, retrieval_seconds),
-            "verification_metrics": top_operators(verification, verification_seconds),
+            "retrieval_metrics": top_operators(retrieval),
+            "verification_metrics": top_operators(verification),
         }
         result["note"] = describe(result)
     print(json.dumps(result))
@@ -197,21 +201,23 @@ def describe(result: dict) -> str:
     for name, key in (("retrieval_metrics", "retrieval"), ("verification_metrics", "verification")):
         seconds = result[f"{key}_seconds"]
         ops = ", ".join(
-            f"{o['op']} {o['seconds']:.2f} s ({o['calls']} calls)"
-            for o in result["where_time_goes"][name][:3]
+            f"{o['op']} {o['share']:.0%}" for o in result["where_time_goes"][name]["top"][:4]
         )
-        parts.append(f"{name} {seconds:.1f} s, mostly {ops} (operators' self time).")
+        parts.append(f"{name} {seconds:.1f} s; its costliest operators (self time): {ops}.")
     mm_shares = " and ".join(
-        next((f"{o['share']:.0%}" for o in ops if o["op"] == "aten::mm"), "not in the top six")
+        next((f"{o['share']:.0%}" for o in ops["top"] if o["op"] == "aten::mm"), "not in the top")
         + f" of {name}'s"
         for name, ops in result["where_time_goes"].items()
     )
     probes = math.ceil(math.log2(2 * result["verification"]["genuine_pairs"] + 1))
     parts.append(
-        "Both functions touch every one of the Q x G entries several times: retrieval_metrics "
-        "computes the similarities once (float32), packs each into an int64 (similarity, index) "
-        "key and binary-searches every key into its query's few sorted relevant keys, then "
-        "bincounts the results; verification_metrics computes the similarities twice (float64 "
+        "Both functions pass over every one of the Q x G entries several times. "
+        "retrieval_metrics computes the similarities once (float32) and then makes about a dozen "
+        "elementwise passes over each (chunk x G) block: packing an int64 (similarity, index) "
+        "key (+0.0, shifts, xor/and/or), the label comparison and its nonzero, one binary search "
+        "of every key into its query's few sorted relevant keys, the offset add, and bincount "
+        "(with its min/max checks), so its time is spread over many passes. "
+        "verification_metrics computes the similarities twice (float64 "
         "operands), histograms them in pass 1 and in pass 2 binary-searches every score into "
         f"the sorted list of 2 x (distinct genuine scores) steps (about {probes} probes per "
         f"entry here). The matrix products (aten::mm) are {mm_shares} time. "

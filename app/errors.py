@@ -42,6 +42,13 @@ class Unavailable(ClientError):
     status = 503
 
 
+class InsufficientStorage(ClientError):
+    """The server cannot store what it was sent (a full or unwritable disk): nothing was saved,
+    and the same request can succeed once an administrator has made room."""
+
+    status = 507
+
+
 def decode_refusal(error: DecodeError) -> ClientError:
     """model/'s decoding refusals as HTTP errors: 415 for a format we do not read, 413 for an image
     too large to decode, 422 for anything else that is not one usable radiograph."""

@@ -116,8 +116,10 @@ def ingest_image(
         or (meta.pixel_spacing_mm[1] if meta.pixel_spacing_mm else None),
         uploaded_by_key_id=key_id,
     )
-    with timed("store"):
-        stored_now = service.store.put(sha256, data)
+    # The original first, then the rows: a committed row never points at nothing. The hold on
+    # the digest lets a failed or interrupted upload's original be removed (see app/store.py).
+    with timed("store"), service.store.writing(sha256, service.original_needed) as writing:
+        service.store.put(sha256, data)
         try:
             with service.sessions.begin() as session:
                 live_person(session, person_id)
@@ -146,12 +148,9 @@ def ingest_image(
             with service.sessions() as session:
                 existing = _existing(session, person_id, sha256)
             if existing is None:
-                _forget_original(service, sha256, stored_now)
                 raise
             return existing, False
-        except BaseException:
-            _forget_original(service, sha256, stored_now)
-            raise
+        writing.needed = True
     service.metrics.ingested.inc()
     current = service.serving
     if current is not None and current.version.id != version.id:
@@ -160,21 +159,6 @@ def ingest_image(
     with timed("index"):
         service.refresh_index()
     return image, True
-
-
-def _forget_original(service: Service, sha256: str, stored_now: bool) -> None:
-    """Remove an original this request stored, unless a committed row refers to it. When the
-    database cannot say, keep it: an orphan file is harmless, a lost original is not."""
-    if not stored_now:
-        return
-    try:
-        with service.sessions() as session:
-            referenced = session.scalar(select(Image.id).where(Image.sha256 == sha256).limit(1))
-    except Exception:
-        log.warning("kept original %s: could not check whether a row refers to it", sha256)
-        return
-    if referenced is None:
-        service.store.remove(sha256)
 
 
 def metadata_json(image: DecodedImage) -> dict[str, Any]:

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.exc import OperationalError
@@ -92,6 +96,11 @@ class LimitRequestBody:
         await self.app(scope, counted, send)
 
 
+class AsciiJSONResponse(JSONResponse):
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, separators=(",", ":")).encode("ascii")
+
+
 def create_app(service: Service) -> FastAPI:
     """The app serving an open Service; closing the app closes the service."""
 
@@ -138,6 +147,12 @@ def create_app(service: Service) -> FastAPI:
             time.perf_counter() - start
         )
         return response
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own answer, but in ASCII: the errors echo the input, which may hold
+        # characters that UTF-8 cannot encode (a lone surrogate escape in JSON).
+        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
     @app.exception_handler(ClientError)
     async def client_error(_: Request, error: ClientError) -> JSONResponse:

@@ -14,6 +14,7 @@ import logging
 import threading
 from dataclasses import dataclass, field
 
+from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.batching import EmbeddingBatcher
@@ -31,7 +32,7 @@ from app.index import (
 from app.metrics import Metrics
 from app.model_versions import activate, active_version, load_model, register
 from app.store import OriginalStore
-from app.tables import ModelVersion
+from app.tables import Image, ModelVersion, Search
 from model.checkpoint import CheckpointError
 from model.image import DecodeLimits
 from model.inference import EmbeddingModel
@@ -87,6 +88,8 @@ class Service:
             ),
             with_index=with_index,
         )
+        # Originals that writers killed between storing them and committing their rows left.
+        service.store.settle_abandoned(service.original_needed)
         if with_model:
             version, model = service._bootstrap_model()
             if version is not None:
@@ -125,6 +128,16 @@ class Service:
         if serving.index is None:
             raise Unavailable("this process keeps no index")
         return serving
+
+    def original_needed(self, sha256: str) -> bool:
+        """Whether a committed row needs this stored original: an image's (unless purged) or a
+        stored search's query."""
+        with self.sessions() as session:
+            image = select(Image.id).where(
+                Image.sha256 == sha256, Image.original_purged_at.is_(None)
+            )
+            query = select(Search.id).where(Search.query_sha256 == sha256)
+            return session.scalar(select(exists(image) | exists(query)))
 
     # --- the model --------------------------------------------------------------------------------
 
@@ -249,6 +262,8 @@ class Service:
         while not self._stop.wait(self.settings.index_sync_seconds):
             try:
                 self.refresh_index()
+                # Originals of writes that failed while the database could not say.
+                self.store.settle_abandoned(self.original_needed)
             except Exception:  # the database may be away for a while; keep trying
                 log.exception("index sync failed; retrying")
 

@@ -369,6 +369,14 @@ def test_wrong_and_malformed_bodies(hostile, answers):
             ("boundary",),
         ),
         ("multipart of garbage", f"{API}/search", b"garbage", MULTIPART, 400, ("multipart",)),
+        (
+            "a lone surrogate in JSON, echoed back in the refusal",
+            f"{API}/people",
+            b'{"external_ref": "X-2", "sex": "\\ud800"}',
+            JSON,
+            422,
+            ("sex",),
+        ),
         ("empty multipart", f"{API}/search", b"", MULTIPART, 422, ("file",)),
         (
             "multipart cut off inside the file",

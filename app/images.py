@@ -236,16 +236,12 @@ def _delete(session: Session, image: Image, reason: str, purge: bool, key_id: in
 
 
 def _purge_originals(service: Service, images: list[Image]) -> None:
-    """Remove purged originals that no live image (of another person, say) still needs."""
-    with service.sessions() as session:
-        for image in images:
-            still_needed = session.scalar(
-                select(Image.id)
-                .where(Image.sha256 == image.sha256, Image.original_purged_at.is_(None))
-                .limit(1)
-            )
-            if still_needed is None:
-                service.store.remove(image.sha256)
+    """Remove purged originals that no committed row still needs (another person's image, a
+    stored search's query). Done as a writer of those bytes on its way out, so an upload of the
+    same bytes in flight keeps its file."""
+    for image in images:
+        with service.store.writing(image.sha256, service.original_needed):
+            pass
 
 
 def original_bytes(service: Service, image: Image) -> bytes:

@@ -299,12 +299,15 @@ def test_delete_and_purge(server, cohort, tmp_path):
     assert answer["index_size"] == 5
 
     assert admin.delete(f"{API}/people/{second['id']}", params={"reason": "x"}).status_code == 422
+    _, queried_bytes, queried = second["images"][0]
+    assert search(examiner, queried_bytes).status_code == 200  # this search keeps its query
     gone = admin.delete(
         f"{API}/people/{second['id']}", params={"reason": "duplicate record", "purge": True}
     )
     assert gone.status_code == 200 and gone.json()["purged"] is True
     assert examiner.get(f"{API}/people/{second['id']}").status_code == 404
-    assert not {body["sha256"] for _, _, body in second["images"]} & originals(server)
+    purged = {body["sha256"] for _, _, body in second["images"]}
+    assert purged & originals(server) == {queried["sha256"]}
     answer = search(examiner, kept_bytes).json()
     assert second["id"] not in {c["person_id"] for c in answer["candidates"]}
     assert answer["index_size"] == 3

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     approximate_index: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_m: int = Field(default=32, ge=4)
     hnsw_ef_construction: int = Field(default=200, gt=0)
-    hnsw_ef_search: int = Field(default=128, gt=0)
+    hnsw_ef_search: int = Field(default=256, gt=0)
     ivf_lists: int = Field(default=0, ge=0)
     ivf_nprobe: int = Field(default=64, gt=0)
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)

@@ -49,7 +49,7 @@ class IndexOptions:
     approximate_kind: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_m: int = 32  # graph degree: memory and recall
     hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 128  # candidates kept while searching: recall against time
+    hnsw_ef_search: int = 256  # candidates kept while searching: recall against time
     ivf_lists: int = 0  # 0: about 4 x sqrt(images), at least 39 training images per list
     ivf_nprobe: int = 64  # lists scanned per query
 

@@ -89,6 +89,7 @@ def main() -> None:
     result["raw_forward"] = {
         "batch": args.clients,
         "ms_per_batch": round(seconds * 1e3, 1),
+        "ms_per_batch_before_and_after": [round(f * 1e3, 1) for f in forward],
         "images_per_s": round(raw, 1),
     }
     for name in formats:

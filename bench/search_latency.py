@@ -105,6 +105,7 @@ def main() -> None:
             "index": answer["index"],
             "index_size": answer["index_size"],
             "single_forward_ms": round(single * 1e3, 1),
+            "single_forward_ms_before_and_after": [round(f * 1e3, 1) for f in forward],
             "search_ms_p50": round(p50 * 1e3, 1),
             "search_ms_p95": round(percentile(latencies, 95) * 1e3, 1),
             "ratio_p50_to_forward": round(p50 / single, 3),

@@ -478,7 +478,7 @@ def test_service_builds_the_index_kind_its_gallery_size_calls_for(
         assert index.description() == {
             "kind": "hnsw",
             "exact": False,
-            "parameters": {"m": 32, "ef_search": 128},
+            "parameters": {"m": 32, "ef_search": 256},
         }
         delete_image(service, images[0].id, "a test deletion", purge=False, key_id=None)
         service.refresh_index()

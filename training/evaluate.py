@@ -1,9 +1,14 @@
 """Retrieval metrics of the evaluation protocol (PAPER.md): mAP, mAP@R, standard and all-shots CMC.
 
 Every one of these metrics depends only on the rank of each relevant gallery item in its query's
-ranking, so the ranking is never materialised: for a chunk of queries, the ranks of just the
-relevant items are counted with one binary search per gallery item into that query's sorted
-relevant keys: 10,000 x 10,000 costs a fraction of a full sort of every row.
+ranking, so the ranking is never materialised: for a block of queries, the ranks of just the
+relevant items are counted. An item ranked below all of its query's relevant items changes none
+of those ranks, and with a useful embedding that is nearly every item: only the others (found with
+one comparison per entry against the query's lowest relevant similarity) get a ranking key, and
+one binary search each into the block's sorted relevant keys says how many relevant items it
+outranks. 10,000 x 10,000 then costs a few times the similarity matrix itself; with embeddings no
+better than chance most items rank above some relevant item, and it costs a binary search per
+entry.
 
 Ranking is by similarity (dot product, i.e. cosine for L2-normalised embeddings) descending.
 Equal similarities are ordered by gallery index, lower first, as a stable sort would: an exact tie
@@ -20,9 +25,16 @@ from typing import Any
 
 import torch
 
-# Similarity entries ranked per chunk of queries. Memory stays bounded whatever the sizes, and a
-# (chunk, gallery) int64 tensor of 16 MB stays in cache: larger chunks ran slower, not faster.
+# Similarity entries per chunk of queries: the matrix products are made, and the metrics summed
+# (float64 sums depend on how their terms are grouped), a chunk at a time. Ranking takes blocks of
+# whole chunks: memory stays bounded whatever the sizes, and the many small operations that rank
+# the few candidates of a useful embedding run a quarter as often (each has a fixed cost; on a
+# busy machine, mostly that of handing work to the other threads).
 _CHUNK_ELEMENTS = 1 << 21
+_BLOCK_ELEMENTS = 1 << 23
+# When more than this share of a block's entries are candidates (see _relevant_ranks), picking
+# them out costs more than it saves: every entry is searched then.
+_DENSE_FRACTION = 0.4
 
 
 def retrieval_metrics(
@@ -53,15 +65,21 @@ def retrieval_metrics(
     g_labels = as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
     ks = _checked_ks(ks)
     n_relevant = _count_relevant(q_labels, g_labels)
+    by_label = label_index(g_labels)
 
     rows_per_chunk = max(1, _CHUNK_ELEMENTS // len(gallery))  # gallery not empty: R > 0
+    rows_per_block = rows_per_chunk * max(1, _BLOCK_ELEMENTS // (rows_per_chunk * len(gallery)))
     totals = torch.zeros(2 + 2 * len(ks), dtype=torch.float64, device=queries.device)
-    for start in range(0, len(queries), rows_per_chunk):
-        chunk = slice(start, start + rows_per_chunk)
-        ranks, hits, n_rel = _relevant_ranks(
-            queries[chunk], q_labels[chunk], n_relevant[chunk], gallery, g_labels
-        )
-        totals += _metric_sums(ranks, hits, n_rel, ks)
+    for start in range(0, len(queries), rows_per_block):
+        block = slice(start, start + rows_per_block)
+        chunks = queries[block].split(rows_per_chunk)
+        similarity = torch.cat([chunk @ gallery.T for chunk in chunks])
+        pairs = matching_pairs(q_labels[block], by_label)
+        ranked = _relevant_ranks(similarity, pairs, n_relevant[block])
+        # Summed chunk by chunk: each chunk's relevant pairs follow the previous chunk's.
+        sizes = [int(n.sum()) for n in n_relevant[block].split(rows_per_chunk)]
+        for ranks, hits, n_rel in zip(*(part.split(sizes) for part in ranked), strict=True):
+            totals += _metric_sums(ranks, hits, n_rel, ks)
 
     means = (totals / len(queries)).tolist()
     n = len(ks)
@@ -96,6 +114,26 @@ def as_labels(labels: Any, n: int, name: str, device: torch.device) -> torch.Ten
     return tensor
 
 
+def label_index(g_labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The gallery positions sorted by label (stable, so by position within a label), and their
+    labels in that order: what matching_pairs looks labels up in."""
+    order = torch.argsort(g_labels, stable=True)
+    return order, g_labels[order]
+
+
+def matching_pairs(
+    q_labels: torch.Tensor, by_label: tuple[torch.Tensor, torch.Tensor]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(query index, gallery index) of every pair with equal labels, by query index, then gallery
+    index; by_label = label_index(gallery labels). O(pairs), no Q x G."""
+    order, sorted_labels = by_label
+    first = torch.searchsorted(sorted_labels, q_labels)
+    n = torch.searchsorted(sorted_labels, q_labels, right=True) - first
+    pair_queries = torch.repeat_interleave(torch.arange(len(q_labels), device=n.device), n)
+    offset = torch.arange(len(pair_queries), device=n.device) - (n.cumsum(0) - n)[pair_queries]
+    return pair_queries, order[first[pair_queries] + offset]
+
+
 def _checked_ks(ks: Sequence[int]) -> tuple[int, ...]:
     ks = tuple(int(k) for k in ks)
     if not ks or min(ks) < 1 or len(set(ks)) != len(ks):
@@ -119,65 +157,81 @@ def _count_relevant(q_labels: torch.Tensor, g_labels: torch.Tensor) -> torch.Ten
     return n_relevant
 
 
-def _ranking_keys(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """One int64 per (query, gallery item), larger = ranked earlier, all distinct within a row.
-
-    The high 32 bits are the float32 similarity's bit pattern remapped so that integer order is
-    float order; the low 32 bits are the inverted gallery index, so that equal similarities put the
-    lower index first.
-    """
-    similarity = queries @ gallery.T
-    similarity += 0.0  # turns -0.0 into +0.0, which must tie with it
-    bits = similarity.view(torch.int32)
-    ordered = (bits ^ ((bits >> 31) & 0x7FFFFFFF)).to(torch.int64)  # negatives: reverse order
-    inverted_index = 0xFFFFFFFF - torch.arange(len(gallery), device=gallery.device)
-    return ordered.bitwise_left_shift_(32).bitwise_or_(inverted_index)
-
-
-def _sorted_relevant_keys(
-    keys: torch.Tensor, relevant: torch.Tensor, n_relevant: torch.Tensor
+def _ranking_keys(
+    rows: torch.Tensor, similarity: torch.Tensor, cols: torch.Tensor, n_gallery: int
 ) -> torch.Tensor:
-    """Each query's relevant keys ascending, padded on the right with int64 max to the largest R."""
-    rows, cols = relevant.nonzero(as_tuple=True)
-    first_of_row = n_relevant.cumsum(0) - n_relevant
-    slot = torch.arange(len(rows), device=rows.device) - first_of_row[rows]
-    padded = torch.full(
-        (len(keys), int(n_relevant.max())), torch.iinfo(torch.int64).max, device=keys.device
-    )
-    padded[rows, slot] = keys[rows, cols]
-    return padded.sort(dim=1).values
+    """One int64 per (query row, gallery item) pair: ordered by row, then larger = ranked earlier
+    within the row, all distinct. Rows and cols broadcast against the similarities.
+
+    The middle 32 bits are the float32 similarity's bit pattern remapped so that integer order is
+    float order; below them the inverted gallery index, so that equal similarities put the lower
+    index first; above them the row, so that a block's keys sort query by query. 63 bits suffice
+    for galleries under 2**31 items, as a block holds one query or at most 2**23 entries.
+    """
+    bits = (similarity + 0.0).view(torch.int32)  # + 0.0 turns -0.0 into +0.0, which must tie
+    keys = (bits ^ (bits >> 31).bitwise_and_(0x7FFFFFFF)).to(torch.int64)  # negatives reversed
+    keys += (rows << 32) + (1 << 31)  # + 2**31: the similarity part runs 0 .. 2**32 - 1
+    keys <<= max(1, (n_gallery - 1).bit_length())
+    return keys.bitwise_or_(n_gallery - 1 - cols)
 
 
 def _relevant_ranks(
-    queries: torch.Tensor,
-    q_labels: torch.Tensor,
-    n_relevant: torch.Tensor,
-    gallery: torch.Tensor,
-    g_labels: torch.Tensor,
+    similarity: torch.Tensor, pairs: tuple[torch.Tensor, torch.Tensor], n_relevant: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """0-based rank of every relevant (query, gallery item) pair, its hits and its query's R.
+    """0-based rank of every relevant (query, gallery item) pair, its hits and its query's R: query
+    by query, and within a query from the lowest-ranked relevant item up.
 
-    hits = how many relevant items rank at or before this one. A relevant item's rank is the
-    number of gallery keys above its key; one binary search per gallery item into its query's
-    sorted relevant keys says how many of them it outranks, and a histogram of those counts turns
-    into the ranks.
+    similarity is (queries, gallery); pairs = (query, gallery index) of the relevant pairs, by
+    query; n_relevant = each query's R. hits = how many relevant items rank at or before this one.
+    A relevant item's rank is the number of gallery keys above its key: one binary search per item
+    into its query's sorted relevant keys says how many of them it outranks, and a histogram of
+    those counts turns into the ranks. Only candidates (items that may outrank one of their
+    query's relevant items) need one, unless there are too many to be worth picking out.
     """
-    n_queries, width = len(queries), int(n_relevant.max())
-    keys = _ranking_keys(queries, gallery)
-    relevant_keys = _sorted_relevant_keys(keys, g_labels[None, :] == q_labels[:, None], n_relevant)
+    n_queries, n_gallery = similarity.shape
+    width = int(n_relevant.max())
+    rows, cols = pairs
+    relevant_similarity = similarity[rows, cols]
+    # Keys sort by row first, so the sorted keys stay grouped by row as `rows` is.
+    relevant_keys, order = _ranking_keys(rows, relevant_similarity, cols, n_gallery).sort()
+    first = n_relevant.cumsum(0) - n_relevant  # where each query's relevant keys start
+    t = torch.arange(len(rows), device=rows.device) - first[rows]  # 0 = the lowest-ranked
 
-    # outranked[q, j] = how many of q's relevant keys are below gallery item j's key; shifted by
-    # q * (width + 1) so one bincount makes every query's histogram.
-    outranked = torch.searchsorted(relevant_keys, keys)
-    outranked += torch.arange(n_queries, device=keys.device)[:, None] * (width + 1)
-    histogram = torch.bincount(outranked.flatten(), minlength=n_queries * (width + 1))
+    # An item whose similarity is below its query's lowest relevant one (that of the query's
+    # smallest relevant key) ranks below every relevant item. "Not below" rather than ">=" keeps
+    # NaN similarities as candidates, as their keys may be high.
+    lowest = relevant_similarity[order][first]
+    candidates = similarity.lt(lowest[:, None]).logical_not_()
+
+    # Every query's histogram of how many of its relevant keys an item's key is above: item (q, j)
+    # counts in bin q * (width + 1) + that number, so that one bincount makes them all.
+    if candidates.count_nonzero() > _DENSE_FRACTION * candidates.numel():
+        # Too many candidates to pick out: search every item's key among its query's relevant
+        # keys, a chunk of queries at a time (a block's int64 keys would not stay in cache).
+        padded = torch.full((n_queries, width), torch.iinfo(torch.int64).max, device=rows.device)
+        padded[rows, t] = relevant_keys  # int64 max: above every key, so never outranked
+        histogram = torch.zeros(n_queries * (width + 1), dtype=torch.int64, device=rows.device)
+        item_cols = torch.arange(n_gallery, device=rows.device)
+        rows_per_chunk = max(1, _CHUNK_ELEMENTS // n_gallery)
+        for start in range(0, n_queries, rows_per_chunk):
+            part = slice(start, start + rows_per_chunk)
+            item_rows = torch.arange(n_queries, device=rows.device)[part, None]
+            keys = _ranking_keys(item_rows, similarity[part], item_cols, n_gallery)
+            outranked = torch.searchsorted(padded[part], keys)
+            outranked += item_rows * (width + 1)
+            histogram += torch.bincount(outranked.flatten(), minlength=len(histogram))
+    else:
+        # Search the candidates' keys among all the block's relevant keys, which sort by row.
+        item_rows, item_cols = candidates.nonzero(as_tuple=True)
+        keys = _ranking_keys(item_rows, similarity[item_rows, item_cols], item_cols, n_gallery)
+        outranked = torch.searchsorted(relevant_keys, keys) - first[item_rows]
+        outranked += item_rows * (width + 1)
+        histogram = torch.bincount(outranked, minlength=n_queries * (width + 1))
+
     # The items ranked before the t-th smallest relevant key are those outranking more than t.
-    ranks = len(gallery) - histogram.view(n_queries, width + 1).cumsum(1)[:, :width]
-
-    t = torch.arange(width, device=keys.device).expand(n_queries, -1)
-    r = n_relevant[:, None].expand(-1, width)
-    real = t < r  # drops the padding
-    return ranks[real], r[real] - t[real], r[real]
+    outranking = histogram.view(n_queries, width + 1).flip(1).cumsum(1).flip(1)
+    n_rel = n_relevant[rows]
+    return outranking[rows, t + 1], n_rel - t, n_rel
 
 
 def _metric_sums(

@@ -21,12 +21,17 @@ threshold t when its score >= t, so tied scores are all accepted or all rejected
   impostor ties with g exactly, falsely accepts at most the EER share of impostors.
 
 Both need only the counts of impostor scores >= and > each distinct genuine score: between two
-consecutive genuine scores the ROC is flat. So the Q x G similarities are computed twice, a chunk of
-queries at a time: the first pass keeps the genuine scores (about 2 per query in the forensic setup)
-and fills the histograms; the second counts the impostors against the sorted genuine scores with one
-binary search each. Memory stays bounded by the chunk plus the genuine scores (4 bytes each), and
-both passes make the same matrix products, so each pair has one score. Given the scores, the counts
-are exact and EER is computed as a fraction, rounded once.
+consecutive genuine scores the ROC is flat. The Q x G similarities are computed a chunk of queries
+at a time, in two passes. The first keeps the genuine scores (about 2 per query in the forensic
+setup) and histograms all scores in bins finer than the reported ones (which are sums of them).
+That bounds each genuine score's impostor counts between the impostors in the bins above its own
+and those in its bin and above, which already settles most of the answers: only the genuine scores
+whose bounds leave an answer open (a few bins' worth, near each FPR bound and near the EER) get
+exact counts, from a second pass that counts the impostor scores above the lowest of them. With
+many ties or very wide bins that can be every genuine score: the counts are exact then too, only
+slower. Memory stays bounded by the chunk plus the genuine scores (4 bytes each), and both passes
+make the same matrix products, so each pair has one score. Given the scores, the counts are exact
+and EER is computed as a fraction, rounded once.
 """
 
 from __future__ import annotations
@@ -39,10 +44,15 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from training.evaluate import as_labels
+from training.evaluate import as_labels, label_index, matching_pairs
 
 # Similarity entries per chunk of queries, as in training/evaluate.py: tens of MB of temporaries.
 _CHUNK_ELEMENTS = 1 << 21
+
+# About how many bins pass 1 histograms the scores into. torch.histc costs about the same up to a
+# few thousand bins (their counts stay in the L1 cache), and the finer the bins, the fewer genuine
+# scores pass 2 has to count exactly.
+_FINE_BINS = 2048
 
 
 def verification_metrics(
@@ -77,7 +87,7 @@ def verification_metrics(
     fprs = _checked_fprs(fprs)
     edges = _edges(bins)
 
-    pair_queries, pair_gallery = _genuine_pairs(q_labels, g_labels)
+    pair_queries, pair_gallery = matching_pairs(q_labels, label_index(g_labels))
     n_genuine = len(pair_queries)
     n_impostor = len(queries) * len(gallery) - n_genuine
     if n_genuine == 0 or n_impostor == 0:
@@ -94,47 +104,45 @@ def verification_metrics(
             (slice(start, start + rows), (pair_queries[lo:hi] - start, pair_gallery[lo:hi]))
         )
 
-    # Pass 1: the genuine scores, and histograms of genuine and of all scores (float32 counts are
-    # exact up to 2**24 per chunk; the totals add up in float64).
-    histograms = torch.zeros(2, bins, dtype=torch.float64, device=queries.device)
+    # Pass 1: the genuine scores, and histograms of all scores and of the genuine ones in bins
+    # `split` times finer than the reported ones (float32 counts are exact up to 2**24 per chunk;
+    # the totals add up in float64).
+    split = _fine_split(bins)
+    fine = torch.zeros(2, bins * split, dtype=torch.float64, device=queries.device)
     genuine_parts = []
     for block, pairs in chunks:
-        scores = _scores(queries[block], gallery)
+        scores = _products(queries[block], gallery).to(torch.float32)
         genuine_parts.append(scores[pairs])
-        scores.clamp_(-1.0, 1.0)
-        histograms[0] += torch.histc(scores, bins, -1.0, 1.0).double()
-        histograms[1] += torch.histc(scores[pairs], bins, -1.0, 1.0).double()
+        fine[0] += _histogram(scores, bins * split)
     genuine_scores = torch.cat(genuine_parts)
+    fine[1] = sum(_histogram(part, bins * split) for part in genuine_scores.split(_CHUNK_ELEMENTS))
+    histograms = fine.view(2, bins, split).sum(2)  # what torch.histc counts in `bins` bins
 
     # Distinct genuine scores ascending, and how many genuine scores are >= and > each.
     values, counts = torch.unique(genuine_scores, sorted=True, return_counts=True)
     genuine_ge = counts.flip(0).cumsum(0).flip(0)
     genuine_gt = genuine_ge - counts
 
-    # Pass 2: the same for impostor scores. With v+ the next float32 above v, searching
-    # [v0, v0+, v1, v1+, ...] for a score s finds 2 * #{v < s} + (1 if s is some v else 0).
-    steps = torch.stack([values, torch.nextafter(values, torch.full_like(values, math.inf))], 1)
-    steps = steps.flatten()
-    positions = torch.zeros(len(steps) + 1, dtype=torch.int64, device=queries.device)
-    for block, pairs in chunks:
-        scores = _scores(queries[block], gallery)
-        scores[pairs] = -math.inf  # genuine: below every value, so counted nowhere
-        positions += torch.bincount(
-            torch.searchsorted(steps, scores, right=True).flatten(), minlength=len(steps) + 1
+    # Each value's impostor counts (>= and > it) lie between the impostors in the fine bins above
+    # its bin and those in its bin and above.
+    value_bin = _bin_of_sorted(values, bins * split)
+    lower, upper = _count_bounds((fine[0] - fine[1]).to(torch.int64), value_bin)
+
+    # Pass 2: exact counts for the values whose bounds leave an answer open. Every other value
+    # keeps its lower bound, which lies on the same side of every decision as its exact count, so
+    # the answers below come out as if every count were exact.
+    impostor_ge, impostor_gt = lower.clone(), lower.clone()
+    needs_exact = _needs_exact_counts(
+        lower, upper, genuine_ge, genuine_gt, fprs, n_genuine, n_impostor
+    )
+    if needs_exact.any():
+        impostor_ge[needs_exact], impostor_gt[needs_exact] = _impostor_counts(
+            values[needs_exact], chunks, queries, gallery
         )
-    at_least = positions.flip(0).cumsum(0).flip(0)  # at_least[i] = #{position >= i}
-    impostor_ge, impostor_gt = at_least[1::2], at_least[2::2]
 
-    tpr_at_fpr, threshold_at_fpr = {}, {}
-    for f in fprs:
-        allowed = math.floor(Fraction(repr(f)) * n_impostor)
-        # impostor_ge falls as the threshold rises: the lowest qualifying value is the first
-        # one past those with too many impostors.
-        k = int((impostor_ge > allowed).sum())
-        qualifies = k < len(values)
-        tpr_at_fpr[repr(f)] = int(genuine_ge[k]) / n_genuine if qualifies else 0.0
-        threshold_at_fpr[repr(f)] = float(values[k]) if qualifies else None
-
+    tpr_at_fpr, threshold_at_fpr = _rates_at_fprs(
+        values, genuine_ge, impostor_ge, fprs, n_genuine, n_impostor
+    )
     eer, eer_threshold = _equal_error(
         values, genuine_ge, genuine_gt, impostor_ge, impostor_gt, n_genuine, n_impostor
     )
@@ -159,7 +167,7 @@ def _normalised(embeddings: Any, name: str) -> torch.Tensor:
     tensor = tensor.to(torch.float32)
     if not torch.isfinite(tensor).all():
         raise ValueError(f"{name} contains NaN or infinity")
-    return F.normalize(tensor, dim=1).to(torch.float64)  # normalised in float32, then see _scores
+    return F.normalize(tensor, dim=1).to(torch.float64)  # normalised in float32, then see _products
 
 
 def _checked_fprs(fprs: Sequence[float]) -> tuple[float, ...]:
@@ -175,24 +183,187 @@ def _edges(bins: int) -> list[float]:
     return [round(-1.0 + 2.0 * i / bins, 12) for i in range(int(bins) + 1)]
 
 
-def _scores(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
-    """Float32 similarities summed in float64: the float32 rounding of the exact dot product, bar
-    ~1e-7 of pairs lying within a float64 rounding error of a float32 halfway point. So the scores
-    hardly depend on how the product was blocked: chunk size, BLAS and device agree."""
-    return (queries @ gallery.T).to(torch.float32)
+def _fine_split(bins: int) -> int:
+    """How many pass-1 bins make one reported bin: a power of two (see _histogram) that makes
+    about _FINE_BINS in all."""
+    return 1 << max(0, (_FINE_BINS // bins).bit_length() - 1)
 
 
-def _genuine_pairs(
-    q_labels: torch.Tensor, g_labels: torch.Tensor
+def _allowed_false_accepts(f: float, n_impostor: int) -> int:
+    """The most impostor pairs FPR f allows, f read as the decimal it prints as."""
+    return math.floor(Fraction(repr(f)) * n_impostor)
+
+
+def _products(queries: torch.Tensor, gallery: torch.Tensor) -> torch.Tensor:
+    """The dot products, summed in float64, whose float32 rounding is the score: the float32
+    rounding of the exact dot product, bar ~1e-7 of pairs lying within a float64 rounding error of
+    a float32 halfway point. So the scores hardly depend on how the product was blocked: chunk
+    size, BLAS and device agree."""
+    return queries @ gallery.T
+
+
+def _histogram(scores: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """torch.histc of the scores clamped to [-1, 1], in n_bins bins over [-1, 1], as float64.
+
+    histc puts a float32 score s in bin trunc(((s + 1) * n_bins) / 2), each step rounded to
+    float32 (and the top edge in the last bin). Multiplying n_bins by a power of two m multiplies
+    the rounded product by m exactly, so the bin at n_bins * m is m times the bin at n_bins, plus
+    less than m: summing runs of m fine bins gives exactly the coarse counts.
+    """
+    counts = torch.histc(scores, n_bins, -1.0, 1.0).double()
+    if counts.sum() < scores.numel():  # histc skipped scores rounded just outside [-1, 1]: rare
+        counts = torch.histc(scores.clamp(-1.0, 1.0), n_bins, -1.0, 1.0).double()
+    return counts
+
+
+def _bin_of_sorted(values: torch.Tensor, n_bins: int) -> torch.Tensor:
+    """The _histogram bin of each of these ascending scores: the bin only grows with the score, so
+    the i-th value lies in the first bin where the running count of values exceeds i."""
+    per_bin = sum(_histogram(part, n_bins) for part in values.split(_CHUNK_ELEMENTS))
+    running = per_bin.to(torch.int64).cumsum(0)
+    return torch.searchsorted(running, torch.arange(len(values), device=values.device), right=True)
+
+
+def _count_bounds(
+    per_bin: torch.Tensor, value_bin: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(query index, gallery index) of every genuine pair, by query index: O(pairs), no Q x G."""
-    order = torch.argsort(g_labels, stable=True)
-    sorted_labels = g_labels[order]
-    first = torch.searchsorted(sorted_labels, q_labels)
-    n = torch.searchsorted(sorted_labels, q_labels, right=True) - first
-    pair_queries = torch.repeat_interleave(torch.arange(len(q_labels), device=n.device), n)
-    offset = torch.arange(len(pair_queries), device=n.device) - (n.cumsum(0) - n)[pair_queries]
-    return pair_queries, order[first[pair_queries] + offset]
+    """For values in bins value_bin: the counts in the bins above, and in their bin and above."""
+    lower = (per_bin.flip(0).cumsum(0).flip(0) - per_bin)[value_bin]
+    return lower, lower + per_bin[value_bin]
+
+
+def _needs_exact_counts(
+    lower: torch.Tensor,
+    upper: torch.Tensor,
+    genuine_ge: torch.Tensor,
+    genuine_gt: torch.Tensor,
+    fprs: tuple[float, ...],
+    n_genuine: int,
+    n_impostor: int,
+) -> torch.Tensor:
+    """Which distinct genuine values need exact impostor counts, when both their counts (>= and >
+    the value) are only known to lie in [lower, upper].
+
+    An FPR bound needs the values whose bounds straddle the false accepts it allows. The EER needs
+    the ROC corners (see _equal_error) that the bounds do not place on one side of the crossing,
+    and the exact counts at the two corners around it: every corner from the last one surely
+    before it to the first one surely after it. Any other value may keep its lower bound: that
+    lies on the same side of each of these tests as its exact count (and is it, when no impostor
+    shares the value's bin).
+    """
+    needed = torch.zeros_like(lower, dtype=torch.bool)
+    for f in fprs:
+        allowed = _allowed_false_accepts(f, n_impostor)
+        needed |= (lower <= allowed) & (upper > allowed)
+
+    # d grows along the corners, so the corners with d < 0 are the first ones.
+    d_low = _crossing_sides(genuine_ge, genuine_gt, lower, lower, n_genuine, n_impostor)
+    d_high = _crossing_sides(genuine_ge, genuine_gt, upper, upper, n_genuine, n_impostor)
+    surely_before = int((d_high < 0).sum())
+    maybe_before = int((d_low < 0).sum())
+    # Corner 0 is the origin; corners 2j + 1 and 2j + 2 belong to the j-th highest value.
+    corners = torch.arange(max(surely_before - 1, 1), maybe_before + 1, device=lower.device)
+    needed[len(lower) - 1 - (corners - 1) // 2] = True
+    return needed & (lower < upper)  # equal bounds are the exact counts
+
+
+def _impostor_counts(
+    values: torch.Tensor, chunks: list, queries: torch.Tensor, gallery: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 2: how many impostor scores are >= and how many > each of these ascending values.
+
+    It counts the float64 products without rounding them: one rounds to a float32 >= v exactly
+    when it is >= _rounding_threshold(v), and > v when it is >= the threshold of the next float32
+    above v. Only products above the lowest threshold land in a bin; the others cost one
+    comparison each.
+    """
+    successors = torch.nextafter(values, torch.full_like(values, math.inf))
+    steps = _rounding_threshold(torch.stack([values, successors], 1).flatten())
+    # Adjacent float32 values share a step: merge equal edges, keeping where each step went.
+    edges, step_edge = torch.unique_consecutive(steps, return_inverse=True)
+    edges = torch.cat([edges, edges.new_full((1,), math.inf)])
+    in_bins = torch.zeros(len(edges) - 1, dtype=torch.float64, device=values.device)
+    for block, pairs in chunks:
+        products = _products(queries[block], gallery)
+        products[pairs] = -math.inf  # genuine: below every edge, so counted nowhere
+        in_bins += _counts_between(products, edges)
+    at_least = in_bins.flip(0).cumsum(0).flip(0).to(torch.int64)[step_edge]
+    return at_least[0::2], at_least[1::2]
+
+
+def _rounding_threshold(values: torch.Tensor) -> torch.Tensor:
+    """For float32 values v, the least float64 x whose float32 rounding is >= v.
+
+    x rounds to v or above when it is above the midpoint between v and the float32 below it, or
+    on it when v's last significand bit is 0 (round half to even). The midpoint of two float32
+    values is exact in float64.
+    """
+    below = torch.nextafter(values, torch.full_like(values, -math.inf))
+    midpoint = (values.double() + below.double()) / 2
+    odd = (values.view(torch.int32) & 1).bool()
+    return torch.where(
+        odd, torch.nextafter(midpoint, torch.full_like(midpoint, math.inf)), midpoint
+    )
+
+
+def _counts_between(products: torch.Tensor, edges: torch.Tensor) -> torch.Tensor:
+    """How many products lie in each [edges[i], edges[i + 1]), as float64 (the last edge, inf, is
+    above every product)."""
+    if products.device.type == "cpu":
+        # A binary search only for the products within the edges, one comparison for the others.
+        return torch.histogram(products, edges).hist
+    # torch.histogram runs on the CPU only.
+    position = torch.searchsorted(edges, products.flatten(), right=True)
+    return torch.bincount(position, minlength=len(edges) + 1)[1:-1].double()
+
+
+def _rates_at_fprs(
+    values: torch.Tensor,
+    genuine_ge: torch.Tensor,
+    impostor_ge: torch.Tensor,
+    fprs: tuple[float, ...],
+    n_genuine: int,
+    n_impostor: int,
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """tpr_at_fpr and threshold_at_fpr, as the module docstring defines them."""
+    tpr_at_fpr, threshold_at_fpr = {}, {}
+    for f in fprs:
+        allowed = _allowed_false_accepts(f, n_impostor)
+        # impostor_ge falls as the threshold rises: the lowest qualifying value is the first
+        # one past those with too many impostors.
+        k = int((impostor_ge > allowed).sum())
+        qualifies = k < len(values)
+        tpr_at_fpr[repr(f)] = int(genuine_ge[k]) / n_genuine if qualifies else 0.0
+        threshold_at_fpr[repr(f)] = float(values[k]) if qualifies else None
+    return tpr_at_fpr, threshold_at_fpr
+
+
+def _crossing_sides(
+    genuine_ge: torch.Tensor,
+    genuine_gt: torch.Tensor,
+    impostor_ge: torch.Tensor,
+    impostor_gt: torch.Tensor,
+    n_genuine: int,
+    n_impostor: int,
+) -> torch.Tensor:
+    """d at every ROC corner, walked from the origin (see _equal_error): negative before the
+    crossing with FPR = FNR, >= 0 from it on."""
+    false_accepts, true_accepts = _roc_corners(genuine_ge, genuine_gt, impostor_ge, impostor_gt)
+    return false_accepts * n_genuine + true_accepts * n_impostor - n_impostor * n_genuine
+
+
+def _roc_corners(
+    genuine_ge: torch.Tensor,
+    genuine_gt: torch.Tensor,
+    impostor_ge: torch.Tensor,
+    impostor_gt: torch.Tensor,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(false accepts, true accepts) at the origin, then just above and at each distinct genuine
+    score, highest first."""
+    zero = torch.zeros(1, dtype=torch.int64, device=genuine_ge.device)
+    false_accepts = torch.cat([zero, torch.stack([impostor_gt, impostor_ge], 1).flip(0).flatten()])
+    true_accepts = torch.cat([zero, torch.stack([genuine_gt, genuine_ge], 1).flip(0).flatten()])
+    return false_accepts, true_accepts
 
 
 def _equal_error(
@@ -212,10 +383,8 @@ def _equal_error(
     counts, FPR - FNR is proportional to d = false_accepts * N_g + true_accepts * N_i - N_i * N_g,
     which grows along the curve from -N_i * N_g at the origin to >= 0 at the last ">=" corner.
     """
-    zero = torch.zeros(1, dtype=torch.int64, device=values.device)
-    false_accepts = torch.cat([zero, torch.stack([impostor_gt, impostor_ge], 1).flip(0).flatten()])
-    true_accepts = torch.cat([zero, torch.stack([genuine_gt, genuine_ge], 1).flip(0).flatten()])
-    d = false_accepts * n_genuine + true_accepts * n_impostor - n_impostor * n_genuine
+    false_accepts, _ = _roc_corners(genuine_ge, genuine_gt, impostor_ge, impostor_gt)
+    d = _crossing_sides(genuine_ge, genuine_gt, impostor_ge, impostor_gt, n_genuine, n_impostor)
     i = int((d < 0).sum())  # the crossing lies on the segment from corner i - 1 to corner i
     d0, d1 = int(d[i - 1]), int(d[i])
     a0, a1 = int(false_accepts[i - 1]), int(false_accepts[i])

@@ -188,3 +188,93 @@ def test_a_query_without_relevant_gallery_item_is_an_error() -> None:
 def test_refuses_malformed_inputs(queries, q_labels, gallery, g_labels, ks, message) -> None:
     with pytest.raises(ValueError, match=message):
         retrieval_metrics(queries, q_labels, gallery, g_labels, ks=ks)
+
+
+def stable_sort_ranks(
+    queries: torch.Tensor, q_labels: torch.Tensor, gallery: torch.Tensor, g_labels: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """What evaluate._relevant_ranks returns for one chunk holding every query, by brute force: a
+    stable descending sort of each query's float32 similarities (equal ones keep gallery order)."""
+    similarity = queries @ gallery.T  # the very product relevant_ranks passes on
+    order = torch.sort(similarity, dim=1, descending=True, stable=True).indices
+    rank_of = torch.empty_like(order)
+    rank_of.scatter_(1, order, torch.arange(len(gallery)).expand_as(order))
+    relevant = q_labels[:, None] == g_labels[None, :]
+    n_relevant = relevant.sum(1)
+    # Each query's relevant ranks, worst first, queries in order.
+    ranks = torch.where(relevant, rank_of, -1).sort(dim=1, descending=True).values
+    t = torch.arange(len(gallery)).expand_as(ranks)
+    real = t < n_relevant[:, None]
+    n_rel = n_relevant[:, None].expand_as(ranks)
+    return ranks[real], (n_rel - t)[real], n_rel[real]
+
+
+def relevant_ranks(queries, q_labels, gallery, g_labels):
+    n_relevant = evaluate._count_relevant(q_labels, g_labels)
+    pairs = evaluate.matching_pairs(q_labels, evaluate.label_index(g_labels))
+    return evaluate._relevant_ranks(queries @ gallery.T, pairs, n_relevant)
+
+
+# Force each way of counting: search only the candidates, or every item.
+EITHER_SEARCH = pytest.mark.parametrize("dense_fraction", [1.0, 0.0], ids=["candidates", "every"])
+
+
+@EITHER_SEARCH
+@pytest.mark.parametrize(
+    ("seed", "n_queries", "n_gallery", "n_identities", "flip"),
+    [
+        (10, 60, 80, 20, 0.25),
+        (11, 40, 120, 3, 0.4),  # dozens of relevant items: most items are candidates
+        (12, 50, 50, 10, 0.0),  # identical embeddings per identity: ties everywhere
+        (13, 30, 300, 30, 0.5),  # embeddings unrelated to identity
+        (14, 80, 200, 100, 0.1),  # few candidates
+    ],
+)
+def test_ranks_equal_a_stable_sort(
+    seed, n_queries, n_gallery, n_identities, flip, dense_fraction, monkeypatch
+) -> None:
+    """Exact integer ranks, ties by gallery index, against sorting every row."""
+    monkeypatch.setattr(evaluate, "_DENSE_FRACTION", dense_fraction)
+    arrays = dyadic_cohort(seed, n_queries, n_gallery, n_identities, flip)
+    queries, q_labels, gallery, g_labels = (torch.as_tensor(a) for a in arrays)
+    actual = relevant_ranks(queries, q_labels, gallery, g_labels)
+    expected = stable_sort_ranks(queries, q_labels, gallery, g_labels)
+    for got, want in zip(actual, expected, strict=True):
+        assert torch.equal(got, want)
+
+
+@EITHER_SEARCH
+def test_ranks_with_signed_zero_and_negative_similarities(dense_fraction, monkeypatch) -> None:
+    """Similarities of -0.0 and +0.0 tie (lower gallery index first); negative ones rank below."""
+    monkeypatch.setattr(evaluate, "_DENSE_FRACTION", dense_fraction)
+    queries = torch.tensor([[-1.0], [1.0], [-1.0], [2.0]])
+    gallery = torch.tensor([[0.0], [-0.0], [1.0], [0.0], [-0.0], [-1.0], [0.0]])
+    assert torch.signbit(queries @ gallery.T)[0].tolist() == [1, 0, 1, 1, 0, 0, 1]  # -0.0 and +0.0
+    g_labels = torch.tensor([0, 1, 0, 1, 2, 2, 1])
+    for q_labels in ([0, 1, 2, 0], [1, 0, 1, 2], [2, 2, 0, 1]):
+        q_labels = torch.tensor(q_labels)
+        actual = relevant_ranks(queries, q_labels, gallery, g_labels)
+        expected = stable_sort_ranks(queries, q_labels, gallery, g_labels)
+        for got, want in zip(actual, expected, strict=True):
+            assert torch.equal(got, want)
+
+
+def test_random_cohorts_against_the_reference() -> None:
+    """Many small tied cohorts, ranks 1..20 as `radmatch evaluate` asks, in chunks of 7 queries
+    ranked a few chunks at a time: the same numbers to the last bit however many are."""
+    for seed in range(20, 30):
+        rng = np.random.default_rng(seed)
+        n_gallery = int(rng.integers(10, 60))
+        arrays = dyadic_cohort(
+            seed, int(rng.integers(1, 40)), n_gallery, int(rng.integers(1, n_gallery)), 0.3
+        )
+        expected = reference_metrics(*arrays, ks=tuple(range(1, 21)))
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(evaluate, "_CHUNK_ELEMENTS", 7 * n_gallery)
+            found = retrieval_metrics(*arrays, ks=range(1, 21))
+            assert_metrics_equal(found, expected)
+            for chunks_per_block in (1, 3):
+                patch.setattr(evaluate, "_BLOCK_ELEMENTS", 7 * n_gallery * chunks_per_block)
+                for dense_fraction in (1.0, 0.0):
+                    patch.setattr(evaluate, "_DENSE_FRACTION", dense_fraction)
+                    assert retrieval_metrics(*arrays, ks=range(1, 21)) == found

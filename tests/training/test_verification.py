@@ -238,3 +238,159 @@ def test_report_curves_table_and_figure(tmp_path):
         assert image.width > 600 and image.height > 300
         image.verify()
     assert path.stat().st_size > 20_000
+
+
+def tied_cohort(seed: int, n_queries: int, n_gallery: int, n_people: int, dim: int = 6):
+    """Unit vectors of four +-1/2 entries (every score a multiple of 1/4, so genuine and impostor
+    scores tie everywhere) mixed with continuous ones, some duplicated across people."""
+    rng = np.random.default_rng(seed)
+
+    def tied(n):
+        vectors = np.zeros((n, dim), dtype=np.float32)
+        for row in vectors:
+            row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+        return vectors
+
+    people = tied(n_people)
+    g_labels = np.concatenate([np.arange(n_people), rng.integers(0, n_people, n_gallery)])
+    q_labels = rng.integers(0, n_people, n_queries)
+    gallery = np.where(rng.random((len(g_labels), 1)) < 0.6, people[g_labels], tied(len(g_labels)))
+    queries = np.where(rng.random((n_queries, 1)) < 0.5, people[q_labels], tied(n_queries))
+    queries[::5] = rng.normal(size=(len(queries[::5]), dim))
+    queries[1::7] = gallery[rng.integers(0, len(gallery), len(queries[1::7]))]  # duplicates
+    return queries, q_labels, gallery, g_labels
+
+
+MANY_FPRS = (0.5, 0.1, 0.05, 1e-2, 1e-3, 1e-4, 0.0, 1.0)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_bounds_and_exact_counts_agree_with_counting_everything(seed, monkeypatch):
+    """The answers from exact counts at a few genuine scores are those from exact counts at all,
+    whatever the bin width; and brute force agrees."""
+    rng = np.random.default_rng(100 + seed)
+    if seed % 2:
+        data = tied_cohort(seed, int(rng.integers(20, 80)), int(rng.integers(10, 60)), 8)
+    else:
+        data = clustered(rng, 12, 3, int(rng.integers(20, 80)), 4, noise=rng.uniform(0.3, 2.0))
+    bins = int(rng.choice([80, 7, 1000]))
+    fast = verification_metrics(*data, fprs=MANY_FPRS, bins=bins)
+    monkeypatch.setattr(verification, "_FINE_BINS", 1)  # fine bins = reported bins: wide
+    assert verification_metrics(*data, fprs=MANY_FPRS, bins=bins) == fast
+    monkeypatch.setattr(verification, "_FINE_BINS", 1 << 16)  # very fine bins
+    assert verification_metrics(*data, fprs=MANY_FPRS, bins=bins) == fast
+    monkeypatch.setattr(  # the second pass counts at every distinct genuine score
+        verification, "_needs_exact_counts", lambda lower, *_: torch.ones_like(lower, dtype=bool)
+    )
+    assert verification_metrics(*data, fprs=MANY_FPRS, bins=bins) == fast
+    scores, genuine = all_scores(*data)
+    expected = reference(scores, genuine, fprs=MANY_FPRS)
+    assert fast["threshold_at_fpr"] == expected["threshold_at_fpr"]
+    assert fast["tpr_at_fpr"] == pytest.approx(expected["tpr_at_fpr"], abs=1e-15)
+    assert fast["eer"] == pytest.approx(expected["eer"], abs=1e-12)
+    assert fast["eer_threshold"] == expected["eer_threshold"]
+
+
+def test_second_pass_counts_only_where_the_bins_leave_answers_open(monkeypatch):
+    """On continuous scores few genuine scores need the second pass; none when the bins settle
+    every answer."""
+    rng = np.random.default_rng(7)
+    data = clustered(rng, 300, 2, 1500, 32, noise=0.9)
+    counted = []
+    count = verification._impostor_counts
+    monkeypatch.setattr(
+        verification,
+        "_impostor_counts",
+        lambda values, *rest: counted.append(len(values)) or count(values, *rest),
+    )
+    verification_metrics(*data)
+    assert 0 < counted[0] < 300
+    eye = np.eye(5)  # genuine pairs score 1, impostors 0: the bins settle everything
+    labels = np.arange(5)
+    verification_metrics(eye[labels], labels, eye[labels], labels)
+    assert len(counted) == 1
+
+
+@pytest.mark.parametrize("bins", [1, 7, 80, 1000])
+def test_fine_bins_add_up_to_the_reported_histc_bins(bins):
+    """Scores a few float32 steps either side of every reported edge, random ones, and ones just
+    outside [-1, 1] land in the fine bins so that each run of `split` of them holds exactly what
+    torch.histc puts in the reported bin."""
+    edges = torch.linspace(-1, 1, bins + 1)
+    near = [edges]
+    for direction in (math.inf, -math.inf):
+        step = edges
+        for _ in range(40):
+            step = torch.nextafter(step, torch.full_like(step, direction))
+            near.append(step)
+    outside = torch.tensor([1.0000001, -1.0000001, 1.0000002])
+    uniform = torch.rand(100_000, generator=torch.Generator().manual_seed(bins)) * 2 - 1
+    scores = torch.cat([*near, uniform, outside])
+    split = verification._fine_split(bins)
+    fine = verification._histogram(scores, bins * split)
+    expected = torch.histc(scores.clamp(-1, 1), bins, -1, 1).double()
+    assert torch.equal(fine.view(bins, split).sum(1), expected)
+    assert fine.sum() == len(scores)
+
+
+def test_bin_of_each_sorted_value():
+    uniform = torch.rand(5000, generator=torch.Generator().manual_seed(0)) * 2 - 1
+    values = torch.cat([uniform, torch.tensor([-1.0, 1.0, 1.0000001])]).unique()
+    bins = verification._bin_of_sorted(values, 1280)
+    one_at_a_time = torch.stack([torch.histc(v.clamp(-1, 1), 1280, -1, 1).argmax() for v in values])
+    assert torch.equal(bins, one_at_a_time)
+
+
+def test_rounding_thresholds_split_float64_products_exactly():
+    """x >= threshold(v) exactly when x rounds to a float32 >= v, ties to even included."""
+    rng = np.random.default_rng(8)
+    values = torch.cat(
+        [
+            torch.tensor([0.0, -0.0, 1.0, -1.0, 1e-45, -1e-45, 1.2e-38, 0.25, 3.0, -0.375]),
+            torch.as_tensor(rng.normal(size=2000), dtype=torch.float32),
+            torch.as_tensor(rng.normal(size=2000) * 1e-30, dtype=torch.float32),
+        ]
+    )
+    thresholds = verification._rounding_threshold(values)
+    below = torch.nextafter(thresholds, torch.full_like(thresholds, -math.inf))
+    above = torch.nextafter(thresholds, torch.full_like(thresholds, math.inf))
+    midpoints = (values.double() + torch.nextafter(values, -values.new_full((), math.inf))) / 2
+    for x in (thresholds, below, above, midpoints):
+        assert torch.equal(x >= thresholds, x.float() >= values)
+    assert (below.float() < values).all() and (thresholds.float() >= values).all()
+
+
+def test_exact_counts_where_needed_settle_every_answer():
+    """The decisions alone, on integer scores with many ties and bins of a few levels: exact
+    impostor counts only where _needs_exact_counts asks, lower bounds elsewhere, give the answers
+    that exact counts everywhere give."""
+    rng = np.random.default_rng(9)
+    fprs = (0.5, 0.2, 0.1, 0.05, 0.01, 0.0, 1.0)
+    for _ in range(400):
+        levels = int(rng.integers(2, 40))
+        genuine = torch.as_tensor(rng.integers(levels // 3, levels, int(rng.integers(1, 30))))
+        impostor = torch.as_tensor(rng.integers(0, levels - levels // 4, int(rng.integers(1, 300))))
+        n_genuine, n_impostor = len(genuine), len(impostor)
+        values, counts = torch.unique(genuine, return_counts=True)
+        genuine_ge = counts.flip(0).cumsum(0).flip(0)
+        genuine_gt = genuine_ge - counts
+        impostor_ge = (impostor[None, :] >= values[:, None]).sum(1)
+        impostor_gt = (impostor[None, :] > values[:, None]).sum(1)
+        width = int(rng.integers(1, 8))  # levels per bin
+        per_bin = torch.bincount(impostor // width, minlength=levels // width + 1)
+        lower, upper = verification._count_bounds(per_bin, values // width)
+        assert ((lower <= impostor_gt) & (impostor_ge <= upper)).all()
+
+        needed = verification._needs_exact_counts(
+            lower, upper, genuine_ge, genuine_gt, fprs, n_genuine, n_impostor
+        )
+        partly_ge = torch.where(needed, impostor_ge, lower)
+        partly_gt = torch.where(needed, impostor_gt, lower)
+        args = (values.double(), genuine_ge, genuine_gt)
+        assert verification._equal_error(
+            *args, partly_ge, partly_gt, n_genuine, n_impostor
+        ) == verification._equal_error(*args, impostor_ge, impostor_gt, n_genuine, n_impostor)
+        rates = (fprs, n_genuine, n_impostor)
+        assert verification._rates_at_fprs(
+            values.double(), genuine_ge, partly_ge, *rates
+        ) == verification._rates_at_fprs(values.double(), genuine_ge, impostor_ge, *rates)

@@ -32,15 +32,12 @@ import os
 import statistics
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import torch
 from torch import nn
 
-from model.network import Embedder
 from training.config import PRESETS, resolve_config
-from training.losses import build_loss
-from training.train import Objective, train_one_epoch
+from training.train import Objective, build_objective, input_memory_format, train_one_epoch
 
 TARGET_FRACTION = 0.05
 
@@ -91,28 +88,11 @@ def main() -> None:
         if on_gpu:
             torch.cuda.synchronize(device)
 
-    # As train.py's train_on_records builds them.
-    memory_format = torch.channels_last if on_gpu and config.channels_last else None
     torch.manual_seed(config.seed)
-    weights = Path(config.backbone_weights) if config.backbone_weights else None
-    network = Embedder(config.embedding_dim, weights).to(device, memory_format=memory_format)
-    loss_fn = build_loss(
-        config.loss,
-        num_classes=config.people_per_batch,
-        embedding_dim=config.embedding_dim,
-        margin=config.margin,
-        beta=config.beta,
-        lambda_an=config.lambda_an,
-        triplets=config.triplets,
-        k_delta=config.k_delta,
-        k_an=config.k_an,
-    ).to(device)
-    amp = on_gpu and config.amp
-    objective = Objective(network, loss_fn, amp=amp)
+    objective, optimiser = build_objective(config, device, config.people_per_batch)
+    network, loss_fn, amp = objective.network, objective.loss_fn, objective.amp
     network_only = Objective(network, NetworkOnly(), amp=amp)
-    optimiser = torch.optim.Adam(
-        objective.parameters(), config.lr, weight_decay=config.weight_decay
-    )
+    memory_format = input_memory_format(config, device)
 
     # One batch of P people x K images: each person's images share a base image, so that the
     # batch has identities for the mining to work on.

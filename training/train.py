@@ -88,27 +88,10 @@ def train_on_records(
     people = int(images.labels.max()) + 1
     validation = Validation(val_records, prep) if val_records and process.is_main else None
 
+    objective, optimiser = build_objective(config, process.device, people)
+    network, loss_fn = objective.network, objective.loss_fn
     on_gpu = process.device.type == "cuda"
-    memory_format = torch.channels_last if on_gpu and config.channels_last else None
-    weights = Path(config.backbone_weights) if config.backbone_weights else None
-    network = Embedder(config.embedding_dim, weights).to(
-        process.device, memory_format=memory_format
-    )
-    loss_fn = build_loss(
-        config.loss,
-        num_classes=people,
-        embedding_dim=config.embedding_dim,
-        margin=config.margin,
-        beta=config.beta,
-        lambda_an=config.lambda_an,
-        triplets=config.triplets,
-        k_delta=config.k_delta,
-        k_an=config.k_an,
-    ).to(process.device)
-    objective = Objective(network, loss_fn, amp=on_gpu and config.amp)
-    optimiser = torch.optim.Adam(
-        objective.parameters(), config.lr, weight_decay=config.weight_decay
-    )
+    memory_format = input_memory_format(config, process.device)
     state = RunState()
     last = out / "last.pt"
     if resume and last.exists():
@@ -173,6 +156,37 @@ def train_on_records(
         process.barrier()
     process.close()
     return out / "checkpoint.pt"
+
+
+def build_objective(
+    config: TrainConfig, device: torch.device, people: int
+) -> tuple[Objective, torch.optim.Optimizer]:
+    """The network and its loss as training runs them on `device` (channels-last and autocast
+    on a GPU where the config asks), and their Adam optimiser."""
+    weights = Path(config.backbone_weights) if config.backbone_weights else None
+    network = Embedder(config.embedding_dim, weights).to(
+        device, memory_format=input_memory_format(config, device)
+    )
+    loss_fn = build_loss(
+        config.loss,
+        num_classes=people,
+        embedding_dim=config.embedding_dim,
+        margin=config.margin,
+        beta=config.beta,
+        lambda_an=config.lambda_an,
+        triplets=config.triplets,
+        k_delta=config.k_delta,
+        k_an=config.k_an,
+    ).to(device)
+    objective = Objective(network, loss_fn, amp=device.type == "cuda" and config.amp)
+    optimiser = torch.optim.Adam(
+        objective.parameters(), config.lr, weight_decay=config.weight_decay
+    )
+    return objective, optimiser
+
+
+def input_memory_format(config: TrainConfig, device: torch.device) -> torch.memory_format | None:
+    return torch.channels_last if device.type == "cuda" and config.channels_last else None
 
 
 def train_one_epoch(

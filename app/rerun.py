@@ -83,6 +83,23 @@ class Difference:
         return {**asdict(self), "explained": self.explained}
 
 
+def _unexplained_change(
+    change: str, explanation: str, before: dict[str, Any], after: dict[str, Any]
+) -> Difference:
+    """A change to a person found in both answers, until a cause is found for it."""
+    return Difference(
+        change,
+        UNEXPLAINED,
+        explanation,
+        person_id=before["person_id"],
+        external_ref=before["external_ref"],
+        original_rank=before["rank"],
+        rank=after["rank"],
+        original_similarity=before["similarity"],
+        similarity=after["similarity"],
+    )
+
+
 @dataclass
 class Gallery:
     """What explanations need about the people in either answer and their images."""
@@ -605,17 +622,12 @@ def _similarity(before: dict[str, Any], after: dict[str, Any], context: Context)
     gap = abs(before["similarity"] - after["similarity"])
     if old == new and gap <= IDENTICAL:
         return None
-    difference = Difference(
+    difference = _unexplained_change(
         "similarity",
-        UNEXPLAINED,
         f"{_who(before)}'s similarity is {after['similarity']:.6f} (image {new}); the stored "
         f"answer had {before['similarity']:.6f} (image {old})",
-        person_id=before["person_id"],
-        external_ref=before["external_ref"],
-        original_rank=before["rank"],
-        rank=after["rank"],
-        original_similarity=before["similarity"],
-        similarity=after["similarity"],
+        before,
+        after,
     )
     if old == new:
         if context.model_change is not None:
@@ -677,17 +689,12 @@ def _rank(
     above_then = {c["person_id"] for c in original[: before["rank"] - 1]}
     above_now = {c["person_id"] for c in rerun_[: after["rank"] - 1]}
     by_id = {c["person_id"]: c for c in original} | {c["person_id"]: c for c in rerun_}
-    difference = Difference(
+    difference = _unexplained_change(
         "rank",
-        UNEXPLAINED,
         f"{_who(before)} is rank {after['rank']}; the stored answer had it at rank "
         f"{before['rank']}",
-        person_id=person_id,
-        external_ref=before["external_ref"],
-        original_rank=before["rank"],
-        rank=after["rank"],
-        original_similarity=before["similarity"],
-        similarity=after["similarity"],
+        before,
+        after,
     )
     reasons, missing, ties = [], [], 0
     for other, moved in [(p, "now above it") for p in sorted(above_now - above_then)] + [
@@ -738,17 +745,12 @@ def _images(before: dict[str, Any], after: dict[str, Any], context: Context):
     ):
         return None
     gallery = context.gallery
-    difference = Difference(
+    difference = _unexplained_change(
         "images",
-        UNEXPLAINED,
         f"{_who(before)}'s retrieved images are {[i for i, _ in new]}; the stored answer "
         f"showed {[i for i, _ in old]}",
-        person_id=before["person_id"],
-        external_ref=before["external_ref"],
-        original_rank=before["rank"],
-        rank=after["rank"],
-        original_similarity=before["similarity"],
-        similarity=after["similarity"],
+        before,
+        after,
     )
     if [i for i, _ in old] == [i for i, _ in new]:
         gap = max(abs(a - b) for (_, a), (_, b) in zip(old, new, strict=True))

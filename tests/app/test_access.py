@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import secrets
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
+from conftest import new_postgres_database
 from fastapi.routing import iter_route_contexts
 from PIL import Image
 from servers import REPO, Server, prepare_database, service_env
@@ -37,7 +36,6 @@ from app.main import create_app
 from app.service import Service
 
 API = "/api/v1"
-POSTGRES_ENV = "RADMATCH_TEST_POSTGRES_URL"
 
 # Routes anyone may call. The ones the OpenAPI document leaves out are the page, its static files
 # and the documentation itself.
@@ -79,18 +77,8 @@ def database(request, tmp_path_factory) -> Iterator[str]:
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path_factory.mktemp('access-db') / 'radmatch.db'}"
         return
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(f"PostgreSQL not configured: set {POSTGRES_ENV}")
-    admin = sa.make_url(url)
-    name = f"radmatch_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    yield admin.set(database=name).render_as_string(hide_password=False)
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    engine.dispose()
+    with new_postgres_database() as url:
+        yield url
 
 
 class Site:

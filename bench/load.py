@@ -8,8 +8,11 @@ model; a small gallery is uploaded through the API first. Then each client, one 
 gallery person or a search with a query radiograph, at random in the --upload-share proportion,
 until --duration has passed. Reported: requests by kind, errors (any answer other than 2xx, or a
 transport error), throughput, latency percentiles by kind, and the server process's resident
-memory sampled every --sample-seconds, with the least-squares slope of the second half of the run
-in MB per minute, set against what the uploads' index entries account for.
+memory sampled every --sample-seconds (all of it, its anonymous part and its file-backed part),
+each with the least-squares slope of the second half of the run in MB per minute, set against what
+the uploads' index entries account for. With --trace-heap the server runs under
+bench/heap_trace.py, and Python's own allocations are reported beside: growth there is a leak in
+Python objects, growth only in RSS is below them (allocator, libraries).
 
 Uploads are uncompressed 512 x 512 16-bit DICOM files: a few made before the clock starts, each
 upload a copy of one with a counter stamped into its pixels, so that every upload is a different
@@ -18,6 +21,7 @@ when any request failed or the memory grew.
 
     .venv/bin/python bench/load.py                              # 32 clients for 5 minutes
     .venv/bin/python bench/load.py --clients 8 --duration 20    # a quick look
+    .venv/bin/python bench/load.py --duration 3600 --trace-heap # an hour, with the heap traced
 """
 
 from __future__ import annotations
@@ -38,6 +42,7 @@ import numpy as np
 from service_bench import (
     API,
     SIDE,
+    Server,
     dicom_bytes,
     new_database,
     percentile,
@@ -130,12 +135,19 @@ def client(
                 tally.errors[kind].append(f"{status}: {response.text[:300]}")
 
 
-def rss_mb(pid: int) -> float:
-    """The process's resident set size (VmRSS) in MB."""
+RSS_PARTS = ("VmRSS", "RssAnon", "RssFile")
+
+
+def rss_mb(pid: int) -> dict[str, float]:
+    """The process's resident memory in MB: all of it (VmRSS), the anonymous part (RssAnon: heaps,
+    where a leak would show) and the file-backed part (RssFile: pages of shared libraries and
+    mapped files, which grows as code paths are first run)."""
+    values = {}
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    raise RuntimeError(f"no VmRSS for process {pid}")
+        name, _, rest = line.partition(":")
+        if name in RSS_PARTS:
+            values[name] = int(rest.split()[0]) / 1024
+    return values
 
 
 def sample_rss(pid: int, every: float, start: float, stop: threading.Event, into: list) -> None:
@@ -147,13 +159,30 @@ def sample_rss(pid: int, every: float, start: float, stop: threading.Event, into
 
 
 def slope_mb_per_minute(samples: list[tuple[float, float]]) -> float:
-    """Least-squares slope of RSS over the second half of the run, in MB per minute."""
+    """Least-squares slope over the second half of the run, in MB per minute."""
     half = samples[-1][0] / 2
     tail = [(t, mb) for t, mb in samples if t >= half]
     if len(tail) < 2:
         return 0.0
     seconds, megabytes = np.array(tail).T
     return float(np.polyfit(seconds / 60, megabytes, 1)[0])
+
+
+def python_heap(lines: list[dict]) -> dict:
+    """bench/heap_trace.py's samples: Python's own allocations over the run."""
+    traced = [(line["s"], line["traced_mb"]) for line in lines]
+    return {
+        "traced_mb": {
+            "first": traced[0][1],
+            "last": traced[-1][1],
+            "max": max(mb for _, mb in traced),
+            "slope_second_half_mb_per_min": round(slope_mb_per_minute(traced), 3),
+        },
+        "gc_objects": {"first": lines[0]["gc_objects"], "last": lines[-1]["gc_objects"]},
+        "top_growth_at_end": lines[-1]["top_growth"],
+        "series": [[line["s"], line["traced_mb"], line["gc_objects"]] for line in lines],
+        "series_columns": ["s", "traced_mb", "gc_objects"],
+    }
 
 
 def latency_ms(seconds: list[float]) -> dict:
@@ -204,6 +233,11 @@ def main() -> int:
         default=1.0,
         help="MB/min of RSS growth tolerated beyond the index's",
     )
+    parser.add_argument(
+        "--trace-heap",
+        action="store_true",
+        help="run the server under bench/heap_trace.py and report Python's heap beside RSS",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -226,7 +260,13 @@ def main() -> int:
             [dicom_bytes(radiograph_pixels(rng), scratch, f"load-{n}") for n in range(4)]
         )
         database_url, key = new_database(scratch)
-        server = start_server(scratch, database_url, key, checkpoint)
+        heap_trace = scratch / "heap.jsonl"
+        launcher = (
+            (sys.executable, str(Path(__file__).with_name("heap_trace.py")), str(heap_trace))
+            if args.trace_heap
+            else Server.launcher
+        )
+        server = start_server(scratch, database_url, key, checkpoint, launcher)
         try:
             people = load_gallery(server, args.gallery_people, args.images_per_person, rng)
             result["gallery"] = {
@@ -272,6 +312,11 @@ def main() -> int:
                 ready = http.get("/readyz").json()
         finally:
             server.stop()
+        heap = (
+            [json.loads(line) for line in heap_trace.read_text().splitlines()]
+            if args.trace_heap
+            else []
+        )
 
     seconds = {kind: [s for t in tallies for s in t.seconds[kind]] for kind in KINDS}
     errors = {kind: [e for t in tallies for e in t.errors[kind]] for kind in KINDS}
@@ -283,10 +328,20 @@ def main() -> int:
     requests = {kind: len(seconds[kind]) + len(errors[kind]) for kind in KINDS}
     total = sum(requests.values())
     error_count = sum(len(e) for e in errors.values())
-    slope = slope_mb_per_minute(samples)
     # What the index legitimately gains: one embedding per stored upload.
     index_growth = len(seconds["upload"]) / (elapsed / 60) * dimension * 4 / 2**20
-    rss = [mb for _, mb in samples]
+    memory = {
+        part: {
+            "first": round(samples[0][1][part], 1),
+            "last": round(samples[-1][1][part], 1),
+            "max": round(max(values[part] for _, values in samples), 1),
+            "slope_second_half_mb_per_min": round(
+                slope_mb_per_minute([(t, values[part]) for t, values in samples]), 3
+            ),
+        }
+        for part in RSS_PARTS
+    }
+    slope = memory["VmRSS"]["slope_second_half_mb_per_min"]
     stable = slope <= index_growth + args.max_growth
     result.update(
         {
@@ -303,16 +358,18 @@ def main() -> int:
                 **{kind: round(requests[kind] / elapsed, 2) for kind in KINDS},
             },
             "latency_ms": {kind: latency_ms(seconds[kind]) for kind in KINDS},
-            "rss_mb": {
-                "first": round(rss[0], 1),
-                "last": round(rss[-1], 1),
-                "max": round(max(rss), 1),
-                "samples": len(rss),
+            "memory_mb": {
+                **memory,
+                "samples": len(samples),
                 "every_s": args.sample_seconds,
-                "slope_second_half_mb_per_min": round(slope, 3),
                 "index_growth_mb_per_min": round(index_growth, 3),
-                "series": [[round(t, 1), round(mb, 1)] for t, mb in samples],
+                "series": [
+                    [round(t, 1), *(round(values[part], 1) for part in RSS_PARTS)]
+                    for t, values in samples
+                ],
+                "series_columns": ["s", *RSS_PARTS],
             },
+            **({"python_heap": python_heap(heap)} if heap else {}),
             "memory_stable": stable,
             "index_after": ready.get("checks", {}),
         }

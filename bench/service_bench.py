@@ -47,12 +47,17 @@ def new_database(scratch: Path) -> tuple[str, str]:
 
 
 def start_server(
-    scratch: Path, database_url: str, key: str, checkpoint: Path, **settings: str
+    scratch: Path,
+    database_url: str,
+    key: str,
+    checkpoint: Path,
+    launcher: tuple[str, ...] = Server.launcher,
+    **settings: str,
 ) -> Server:
     """A running server on the database, with RADMATCH_<NAME> settings."""
     env = service_env(scratch / "data", database_url, checkpoint)
     env.update({f"RADMATCH_{name.upper()}": value for name, value in settings.items()})
-    return Server(env=env, log=scratch / "server.log", admin_key=key).start()
+    return Server(env=env, log=scratch / "server.log", admin_key=key, launcher=launcher).start()
 
 
 def radiograph_pixels(rng: np.random.Generator) -> np.ndarray:

@@ -8,11 +8,13 @@ import json
 import sys
 from pathlib import Path
 
+from app.allocator import limit_heap_growth
 from training.config import add_config_options, overrides_from
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    limit_heap_growth()  # before the model and the first images are loaded
     return args.run(args)
 
 

@@ -5,7 +5,8 @@ model version the search used, searched exactly (a flat scan) over that version'
 the search's index generation contained them, with the same k, filters and pixel spacing, and
 grouped by person over the gallery as it was when the search was recorded (images deleted since
 still count). The answer should be the stored one: the same people at the same ranks, with
-similarities within 1e-5. Every difference is listed with its cause; one that nothing explains is
+similarities within 1e-5, or within what floating-point rounding explains between the device and
+precision the search recorded and the re-run's. Every difference is listed with its cause; one that nothing explains is
 reported as unexplained. That would be a bug, and the response says so rather than hide it.
 
 Now: the same query with the model this server serves, searched exactly over today's gallery,
@@ -156,6 +157,7 @@ class Context:
     filters: SearchFilters
     index: dict[str, Any]  # the stored response's index description
     drift: float
+    rounding: str  # how the stored search and the re-run embedded the query, in words
     gallery: Gallery
     now: bool = False  # against today's state (else at the original state)
     model_change: str | None = None
@@ -201,7 +203,10 @@ def rerun(service: Service, search_id: int, key_id: int | None) -> dict[str, Any
 
     stored_index = {"kind": "flat", "exact": True, "parameters": {}}
     stored_index |= record.response.get("index") or {}
-    at_original = Context(k, filters, stored_index, _drift_tolerance(then_model), gallery)
+    stored_inference = record.response.get("inference")
+    at_original = Context(
+        k, filters, stored_index, *_rounding(stored_inference, then_model), gallery
+    )
     then_differences = compare(original, then, at_original)
     if then_size != record.index_size:
         then_differences.insert(0, _size_difference(record, version, then_size))
@@ -209,7 +214,7 @@ def rerun(service: Service, search_id: int, key_id: int | None) -> dict[str, Any
         k,
         filters,
         stored_index,
-        _drift_tolerance(serving.model),
+        *_rounding(stored_inference, serving.model),
         gallery,
         now=True,
         model_change=_model_change(version, now_version),
@@ -224,6 +229,8 @@ def rerun(service: Service, search_id: int, key_id: int | None) -> dict[str, Any
         "rerun_at": utcnow().isoformat(),
         "query_sha256": record.query_sha256,
         "model_version": {"id": version.id, "sha256": version.sha256},
+        "inference": stored_inference,
+        "rerun_inference": then_model.inference,
         "index_generation": record.index_generation,
         "index": stored_index,
         "parameters": parameters,
@@ -296,11 +303,22 @@ def _load(service: Service, version: ModelVersion, search_id: int) -> EmbeddingM
         ) from None
 
 
-def _drift_tolerance(model: EmbeddingModel) -> float:
-    device = next(model.checkpoint.embedder.parameters()).device.type
-    if model.precision == "fp32" and device == "cpu":
-        return DRIFT_CPU_FP32
-    return DRIFT_GPU_OR_BF16
+def _rounding(stored: dict[str, str] | None, model: EmbeddingModel) -> tuple[float, str]:
+    """How far a similarity may move between the stored search's embedding of the query and
+    this one (the stored search's device and precision, where recorded, and the model's), and
+    those two in words."""
+    runs = [model.inference] + ([stored] if stored else [])
+    cpu_fp32 = all(run == {"device": "cpu", "precision": "fp32"} for run in runs)
+    now = _on(model.inference)
+    if stored is None:
+        words = f"the re-run embedded it on {now}; the stored search does not say how it did"
+    else:
+        words = f"the stored search embedded it on {_on(stored)}, the re-run on {now}"
+    return (DRIFT_CPU_FP32 if cpu_fp32 else DRIFT_GPU_OR_BF16), words
+
+
+def _on(inference: dict[str, str]) -> str:
+    return f"{inference['device']} in {inference['precision']}"
 
 
 def _gallery(session: Session, record: Search, candidates: list[dict[str, Any]]) -> Gallery:
@@ -638,12 +656,11 @@ def _similarity(before: dict[str, Any], after: dict[str, Any], context: Context)
                 DRIFT,
                 f"the same image moved by {gap:.2g}, within the {context.drift:g} that embedding "
                 "the query again may move a similarity (floating-point rounding in another batch "
-                "or on other hardware)",
+                f"or on other hardware: {context.rounding})",
             )
         difference.explanation += (
             f": the same image moved by {gap:.2g}, more than the {context.drift:g} that "
-            "rounding explains on this server's device and precision (a search answered on "
-            "other hardware or in bfloat16 may account for it; the stored search does not say)"
+            f"floating-point rounding explains ({context.rounding})"
         )
         return difference
     if context.now:

@@ -110,6 +110,7 @@ def _record(
                 "created_at": record.created_at.isoformat(),
                 "query_sha256": query_sha256,
                 "model_version": {"id": version.id, "sha256": version.sha256},
+                "inference": serving.model.inference,
                 "index_generation": generation,
                 "index_size": size,
                 "index": serving.index.description(),

@@ -21,7 +21,7 @@ when any request failed or the memory grew.
 
     .venv/bin/python bench/load.py                              # 32 clients for 5 minutes
     .venv/bin/python bench/load.py --clients 8 --duration 20    # a quick look
-    .venv/bin/python bench/load.py --duration 3600 --trace-heap # an hour, with the heap traced
+    .venv/bin/python bench/load.py --duration 1800 --trace-heap # half an hour, heap traced
 """
 
 from __future__ import annotations

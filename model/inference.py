@@ -82,6 +82,13 @@ class EmbeddingModel:
         return self.checkpoint.sha256
 
     @property
+    def inference(self) -> dict[str, str]:
+        """How this model embeds: device type ("cpu", "cuda") and precision; a search records it
+        because the two decide how far a similarity moves when the query is embedded again."""
+        device = next(self.checkpoint.embedder.parameters()).device.type
+        return {"device": device, "precision": self.precision}
+
+    @property
     def dimension(self) -> int:
         return self.checkpoint.embedder.embedding_dim
 

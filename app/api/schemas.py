@@ -118,6 +118,11 @@ class ModelVersionRef(BaseModel):
     sha256: str
 
 
+class Inference(BaseModel):
+    device: str = Field(description="cpu or cuda")
+    precision: Literal["fp32", "bf16"]
+
+
 class IndexUsed(BaseModel):
     kind: Literal["flat", "hnsw", "ivf"] = "flat"
     exact: bool = Field(default=True, description="False for an approximate index")
@@ -132,6 +137,10 @@ class SearchOut(BaseModel):
     created_at: str
     query_sha256: str
     model_version: ModelVersionRef
+    inference: Inference | None = Field(
+        default=None,
+        description="How the query was embedded (absent on searches stored before it was recorded)",
+    )
     index_generation: int
     index_size: int
     index: IndexUsed = Field(
@@ -196,6 +205,10 @@ class RerunOut(BaseModel):
     rerun_at: str
     query_sha256: str
     model_version: ModelVersionRef = Field(description="The stored search's model version")
+    inference: Inference | None = Field(
+        default=None, description="How the stored search embedded its query, where recorded"
+    )
+    rerun_inference: Inference = Field(description="How this re-run embedded the query")
     index_generation: int = Field(description="The stored search's index generation")
     index: IndexUsed = Field(description="The index that answered the stored search")
     parameters: dict[str, Any]

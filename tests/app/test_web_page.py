@@ -165,6 +165,7 @@ def test_search_compare_and_conclude(server, baselines, page):
     expect(first.get_by_role("cell").nth(2)).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
     expect(candidates_table(page).get_by_role("row")).to_have_count(1 + len(people))
     expect(page.get_by_text("exact search", exact=False).first).to_be_visible()
+    expect(page.get_by_text("embedded on cpu in fp32", exact=False).first).to_be_visible()
     images_loaded(page)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "case-page.png", full_page=True)

@@ -223,6 +223,9 @@ function searchFacts(search) {
     searchedBy(search.index),
     `up to ${plural(parameters.k ?? search.candidates.length, "person", "people")}`,
   ];
+  if (search.inference) {
+    facts.push(`embedded on ${search.inference.device} in ${search.inference.precision}`);
+  }
   if (parameters.pixel_spacing_mm) facts.push(`pixel spacing ${parameters.pixel_spacing_mm} mm`);
   const filters = Object.entries(parameters.filters || {}).filter(([, value]) => value !== null);
   if (filters.length) {

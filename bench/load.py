@@ -21,7 +21,7 @@ when any request failed or the memory grew.
 
     .venv/bin/python bench/load.py                              # 32 clients for 5 minutes
     .venv/bin/python bench/load.py --clients 8 --duration 20    # a quick look
-    .venv/bin/python bench/load.py --duration 1800 --trace-heap # half an hour, heap traced
+    .venv/bin/python bench/load.py --trace-heap                 # Python's heap traced beside
 """
 
 from __future__ import annotations
@@ -179,7 +179,6 @@ def python_heap(lines: list[dict]) -> dict:
             "slope_second_half_mb_per_min": round(slope_mb_per_minute(traced), 3),
         },
         "gc_objects": {"first": lines[0]["gc_objects"], "last": lines[-1]["gc_objects"]},
-        "top_growth_at_end": lines[-1]["top_growth"],
         "series": [[line["s"], line["traced_mb"], line["gc_objects"]] for line in lines],
         "series_columns": ["s", "traced_mb", "gc_objects"],
     }

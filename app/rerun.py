@@ -6,8 +6,9 @@ the search's index generation contained them, with the same k, filters and pixel
 grouped by person over the gallery as it was when the search was recorded (images deleted since
 still count). The answer should be the stored one: the same people at the same ranks, with
 similarities within 1e-5, or within what floating-point rounding explains between the device and
-precision the search recorded and the re-run's. Every difference is listed with its cause; one that nothing explains is
-reported as unexplained. That would be a bug, and the response says so rather than hide it.
+precision the search recorded and the re-run's. Every difference is listed with its cause; one
+that nothing explains is reported as unexplained. That would be a bug, and the response says so
+rather than hide it.
 
 Now: the same query with the model this server serves, searched exactly over today's gallery,
 each difference from the stored answer explained by what happened since: people and images added

@@ -501,11 +501,8 @@ def _removed(c: dict[str, Any], rerun_: list[dict[str, Any]], context: Context) 
                 DELETED_SINCE,
                 f"its best match, {gallery.deletion(best)}; {rest}",
             )
-        inherited = context.at_original.get(("removed", person_id))
-        if inherited is not None:
-            return _because(
-                difference, inherited.cause, f"as at the original state: {inherited.explanation}"
-            )
+        if (inherited := _as_at_original(difference, context)) is not None:
+            return inherited
     if context.filters.any() and not _matches(context.filters, person, gallery.images[best]):
         return _because(
             difference,
@@ -516,9 +513,7 @@ def _removed(c: dict[str, Any], rerun_: list[dict[str, Any]], context: Context) 
     edit = gallery.edit(person_id, shown)
     if context.filters.any() and edit is not None:
         return _because(difference, FILTERS, edit)
-    if context.model_change is not None:
-        return _because(difference, MODEL, "the active model changed (see above)")
-    return difference
+    return _unless_model_changed(difference, context)
 
 
 def _added(c: dict[str, Any], original: list[dict[str, Any]], context: Context) -> Difference:
@@ -545,11 +540,8 @@ def _added(c: dict[str, Any], original: list[dict[str, Any]], context: Context) 
         added = gallery.added_since(best)
         if added is not None:
             return _because(difference, ADDED_SINCE, f"its best match: {added}")
-        inherited = context.at_original.get(("added", person_id))
-        if inherited is not None:
-            return _because(
-                difference, inherited.cause, f"as at the original state: {inherited.explanation}"
-            )
+        if (inherited := _as_at_original(difference, context)) is not None:
+            return inherited
     elif not context.index.get("exact", True):
         last = original[-1]["similarity"] if original else None
         if len(original) < context.k or last is None or c["similarity"] >= last - context.drift:
@@ -557,9 +549,7 @@ def _added(c: dict[str, Any], original: list[dict[str, Any]], context: Context) 
     edit = gallery.edit(person_id, [m["image_id"] for m in c["images"]])
     if context.filters.any() and edit is not None:
         return _because(difference, FILTERS, edit)
-    if context.model_change is not None:
-        return _because(difference, MODEL, "the active model changed (see above)")
-    return difference
+    return _unless_model_changed(difference, context)
 
 
 def _shifted_out(
@@ -672,14 +662,9 @@ def _similarity(before: dict[str, Any], after: dict[str, Any], context: Context)
         added = gallery.added_since(new)
         if added is not None:
             return _because(difference, ADDED_SINCE, f"its best match now: {added}")
-        inherited = context.at_original.get(("similarity", before["person_id"]))
-        if inherited is not None:
-            return _because(
-                difference, inherited.cause, f"as at the original state: {inherited.explanation}"
-            )
-        if context.model_change is not None:
-            return _because(difference, MODEL, "the active model changed (see above)")
-        return difference
+        if (inherited := _as_at_original(difference, context)) is not None:
+            return inherited
+        return _unless_model_changed(difference, context)
     if gallery.deleted_before(old):
         return _because(difference, DELETED_DURING, _during(gallery, [old]))
     if not context.index.get("exact", True) and after["similarity"] > before["similarity"]:
@@ -730,9 +715,7 @@ def _rank(
             missing.append(f"{_who(by_id[other])} is {moved} for no reason found")
     if missing:
         difference.explanation += "; " + "; ".join(reasons + missing)
-        if context.model_change is not None:
-            return _because(difference, MODEL, "the active model changed (see above)")
-        return difference
+        return _unless_model_changed(difference, context)
     cause = TIE if ties == len(reasons) else SHIFT
     return _because(difference, cause, "; ".join(reasons))
 
@@ -794,6 +777,24 @@ def _images(before: dict[str, Any], after: dict[str, Any], context: Context):
 
 
 # --- words ----------------------------------------------------------------------------------------
+
+
+def _as_at_original(difference: Difference, context: Context) -> Difference | None:
+    """Now: the difference with the cause the re-run at the original state found for the same
+    change to the same person, if it found one."""
+    inherited = context.at_original.get((difference.change, difference.person_id))
+    if inherited is None:
+        return None
+    return _because(
+        difference, inherited.cause, f"as at the original state: {inherited.explanation}"
+    )
+
+
+def _unless_model_changed(difference: Difference, context: Context) -> Difference:
+    """A difference nothing else explained: the change of model does, if the model changed."""
+    if context.model_change is not None:
+        return _because(difference, MODEL, "the active model changed (see above)")
+    return difference
 
 
 def _because(difference: Difference, cause: str, why: str) -> Difference:

@@ -1,8 +1,9 @@
 """A real `radmatch serve` process for the tests, and what it needs: a free port, an environment,
-a migrated database with keys."""
+a migrated database with keys; waiting for its jobs and models; the bench harnesses tests reuse."""
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import signal
 import socket
@@ -18,6 +19,7 @@ from app.database import make_engine, session_factory, upgrade
 from app.keys import create_key
 
 REPO = Path(__file__).resolve().parents[2]
+API = "/api/v1"
 
 
 def free_port() -> int:
@@ -52,6 +54,30 @@ class Server:
 
     def examiner(self) -> httpx.Client:
         return self.client(self.examiner_key)
+
+    def wait_for_job(self, job_id: int, statuses=("succeeded",), timeout=300.0) -> dict:
+        """The job once it is in one of `statuses`; failing as soon as it failed or was
+        cancelled otherwise."""
+        deadline = time.monotonic() + timeout
+        with self.admin() as client:
+            while time.monotonic() < deadline:
+                job = client.get(f"{API}/admin/jobs/{job_id}").json()
+                if job["status"] in statuses:
+                    return job
+                if job["status"] in ("failed", "cancelled"):
+                    raise AssertionError(f"job {job_id} {job['status']}: {job}")
+                time.sleep(0.3)
+        raise AssertionError(f"job {job_id} is still {job['status']}: {job}")
+
+    def wait_until_serving(self, version_id: int, timeout=120.0) -> None:
+        """Until the server serves this model version with a ready index."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            checks = self.client().get("/readyz").json()["checks"]
+            if checks.get("model_version") == version_id and checks.get("index") == "ok":
+                return
+            time.sleep(0.3)
+        raise AssertionError(f"the server does not serve model version {version_id}: {checks}")
 
     def start(self) -> Server:
         command = [*self.launcher, "serve", "--port", str(self.port)]
@@ -139,3 +165,13 @@ def prepare_database(database_url: str) -> tuple[str, str]:
         _, examiner = create_key(session, "examiner in tests", "examiner")
     engine.dispose()
     return admin, examiner
+
+
+def load_bench(name: str):
+    """A script of bench/ as a module (bench/ is no package)."""
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: its dataclasses look it up
+        spec.loader.exec_module(module)
+    return sys.modules[name]

@@ -5,30 +5,18 @@ The long run is `python bench/crash_harness.py --cycles 50`."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from servers import load_bench
+
 CYCLES = 3
-
-
-def load_harness():
-    """bench/crash_harness.py (bench/ is no package)."""
-    if "crash_harness" not in sys.modules:
-        path = REPO / "bench" / "crash_harness.py"
-        spec = importlib.util.spec_from_file_location("crash_harness", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["crash_harness"] = module  # before running it: its dataclasses look it up
-        spec.loader.exec_module(module)
-    return sys.modules["crash_harness"]
 
 
 def test_killed_server_loses_nothing_acknowledged_and_leaves_nothing_half_done(
     database_url: str, checkpoint: Path, tmp_path: Path
 ) -> None:
-    harness = load_harness()
+    harness = load_bench("crash_harness")
     # Server starts dominate the time: no extra start from the saved snapshot at the end
     # (test_faults.py starts servers from damaged and missing snapshots).
     summary = harness.run(

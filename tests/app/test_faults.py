@@ -24,12 +24,10 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import importlib.util
 import io
 import shutil
 import socket
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -42,7 +40,7 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from PIL import Image as PILImage
-from servers import Server, free_port, prepare_database, service_env
+from servers import Server, free_port, load_bench, prepare_database, service_env
 from sqlalchemy import func, select
 
 from app.config import Settings
@@ -52,25 +50,13 @@ from app.index import VectorIndex, snapshot_path
 from app.service import Service
 from app.tables import Embedding, Image, Person
 
-REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
 UNAVAILABLE = "the case database is unavailable"
 NOT_STORED = "the original could not be stored"
 RECOVERY_DEADLINE_S = 60.0  # how long to wait for the server to notice a recovery
 
 
-def load_harness():
-    """bench/crash_harness.py (bench/ is no package)."""
-    if "crash_harness" not in sys.modules:
-        path = REPO / "bench" / "crash_harness.py"
-        spec = importlib.util.spec_from_file_location("crash_harness", path)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["crash_harness"] = module  # before running it: its dataclasses look it up
-        spec.loader.exec_module(module)
-    return sys.modules["crash_harness"]
-
-
-harness = load_harness()
+harness = load_bench("crash_harness")
 
 
 def png(seed: int, side: int = 128) -> bytes:

@@ -57,19 +57,6 @@ def start_worker(server, tmp_path: Path, name: str = "worker", once: bool = Fals
     return WorkerProcess(server.env, tmp_path / f"{name}.log", once=once).start()
 
 
-def wait_for_job(server, job_id: int, statuses=("succeeded",), timeout=300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    with server.admin() as client:
-        while time.monotonic() < deadline:
-            job = client.get(f"{API}/admin/jobs/{job_id}").json()
-            if job["status"] in statuses:
-                return job
-            if job["status"] in ("failed", "cancelled") and job["status"] not in statuses:
-                raise AssertionError(f"job {job_id} {job['status']}: {job}")
-            time.sleep(0.3)
-    raise AssertionError(f"job {job_id} is still {job['status']}: {job}")
-
-
 def wait_for_progress(server, job_id: int, steps: int, timeout=300.0) -> dict:
     """The job once it is running and has done this many steps."""
     deadline = time.monotonic() + timeout
@@ -81,16 +68,6 @@ def wait_for_progress(server, job_id: int, steps: int, timeout=300.0) -> dict:
             assert job["status"] in ("queued", "running"), job
             time.sleep(0.1)
     raise AssertionError(f"job {job_id} did not reach step {steps}: {job}")
-
-
-def wait_until_serving(server, version_id: int, timeout=120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        checks = server.client().get("/readyz").json()["checks"]
-        if checks.get("model_version") == version_id and checks.get("index") == "ok":
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"the server does not serve model version {version_id}: {checks}")
 
 
 def search(server, data: bytes) -> dict:
@@ -124,9 +101,9 @@ def test_rebuild_runs_while_searches_answer(server, cohort, tmp_path):
             response = client.post(f"{API}/admin/index/rebuild")
         assert response.status_code == 202, response.text
         assert response.json()["status"] == "queued"
-        job = wait_for_job(server, response.json()["id"])
+        job = server.wait_for_job(response.json()["id"])
         searches_during_rebuild = len(answers)
-        wait_until_serving(server, job["result"]["model_version_id"])
+        server.wait_until_serving(job["result"]["model_version_id"])
     finally:
         stop.set()
         searcher.join()
@@ -163,7 +140,7 @@ def test_retrain_activate_and_roll_back(server, cohort, tmp_path):
         assert response.status_code == 202, response.text
     worker = start_worker(server, tmp_path)
     try:
-        trained = wait_for_job(server, response.json()["id"])
+        trained = server.wait_for_job(response.json()["id"])
         new_version = trained["result"]["model_version_id"]
         with server.admin() as client:
             models = {m["id"]: m for m in client.get(f"{API}/admin/models").json()}
@@ -174,9 +151,9 @@ def test_retrain_activate_and_roll_back(server, cohort, tmp_path):
 
             response = client.post(f"{API}/admin/models/{new_version}/activate")
             assert response.status_code == 202, response.text
-            activated = wait_for_job(server, response.json()["id"])
+            activated = server.wait_for_job(response.json()["id"])
         assert activated["result"]["previous_version"] == first_version
-        wait_until_serving(server, new_version)
+        server.wait_until_serving(new_version)
         answer = search(server, query)
         assert answer["model_version"]["id"] == new_version
         assert answer["index_size"] == len(image_ids)
@@ -187,9 +164,9 @@ def test_retrain_activate_and_roll_back(server, cohort, tmp_path):
             assert models[first_version]["embedded_images"] == len(image_ids)  # kept for rollback
 
             response = client.post(f"{API}/admin/models/{first_version}/activate")
-            rolled_back = wait_for_job(server, response.json()["id"])
+            rolled_back = server.wait_for_job(response.json()["id"])
         assert rolled_back["result"]["embedded"] == 0  # its embeddings were all still there
-        wait_until_serving(server, first_version)
+        server.wait_until_serving(first_version)
         assert search(server, query)["model_version"]["id"] == first_version
     finally:
         worker.stop()
@@ -222,7 +199,7 @@ def test_cancel_queued_and_running_jobs(server, cohort, tmp_path):
         with server.admin() as client:
             response = client.post(f"{API}/admin/jobs/{long['id']}/cancel")
         assert response.status_code == 202 and response.json()["cancel_requested"]
-        job = wait_for_job(server, long["id"], statuses=("cancelled",), timeout=120)
+        job = server.wait_for_job(long["id"], statuses=("cancelled",), timeout=120)
     finally:
         worker.stop()
     assert job["error"] == "cancelled by an admin"
@@ -245,7 +222,7 @@ def test_killed_worker_is_noticed_and_its_job_finished_by_another(server, cohort
 
     second = start_worker(server, tmp_path, "second")
     try:
-        finished = wait_for_job(server, job["id"])
+        finished = server.wait_for_job(job["id"])
     finally:
         second.stop()
     assert finished["attempt"] == 2
@@ -263,7 +240,7 @@ def test_two_workers_never_run_the_same_job(server, cohort, tmp_path):
     workers = [start_worker(server, tmp_path, f"w{n}", once=True) for n in range(2)]
     for worker in workers:
         worker.process.wait(timeout=300)
-    jobs = [wait_for_job(server, i, timeout=5) for i in ids]
+    jobs = [server.wait_for_job(i, timeout=5) for i in ids]
     assert all(job["attempt"] == 1 for job in jobs)  # claimed once each, never twice
     assert sorted(job["result"]["index_build"] for job in jobs) == list(range(1, 9))
 

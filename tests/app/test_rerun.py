@@ -4,7 +4,6 @@ explained (people added, images deleted, another model, an approximate index).""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -267,31 +266,13 @@ def test_rerun_explains_an_approximate_original(server, cohort):
     }
 
 
-def wait_for_job(server, job_id: int, timeout: float = 300.0) -> dict:
-    deadline = time.monotonic() + timeout
-    with server.admin() as client:
-        while time.monotonic() < deadline:
-            job = client.get(f"{API}/admin/jobs/{job_id}").json()
-            if job["status"] == "succeeded":
-                return job
-            assert job["status"] in ("queued", "running"), job
-            time.sleep(0.3)
-    raise AssertionError(f"job {job_id} did not finish: {job}")
-
-
 def activate(server, version_id: int) -> None:
     """Activate the version with a worker's job, and wait until the server serves it."""
     with server.admin() as client:
         response = client.post(f"{API}/admin/models/{version_id}/activate")
         assert response.status_code == 202, response.text
-    wait_for_job(server, response.json()["id"])
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        checks = server.client().get("/readyz").json()["checks"]
-        if checks.get("model_version") == version_id and checks.get("index") == "ok":
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"the server does not serve model version {version_id}: {checks}")
+    server.wait_for_job(response.json()["id"])
+    server.wait_until_serving(version_id)
 
 
 def test_rerun_across_model_versions(server, cohort, tmp_path):

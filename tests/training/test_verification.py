@@ -99,24 +99,27 @@ def test_matches_brute_force_on_continuous_scores(seed):
     assert 0 < result["eer"] < 0.5
 
 
+def tied_vectors(rng: np.random.Generator, n: int, dim: int) -> np.ndarray:
+    """Unit vectors of four +-1/2 entries: every score between two is a multiple of 1/4."""
+    vectors = np.zeros((n, dim), dtype=np.float32)
+    for row in vectors:
+        row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
+    return vectors
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_matches_brute_force_with_tied_scores(seed):
     """Unit vectors with four entries of +-1/2: every score is a multiple of 1/4, exactly, so
     genuine and impostor scores tie everywhere, and some pairs are duplicates."""
     rng = np.random.default_rng(seed)
     dim, n_people = 6, 8
-
-    def tied(n):
-        vectors = np.zeros((n, dim), dtype=np.float32)
-        for row in vectors:
-            row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
-        return vectors
-
-    people = tied(n_people)
+    people = tied_vectors(rng, n_people, dim)
     g_labels = np.repeat(np.arange(n_people), 3)
     q_labels = rng.integers(0, n_people, 50)
-    gallery = np.where(rng.random((len(g_labels), 1)) < 0.6, people[g_labels], tied(len(g_labels)))
-    queries = np.where(rng.random((50, 1)) < 0.5, people[q_labels], tied(50))
+    own = rng.random((len(g_labels), 1)) < 0.6
+    gallery = np.where(own, people[g_labels], tied_vectors(rng, len(g_labels), dim))
+    own = rng.random((50, 1)) < 0.5
+    queries = np.where(own, people[q_labels], tied_vectors(rng, 50, dim))
     check_against_reference(queries, q_labels, gallery, g_labels)
 
 
@@ -244,18 +247,13 @@ def tied_cohort(seed: int, n_queries: int, n_gallery: int, n_people: int, dim: i
     """Unit vectors of four +-1/2 entries (every score a multiple of 1/4, so genuine and impostor
     scores tie everywhere) mixed with continuous ones, some duplicated across people."""
     rng = np.random.default_rng(seed)
-
-    def tied(n):
-        vectors = np.zeros((n, dim), dtype=np.float32)
-        for row in vectors:
-            row[rng.choice(dim, 4, replace=False)] = rng.choice([-0.5, 0.5], 4)
-        return vectors
-
-    people = tied(n_people)
+    people = tied_vectors(rng, n_people, dim)
     g_labels = np.concatenate([np.arange(n_people), rng.integers(0, n_people, n_gallery)])
     q_labels = rng.integers(0, n_people, n_queries)
-    gallery = np.where(rng.random((len(g_labels), 1)) < 0.6, people[g_labels], tied(len(g_labels)))
-    queries = np.where(rng.random((n_queries, 1)) < 0.5, people[q_labels], tied(n_queries))
+    own = rng.random((len(g_labels), 1)) < 0.6
+    gallery = np.where(own, people[g_labels], tied_vectors(rng, len(g_labels), dim))
+    own = rng.random((n_queries, 1)) < 0.5
+    queries = np.where(own, people[q_labels], tied_vectors(rng, n_queries, dim))
     queries[::5] = rng.normal(size=(len(queries[::5]), dim))
     queries[1::7] = gallery[rng.integers(0, len(gallery), len(queries[1::7]))]  # duplicates
     return queries, q_labels, gallery, g_labels

@@ -21,8 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, cases, health, images, keys, people, searches
-from app.errors import ClientError, TooLarge
-from app.service import Service
+from app.core.errors import ClientError, TooLarge
+from app.serving.service import Service
 
 log = logging.getLogger("radmatch")
 

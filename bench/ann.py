@@ -29,7 +29,7 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.index import IndexOptions, VectorIndex
+from app.serving.index import IndexOptions, VectorIndex
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CHUNK = 8_192  # rows generated at a time: small temporaries, so freed memory goes back to the OS

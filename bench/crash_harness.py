@@ -61,9 +61,9 @@ from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.database import make_engine, session_factory
-from app.index import VectorIndex, check_consistency, snapshot_path
-from app.tables import AuditEntry, Embedding, Image, ModelVersion, Search
+from app.serving.index import VectorIndex, check_consistency, snapshot_path
+from app.storage.database import make_engine, session_factory
+from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Search
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing

@@ -41,7 +41,7 @@ def main() -> None:
     every = float(os.environ.get("HEAP_TRACE_SECONDS", "5"))
     threading.Thread(target=sample_forever, args=(out, every), daemon=True).start()
     sys.argv = ["radmatch", *command]
-    runpy.run_module("app.cli", run_name="__main__")
+    runpy.run_module("cli", run_name="__main__")
 
 
 if __name__ == "__main__":

@@ -34,8 +34,8 @@ from service_bench import (
     start_server,
 )
 
-from app.database import make_engine
-from app.tables import Embedding, Image, ModelVersion, Person
+from app.storage.database import make_engine
+from app.storage.tables import Embedding, Image, ModelVersion, Person
 from model.inference import EmbeddingModel
 
 TARGET_RATIO = 1.3

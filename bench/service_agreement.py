@@ -39,7 +39,7 @@ def main() -> None:
     shutil.rmtree(args.work, ignore_errors=True)
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADMATCH_")}
     env.update(RADMATCH_DATA_DIR=str(args.work / "data"), RADMATCH_CHECKPOINT=str(args.checkpoint))
-    radmatch = [sys.executable, "-m", "app.cli"]
+    radmatch = [sys.executable, "-m", "cli"]
 
     def run(*command: str) -> str:
         return subprocess.run(

@@ -2,8 +2,8 @@
 
 from alembic import context
 
-from app.database import make_engine
-from app.tables import Base
+from app.storage.database import make_engine
+from app.storage.tables import Base
 
 config = context.config
 

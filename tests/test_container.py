@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from app.cli import build_parser
+from cli import build_parser
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "Dockerfile"

@@ -23,11 +23,11 @@ from app.api.schemas import (
     TrainingJobCreate,
     refusals,
 )
-from app.errors import NotFound, Unprocessable
+from app.core.errors import NotFound, Unprocessable
 from app.jobs.queue import enqueue, request_cancel
-from app.model_versions import register
-from app.service import Service
-from app.tables import Embedding, Job, ModelVersion
+from app.serving.model_versions import register
+from app.serving.service import Service
+from app.storage.tables import Embedding, Job, ModelVersion
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
 

@@ -28,7 +28,7 @@ from app.api.schemas import (
     refusals,
 )
 from app.api.searches import SearchForm
-from app.cases import (
+from app.cases.service import (
     audit,
     case_detail,
     conclusions_for,
@@ -36,8 +36,8 @@ from app.cases import (
     record_conclusion,
     request_review,
 )
-from app.errors import Conflict
-from app.tables import Case, utcnow
+from app.core.errors import Conflict
+from app.storage.tables import Case, utcnow
 
 router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 503))
 

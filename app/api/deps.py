@@ -7,10 +7,10 @@ from typing import Annotated
 from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 
+from app.access.keys import authenticate
 from app.api.schemas import MAX_ROW_ID
-from app.keys import authenticate
-from app.service import Service
-from app.tables import ApiKey
+from app.serving.service import Service
+from app.storage.tables import ApiKey
 
 _api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="An API key")
 

@@ -7,7 +7,7 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import ServiceDep
-from app.index import check_consistency
+from app.serving.index import check_consistency
 
 router = APIRouter(tags=["health"])
 

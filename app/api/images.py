@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, Response
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
 from app.api.schemas import Deleted, ImageOut, NoNul, refusals
-from app.images import (
+from app.gallery.images import (
     FILE_SUFFIXES,
     MEDIA_TYPES,
     PREVIEW_CACHING,
@@ -18,7 +18,7 @@ from app.images import (
     original_bytes,
     preview_png,
 )
-from app.tables import Image
+from app.storage.tables import Image
 
 router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=refusals(401, 503))
 

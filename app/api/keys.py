@@ -8,7 +8,7 @@ from sqlalchemy import select
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
 from app.api.schemas import KeyOut, Limits, refusals
-from app.tables import ApiKey
+from app.storage.tables import ApiKey
 
 router = APIRouter(prefix=API_PREFIX, tags=["keys"], responses=refusals(401, 503))
 

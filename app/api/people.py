@@ -27,9 +27,9 @@ from app.api.schemas import (
 )
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import display_name, read_upload
-from app.errors import Conflict
-from app.images import ImageFields, delete_person, ingest_image, live_person
-from app.tables import AuditEntry, Case, Person, Search, SearchResult
+from app.core.errors import Conflict
+from app.gallery.images import ImageFields, delete_person, ingest_image, live_person
+from app.storage.tables import AuditEntry, Case, Person, Search, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=refusals(401, 503))
 

@@ -12,12 +12,12 @@ from app.api.deps import AnyKey, PathId, ServiceDep
 from app.api.schemas import NoNul, RerunOut, SearchOut, Sex, Side, refusals
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
-from app.errors import Gone, NotFound, Unprocessable
-from app.images import PREVIEW_CACHING, preview_png
-from app.rerun import rerun
-from app.search import SearchFilters, search, stored_search
-from app.service import Service
-from app.tables import Search
+from app.core.errors import Gone, NotFound, Unprocessable
+from app.gallery.images import PREVIEW_CACHING, preview_png
+from app.rerun.service import rerun
+from app.search.service import SearchFilters, search, stored_search
+from app.serving.service import Service
+from app.storage.tables import Search
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"], responses=refusals(401, 503))
 

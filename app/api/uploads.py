@@ -6,7 +6,7 @@ from pathlib import PurePosixPath, PureWindowsPath
 
 from fastapi import UploadFile
 
-from app.errors import TooLarge, Unprocessable
+from app.core.errors import TooLarge, Unprocessable
 
 # The width of the images.body_part column.
 BODY_PART_MAX = 32

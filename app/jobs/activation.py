@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from app.errors import NotFound
-from app.images import embed_missing
+from app.core.errors import NotFound
+from app.gallery.images import embed_missing
 from app.jobs.queue import RunningJob
 from app.jobs.rebuild import build_and_publish
-from app.model_versions import activate, active_version, load_model
-from app.service import Service
-from app.tables import ModelVersion
+from app.serving.model_versions import activate, active_version, load_model
+from app.serving.service import Service
+from app.storage.tables import ModelVersion
 
 
 def activate_model(service: Service, job: RunningJob) -> dict[str, Any]:

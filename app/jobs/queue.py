@@ -18,8 +18,8 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from app.errors import Conflict
-from app.tables import AuditEntry, Job, utcnow
+from app.core.errors import Conflict
+from app.storage.tables import AuditEntry, Job, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",

@@ -8,13 +8,13 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from app.errors import Conflict
-from app.images import embed_missing
-from app.index import build_from_database, check_consistency, snapshot_path
+from app.core.errors import Conflict
+from app.gallery.images import embed_missing
 from app.jobs.queue import RunningJob
-from app.model_versions import active_version, load_model
-from app.service import Service
-from app.tables import AuditEntry, ModelVersion
+from app.serving.index import build_from_database, check_consistency, snapshot_path
+from app.serving.model_versions import active_version, load_model
+from app.serving.service import Service
+from app.storage.tables import AuditEntry, ModelVersion
 from model.inference import EmbeddingModel
 
 

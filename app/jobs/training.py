@@ -14,9 +14,9 @@ from typing import Any
 from sqlalchemy import select
 
 from app.jobs.queue import RunningJob
-from app.model_versions import register
-from app.service import Service
-from app.tables import Image, Person
+from app.serving.model_versions import register
+from app.serving.service import Service
+from app.storage.tables import Image, Person
 from model.inference import EmbeddingModel
 from training.config import resolve_config
 from training.records import ImageRecord

@@ -27,7 +27,7 @@ from app.jobs.queue import (
     recover_stale,
 )
 from app.jobs.rebuild import rebuild_index
-from app.service import Service
+from app.serving.service import Service
 
 log = logging.getLogger("radmatch.worker")
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import httpx
 
-from app.database import make_engine, session_factory, upgrade
-from app.keys import create_key
+from app.access.keys import create_key
+from app.storage.database import make_engine, session_factory, upgrade
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -38,7 +38,7 @@ class Server:
     examiner_key: str = ""
     port: int = field(default_factory=free_port)
     # How `radmatch` is run: a benchmark may put a wrapper in front (bench/heap_trace.py).
-    launcher: tuple[str, ...] = (sys.executable, "-m", "app.cli")
+    launcher: tuple[str, ...] = (sys.executable, "-m", "cli")
     process: subprocess.Popen | None = None
 
     @property
@@ -119,7 +119,7 @@ class WorkerProcess:
     process: subprocess.Popen | None = None
 
     def start(self) -> WorkerProcess:
-        command = [sys.executable, "-m", "app.cli", "worker"] + (["--once"] if self.once else [])
+        command = [sys.executable, "-m", "cli", "worker"] + (["--once"] if self.once else [])
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO

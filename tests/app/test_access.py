@@ -29,11 +29,11 @@ from PIL import Image
 from servers import REPO, Server, prepare_database, service_env
 from starlette.routing import Mount
 
-from app.config import Settings
-from app.database import make_engine, session_factory, upgrade
-from app.keys import create_key, revoke_key
+from app.access.keys import create_key, revoke_key
+from app.core.config import Settings
 from app.main import create_app
-from app.service import Service
+from app.serving.service import Service
+from app.storage.database import make_engine, session_factory, upgrade
 
 API = "/api/v1"
 

@@ -14,7 +14,7 @@ import pytest
 
 PROBE = """
 import ctypes, ctypes.util, sys
-from app.allocator import limit_heap_growth
+from app.core.allocator import limit_heap_growth
 
 class MallInfo2(ctypes.Structure):
     _fields_ = [(name, ctypes.c_size_t) for name in (

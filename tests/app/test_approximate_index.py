@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.index import IndexOptions, VectorIndex
+from app.serving.index import IndexOptions, VectorIndex
 
 DIM = 128
 PEOPLE = 500

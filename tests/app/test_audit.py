@@ -18,13 +18,13 @@ import pytest
 import sqlalchemy as sa
 from servers import REPO, service_env
 
-from app.audit import GENESIS_HASH, Verification, canonical_entry, verify
-from app.cases import audit as case_audit
-from app.database import downgrade, make_engine, session_factory, upgrade
-from app.keys import create_key, revoke_key
-from app.model_versions import activate
-from app.store import OriginalStore
-from app.tables import AuditChainHead, AuditEntry, Image, ModelVersion, Person, Search
+from app.access.keys import create_key, revoke_key
+from app.audit.chain import GENESIS_HASH, Verification, canonical_entry, verify
+from app.cases.service import audit as case_audit
+from app.serving.model_versions import activate
+from app.storage.database import downgrade, make_engine, session_factory, upgrade
+from app.storage.originals import OriginalStore
+from app.storage.tables import AuditChainHead, AuditEntry, Image, ModelVersion, Person, Search
 
 CLI_TIMEOUT_S = 120  # a subprocess imports torch; the machine may be busy
 
@@ -273,7 +273,7 @@ def store_evidence(engine: sa.Engine, store: OriginalStore) -> dict[str, str]:
 
 
 def radmatch_audit_verify(env: dict[str, str], *options: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, "-m", "app.cli", "audit", "verify", *options]
+    command = [sys.executable, "-m", "cli", "audit", "verify", *options]
     return subprocess.run(
         command, env=env, cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S
     )

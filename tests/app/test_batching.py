@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from app.batching import EmbeddingBatcher
-from app.metrics import Metrics
+from app.core.metrics import Metrics
+from app.serving.batching import EmbeddingBatcher
 from model.checkpoint import save_checkpoint
 from model.image import DecodedImage, ImageMetadata
 from model.inference import EmbeddingModel

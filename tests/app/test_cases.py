@@ -8,8 +8,8 @@ from collections import Counter
 import pytest
 from sqlalchemy import select
 
-from app.database import make_engine, session_factory
-from app.tables import AuditEntry
+from app.storage.database import make_engine, session_factory
+from app.storage.tables import AuditEntry
 from training.cohorts import read_knee_manifest
 
 API = "/api/v1"

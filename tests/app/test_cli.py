@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from app.cli import main
+from cli import main
 from model.checkpoint import load_checkpoint
 
 

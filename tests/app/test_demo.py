@@ -16,7 +16,7 @@ from servers import REPO, free_port
 
 def run_demo(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:
     """Run the demo until it serves; return it, running, and its output so far."""
-    command = [sys.executable, "-m", "app.cli", "demo", "--preset", "smoke"]
+    command = [sys.executable, "-m", "cli", "demo", "--preset", "smoke"]
     command += ["--train-subjects", "8", "--gallery-subjects", "5"]
     command += ["--data-dir", str(data_dir), "--port", str(port)]
     env = {k: v for k, v in os.environ.items() if not k.startswith("RADMATCH_")}  # defaults

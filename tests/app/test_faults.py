@@ -43,12 +43,12 @@ from PIL import Image as PILImage
 from servers import Server, free_port, load_bench, prepare_database, service_env
 from sqlalchemy import func, select
 
-from app.config import Settings
-from app.database import make_engine, session_factory
-from app.images import ImageFields, ingest_image
-from app.index import VectorIndex, snapshot_path
-from app.service import Service
-from app.tables import Embedding, Image, Person
+from app.core.config import Settings
+from app.gallery.images import ImageFields, ingest_image
+from app.serving.index import VectorIndex, snapshot_path
+from app.serving.service import Service
+from app.storage.database import make_engine, session_factory
+from app.storage.tables import Embedding, Image, Person
 
 API = "/api/v1"
 UNAVAILABLE = "the case database is unavailable"

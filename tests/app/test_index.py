@@ -1,4 +1,4 @@
-"""app/index.py against real FAISS and a real database (SQLite and PostgreSQL): search order and
+"""app/serving/index.py against real FAISS and a real database (SQLite and PostgreSQL): search order and
 filtering, catching up with committed generations, consistency checks, snapshots, and the service
 rebuilding its index when the snapshot on disk is unusable."""
 
@@ -14,10 +14,9 @@ import pytest
 from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.config import Settings
-from app.database import make_engine, session_factory, upgrade
-from app.images import ImageFields, delete_image, ingest_image
-from app.index import (
+from app.core.config import Settings
+from app.gallery.images import ImageFields, delete_image, ingest_image
+from app.serving.index import (
     SnapshotError,
     VectorIndex,
     bump_generation,
@@ -26,8 +25,9 @@ from app.index import (
     current_generation,
     snapshot_path,
 )
-from app.service import Service
-from app.tables import Embedding, Image, ModelVersion, Person
+from app.serving.service import Service
+from app.storage.database import make_engine, session_factory, upgrade
+from app.storage.tables import Embedding, Image, ModelVersion, Person
 
 DIM = 128  # the `checkpoint` fixture's embedding size
 

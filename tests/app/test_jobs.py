@@ -14,9 +14,9 @@ import pytest
 from servers import WorkerProcess
 from sqlalchemy import select
 
-from app.database import make_engine, session_factory
 from app.jobs.queue import FAILED, QUEUED, RUNNING, claim, enqueue, recover_stale
-from app.tables import AuditEntry, Job
+from app.storage.database import make_engine, session_factory
+from app.storage.tables import AuditEntry, Job
 from training.cohorts import read_knee_manifest
 
 API = "/api/v1"
@@ -247,7 +247,7 @@ def test_two_workers_never_run_the_same_job(server, cohort, tmp_path):
 
 def test_claims_never_overlap(database_url):
     """Four threads claiming from one queue: every job claimed exactly once."""
-    from app.database import upgrade
+    from app.storage.database import upgrade
 
     upgrade(database_url)
     engine = make_engine(database_url)
@@ -272,7 +272,7 @@ def test_claims_never_overlap(database_url):
 
 
 def test_stale_jobs_are_requeued_then_failed_with_a_reason(database_url):
-    from app.database import upgrade
+    from app.storage.database import upgrade
 
     upgrade(database_url)
     engine = make_engine(database_url)

@@ -13,8 +13,10 @@ from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from servers import REPO, Server, free_port, service_env
 
-from app.config import Settings
-from app.database import (
+from app.access.keys import authenticate, create_key
+from app.core.config import Settings
+from app.serving.service import Service
+from app.storage.database import (
     SchemaOutOfDate,
     downgrade,
     head_revision,
@@ -22,9 +24,7 @@ from app.database import (
     session_factory,
     upgrade,
 )
-from app.keys import authenticate, create_key
-from app.service import Service
-from app.tables import Base
+from app.storage.tables import Base
 
 RADMATCH_TABLES = set(Base.metadata.tables)
 CLI_TIMEOUT_S = 120  # a subprocess imports torch; the machine may be busy
@@ -67,7 +67,7 @@ def key_rows(listing: str) -> dict[str, list[str]]:
 
 def radmatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     """Run the `radmatch` command as a separate process, as an operator would."""
-    command = [sys.executable, "-m", "app.cli", *args]
+    command = [sys.executable, "-m", "cli", *args]
     try:
         return subprocess.run(
             command, env=env, cwd=REPO, capture_output=True, text=True, timeout=CLI_TIMEOUT_S

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 import torch
 from servers import WorkerProcess
 
-from app.tables import Search
+from app.storage.tables import Search
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing

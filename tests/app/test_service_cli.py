@@ -15,7 +15,7 @@ from training.cohorts import read_knee_manifest
 
 def radmatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "app.cli", *args],
+        [sys.executable, "-m", "cli", *args],
         env=env,
         cwd=REPO,
         capture_output=True,

@@ -13,7 +13,7 @@ def test_two_processes_train_one_model(phantom_manifest, tmp_path):
     run = tmp_path / "run"
     command = [
         sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node=2",
-        "-m", "app.cli", "train", "--manifest", str(phantom_manifest), "--preset", "smoke",
+        "-m", "cli", "train", "--manifest", str(phantom_manifest), "--preset", "smoke",
         "--out", str(run), "--max-steps-per-epoch", "4",
     ]  # fmt: skip
     environment = os.environ | {"OMP_NUM_THREADS": "1"}

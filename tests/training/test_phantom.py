@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from pydicom.uid import JPEG2000
 
-from app.cli import main
+from cli import main
 from model.decode import decode_image
 from training.cohorts import read_knee_manifest
 from training.phantom.anatomy import VISIT_MONTHS, knee_at_visit, sample_person

@@ -11,7 +11,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.cli import main
+from cli import main
 from model.checkpoint import load_checkpoint
 from training.config import PRESETS, ConfigError
 from training.losses import LOSSES

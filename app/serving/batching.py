@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from app.metrics import Metrics
+from app.core.metrics import Metrics
 from model.image import DecodedImage
 from model.inference import EmbeddingModel
 

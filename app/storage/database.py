@@ -12,9 +12,9 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app import audit  # noqa: F401  (its flush listener chains every audit entry)
+from app.audit import chain  # noqa: F401  (its flush listener chains every audit entry)
 
-MIGRATIONS = Path(__file__).resolve().parent.parent / "migrations"
+MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
 
 class SchemaOutOfDate(RuntimeError):

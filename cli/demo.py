@@ -34,7 +34,7 @@ class DemoPlan:
 
 
 def run_demo(plan: DemoPlan) -> int:
-    from app.cli import main
+    from cli import main
 
     data = plan.data_dir.resolve()
     train_cohort = data / "phantom-train"
@@ -74,7 +74,7 @@ def run_demo(plan: DemoPlan) -> int:
     # background job is): an explicit handler replaces the inherited "ignore".
     for stop_signal in (signal.SIGINT, signal.SIGTERM):
         signal.signal(stop_signal, _interrupt)
-    command = [sys.executable, "-m", "app.cli", "serve", "--worker"]
+    command = [sys.executable, "-m", "cli", "serve", "--worker"]
     server = subprocess.Popen(command + ["--host", plan.host, "--port", str(plan.port)])
     try:
         _wait_until_ready(plan.url, server)
@@ -107,8 +107,8 @@ def _step(title: str) -> None:
 
 
 def _new_key(role: str, name: str) -> str:
-    from app.cli import _database_sessions
-    from app.keys import create_key
+    from app.access.keys import create_key
+    from cli import _database_sessions
 
     with _database_sessions("demo").begin() as session:
         _, key = create_key(session, name, role)
@@ -131,7 +131,7 @@ def _wait_until_ready(url: str, server: subprocess.Popen, timeout: float = 600) 
 
 def _example_search(url: str, key: str, manifest: Path) -> None:
     """Search with a gallery person's DICOM from four years after the gallery image."""
-    from app.cli import print_ranking
+    from cli import print_ranking
     from training.cohorts import read_knee_manifest
 
     records = read_knee_manifest(manifest)

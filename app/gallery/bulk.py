@@ -10,10 +10,10 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from tqdm import tqdm
 
-from app.errors import ClientError
-from app.images import ImageFields, ingest_image
-from app.service import Service
-from app.tables import AuditEntry, Person
+from app.core.errors import ClientError
+from app.gallery.images import ImageFields, ingest_image
+from app.serving.service import Service
+from app.storage.tables import AuditEntry, Person
 from training.records import ImageRecord
 
 

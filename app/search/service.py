@@ -13,10 +13,10 @@ import numpy as np
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound
-from app.images import decode
-from app.service import Service, Serving, sha256_of
-from app.tables import AuditEntry, Image, Person, Search, SearchResult, utcnow
+from app.core.errors import NotFound
+from app.gallery.images import decode
+from app.serving.service import Service, Serving, sha256_of
+from app.storage.tables import AuditEntry, Image, Person, Search, SearchResult, utcnow
 
 
 @dataclass(frozen=True)
@@ -87,7 +87,7 @@ def _record(
     """Store the query's original and the search exactly as answered; the response."""
     version = serving.version
     # The query is evidence too: stored first, and removed again unless its row commits (or
-    # another row needs the same bytes); see app/store.py.
+    # another row needs the same bytes); see app/storage/originals.py.
     with service.store.writing(query_sha256, service.original_needed) as writing:
         service.store.put(query_sha256, data)
         with service.sessions.begin() as session:

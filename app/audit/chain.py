@@ -3,7 +3,7 @@
 Every audit entry gets a position (`sequence`: 1, 2, 3, ... without gaps), the previous entry's
 hash and its own: the sha256 of a canonical JSON of its fields and the previous hash. One place
 fills these in, a `before_flush` listener on every Session (registered when this module is
-imported, which app.database does), so no call site can forget. It takes the chain head with an
+imported, which app.storage.database does), so no call site can forget. It takes the chain head with an
 UPDATE ... RETURNING on the one-row `audit_chain` table: the row lock (PostgreSQL) or write lock
 (SQLite) orders concurrent writers until they commit, and a rolled-back transaction takes its
 positions back with it, so committed positions never have gaps.
@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import event, inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.tables import AuditChainHead, AuditEntry, Image, Search, utcnow
+from app.storage.tables import AuditChainHead, AuditEntry, Image, Search, utcnow
 
 if TYPE_CHECKING:
-    from app.store import OriginalStore
+    from app.storage.originals import OriginalStore
 
 GENESIS_HASH = "0" * 64
 HEAD_ID = 1

@@ -19,10 +19,10 @@ from sqlalchemy import Row, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from app.errors import Gone, NotFound, decode_refusal
-from app.index import bump_generation
-from app.service import Service, sha256_of
-from app.tables import AuditEntry, Embedding, Image, ModelVersion, Person, utcnow
+from app.core.errors import Gone, NotFound, decode_refusal
+from app.serving.index import bump_generation
+from app.serving.service import Service, sha256_of
+from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Person, utcnow
 from model.decode import decode_image
 from model.image import DecodedImage, DecodeError
 from model.inference import EmbeddingModel
@@ -117,7 +117,7 @@ def ingest_image(
         uploaded_by_key_id=key_id,
     )
     # The original first, then the rows: a committed row never points at nothing. The hold on
-    # the digest lets a failed or interrupted upload's original be removed (see app/store.py).
+    # the digest lets a failed or interrupted upload's original be removed (see app/storage/originals.py).
     with timed("store"), service.store.writing(sha256, service.original_needed) as writing:
         service.store.put(sha256, data)
         try:

@@ -29,7 +29,7 @@ import numpy as np
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.tables import Embedding, ModelVersion
+from app.storage.tables import Embedding, ModelVersion
 from model.checkpoint import write_atomically
 
 SNAPSHOT_FORMAT = "radmatch-index/2"

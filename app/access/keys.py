@@ -10,7 +10,7 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.tables import ApiKey, AuditEntry, utcnow
+from app.storage.tables import ApiKey, AuditEntry, utcnow
 
 ROLES = ("examiner", "admin")
 _SCHEME = "rmk"

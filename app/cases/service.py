@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.errors import NotFound, Unprocessable
-from app.tables import (
+from app.core.errors import NotFound, Unprocessable
+from app.storage.tables import (
     ApiKey,
     AuditEntry,
     Case,

@@ -248,7 +248,7 @@ class AuditEntry(Base):
     """Append-only and chained: the service inserts and never updates or deletes (the database's
     triggers refuse both), and each entry's hash covers the previous entry's, so an edited,
     removed or reordered entry breaks the chain (`radmatch audit verify`). `sequence`,
-    `previous_hash` and `entry_hash` are filled in at flush time by app.audit, never by callers."""
+    `previous_hash` and `entry_hash` are filled in at flush time by app.audit.chain, never by callers."""
 
     __tablename__ = "audit_log"
 

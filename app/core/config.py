@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.index import IndexOptions
+from app.serving.index import IndexOptions
 
 
 class Settings(BaseSettings):
@@ -28,7 +28,7 @@ class Settings(BaseSettings):
     embed_wait_ms: float = Field(default=2.0, ge=0)
     embed_batch_max: int = Field(default=32, gt=0)
     # Searches are exact below approximate_index_from gallery images; from there on an index
-    # build makes the approximate kind, searched with the effort set here (see app/index.py).
+    # build makes the approximate kind, searched with the effort set here (see app/serving/index.py).
     approximate_index_from: int = Field(default=250_000, ge=0)
     approximate_index: Literal["hnsw", "ivf"] = "hnsw"
     hnsw_m: int = Field(default=32, ge=4)

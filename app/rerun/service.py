@@ -27,13 +27,13 @@ import numpy as np
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from app.errors import ClientError, Conflict, Gone, NotFound
-from app.images import decode
-from app.index import IndexOptions, VectorIndex, build_from_database, current_generation
-from app.model_versions import load_model
-from app.search import SearchFilters, _allowed_images, _nearest_people
-from app.service import Service, sha256_of
-from app.tables import AuditEntry, Embedding, Image, ModelVersion, Person, Search, utcnow
+from app.core.errors import ClientError, Conflict, Gone, NotFound
+from app.gallery.images import decode
+from app.search.service import SearchFilters, _allowed_images, _nearest_people
+from app.serving.index import IndexOptions, VectorIndex, build_from_database, current_generation
+from app.serving.model_versions import load_model
+from app.serving.service import Service, sha256_of
+from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Person, Search, utcnow
 from model.checkpoint import CheckpointError
 from model.image import DecodedImage
 from model.inference import EmbeddingModel

@@ -8,8 +8,8 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
-from app.config import Settings
-from app.tables import AuditEntry, ModelVersion, utcnow
+from app.core.config import Settings
+from app.storage.tables import AuditEntry, ModelVersion, utcnow
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
 

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from app.allocator import limit_heap_growth
+from app.core.allocator import limit_heap_growth
 from training.config import add_config_options, overrides_from
 
 
@@ -214,14 +213,14 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _settings():
-    from app.config import Settings
+    from app.core.config import Settings
 
     return Settings()
 
 
 def _open_service(command: str, with_index: bool, with_model: bool = True):
-    from app.database import SchemaOutOfDate
-    from app.service import Service, StartupError
+    from app.serving.service import Service, StartupError
+    from app.storage.database import SchemaOutOfDate
 
     try:
         return Service.open(_settings(), with_index=with_index, with_model=with_model)
@@ -292,7 +291,7 @@ def _health(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
-    from app.database import upgrade
+    from app.storage.database import upgrade
 
     settings = _settings()
     upgrade(settings.sqlalchemy_url, args.revision)
@@ -301,7 +300,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _db_downgrade(args: argparse.Namespace) -> int:
-    from app.database import downgrade
+    from app.storage.database import downgrade
 
     downgrade(_settings().sqlalchemy_url, args.revision)
     print(f"database at revision {args.revision}")
@@ -309,7 +308,7 @@ def _db_downgrade(args: argparse.Namespace) -> int:
 
 
 def _database_sessions(command: str):
-    from app.database import SchemaOutOfDate, check_schema, make_engine, session_factory
+    from app.storage.database import SchemaOutOfDate, check_schema, make_engine, session_factory
 
     engine = make_engine(_settings().sqlalchemy_url)
     try:
@@ -320,7 +319,7 @@ def _database_sessions(command: str):
 
 
 def _keys_create(args: argparse.Namespace) -> int:
-    from app.keys import create_key
+    from app.access.keys import create_key
 
     with _database_sessions("keys create").begin() as session:
         row, key = create_key(session, args.name, args.role)
@@ -332,7 +331,7 @@ def _keys_create(args: argparse.Namespace) -> int:
 def _keys_list(args: argparse.Namespace) -> int:
     from sqlalchemy import select
 
-    from app.tables import ApiKey
+    from app.storage.tables import ApiKey
 
     with _database_sessions("keys list")() as session:
         for row in session.scalars(select(ApiKey).order_by(ApiKey.id)):
@@ -342,7 +341,7 @@ def _keys_list(args: argparse.Namespace) -> int:
 
 
 def _keys_revoke(args: argparse.Namespace) -> int:
-    from app.keys import revoke_key
+    from app.access.keys import revoke_key
 
     with _database_sessions("keys revoke").begin() as session:
         try:
@@ -354,8 +353,8 @@ def _keys_revoke(args: argparse.Namespace) -> int:
 
 
 def _audit_verify(args: argparse.Namespace) -> int:
-    from app.audit import verify
-    from app.store import OriginalStore
+    from app.audit.chain import verify
+    from app.storage.originals import OriginalStore
 
     sessions = _database_sessions("audit verify")
     result = verify(sessions, OriginalStore(_settings().originals_dir))
@@ -364,7 +363,7 @@ def _audit_verify(args: argparse.Namespace) -> int:
 
 
 def _ingest(args: argparse.Namespace) -> int:
-    from app.bulk import ingest_records
+    from app.gallery.bulk import ingest_records
     from training.cohorts import CohortFormatError, read_cohort
     from training.protocol import split_gallery_queries
 
@@ -377,7 +376,7 @@ def _ingest(args: argparse.Namespace) -> int:
     if args.baseline_only:
         gallery, _ = split_gallery_queries(records)
         records = [records[i] for i in gallery]
-    from app.errors import ClientError
+    from app.core.errors import ClientError
 
     service = _open_service("ingest", with_index=False)
     try:
@@ -439,13 +438,9 @@ def print_ranking(answer: dict) -> None:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from app.demo import DemoPlan, run_demo
+    from cli.demo import DemoPlan, run_demo
 
     plan = DemoPlan(
         args.data_dir, args.preset, args.train_subjects, args.gallery_subjects, args.host, args.port
     )
     return run_demo(plan)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

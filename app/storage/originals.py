@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from app.errors import InsufficientStorage
+from app.core.errors import InsufficientStorage
 from model.checkpoint import write_atomically
 
 log = logging.getLogger("radmatch")

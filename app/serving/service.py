@@ -17,11 +17,11 @@ from dataclasses import dataclass, field
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.batching import EmbeddingBatcher
-from app.config import Settings
-from app.database import check_schema, make_engine, session_factory
-from app.errors import Unavailable
-from app.index import (
+from app.core.config import Settings
+from app.core.errors import Unavailable
+from app.core.metrics import Metrics
+from app.serving.batching import EmbeddingBatcher
+from app.serving.index import (
     SnapshotError,
     VectorIndex,
     build_from_database,
@@ -29,10 +29,10 @@ from app.index import (
     check_consistency,
     snapshot_path,
 )
-from app.metrics import Metrics
-from app.model_versions import activate, active_version, load_model, register
-from app.store import OriginalStore
-from app.tables import Image, ModelVersion, Search
+from app.serving.model_versions import activate, active_version, load_model, register
+from app.storage.database import check_schema, make_engine, session_factory
+from app.storage.originals import OriginalStore
+from app.storage.tables import Image, ModelVersion, Search
 from model.checkpoint import CheckpointError
 from model.image import DecodeLimits
 from model.inference import EmbeddingModel
@@ -182,7 +182,7 @@ class Service:
                 model = load_model(version, self.settings)
             except (CheckpointError, OSError) as error:
                 raise StartupError(f"cannot load model version {version.id}: {error}") from None
-        from app.images import embed_missing  # images uploaded under another model
+        from app.gallery.images import embed_missing  # images uploaded under another model
 
         embed_missing(self, model, version)
         index = self._load_index(version) if self.with_index else None

@@ -67,13 +67,10 @@ from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Searc
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing
+from tests.support.servers import Server, prepare_database, service_env
 from training.phantom.dicom import Encoding, Study, write_dicom
 
 REPO = Path(__file__).resolve().parent.parent
-if str(REPO / "tests" / "app") not in sys.path:
-    sys.path.insert(0, str(REPO / "tests" / "app"))  # the tests' real-server harness
-
-from servers import Server, prepare_database, service_env  # noqa: E402
 
 API = "/api/v1"
 SIDE = 96  # pixels: small files, above the decoder's 64 px minimum

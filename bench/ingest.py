@@ -20,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from service_bench import (
+
+from bench.service_bench import (
     API,
     dicom_bytes,
     forward_seconds,
@@ -32,7 +33,6 @@ from service_bench import (
     seeded_checkpoint,
     start_server,
 )
-
 from model.inference import EmbeddingModel
 
 TARGET_RATIO = 0.75

@@ -39,7 +39,8 @@ from pathlib import Path
 
 import httpx
 import numpy as np
-from service_bench import (
+
+from bench.service_bench import (
     API,
     SIDE,
     Server,
@@ -51,7 +52,6 @@ from service_bench import (
     seeded_checkpoint,
     start_server,
 )
-
 from model.inference import EmbeddingModel
 
 KINDS = ("upload", "search")

@@ -22,7 +22,10 @@ from pathlib import Path
 import numpy as np
 import sqlalchemy as sa
 import torch
-from service_bench import (
+
+from app.storage.database import make_engine
+from app.storage.tables import Embedding, Image, ModelVersion, Person
+from bench.service_bench import (
     API,
     forward_seconds,
     histogram_means,
@@ -33,9 +36,6 @@ from service_bench import (
     seeded_checkpoint,
     start_server,
 )
-
-from app.storage.database import make_engine
-from app.storage.tables import Embedding, Image, ModelVersion, Person
 from model.inference import EmbeddingModel
 
 TARGET_RATIO = 1.3

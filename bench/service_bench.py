@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import statistics
-import sys
 import time
 from datetime import date
 from pathlib import Path
@@ -21,12 +20,10 @@ from model.checkpoint import save_checkpoint
 from model.inference import EmbeddingModel
 from model.network import Embedder
 from model.preprocess import Preprocessing
+from tests.support.servers import Server, prepare_database, service_env
 from training.phantom.dicom import Encoding, Study, write_dicom
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO / "tests" / "app"))  # the tests' real-server harness
-
-from servers import Server, prepare_database, service_env  # noqa: E402
 
 API = "/api/v1"
 SIDE = 512

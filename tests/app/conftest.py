@@ -3,22 +3,16 @@ real `radmatch serve` process on a free port."""
 
 from __future__ import annotations
 
-import os
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
 import torch
-from servers import Server, prepare_database, service_env
 
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing
-
-POSTGRES_ENV = "RADMATCH_TEST_POSTGRES_URL"
+from tests.support.databases import new_postgres_database
+from tests.support.servers import Server, prepare_database, service_env
 
 
 @pytest.fixture(scope="session")
@@ -28,32 +22,6 @@ def checkpoint(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("model") / "checkpoint.pt"
     save_checkpoint(path, Embedder(), Preprocessing(input_size=64), metrics={"val_mAP": 0.0})
     return path
-
-
-def postgres_admin_url() -> str:
-    url = os.environ.get(POSTGRES_ENV)
-    if not url:
-        pytest.skip(
-            f"PostgreSQL not configured: set {POSTGRES_ENV}, e.g. "
-            "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
-        )
-    return url
-
-
-@contextmanager
-def new_postgres_database() -> Iterator[str]:
-    """The URL of a new, empty PostgreSQL database, dropped afterwards."""
-    admin = sa.make_url(postgres_admin_url())
-    name = f"radmatch_test_{uuid.uuid4().hex[:12]}"
-    engine = sa.create_engine(admin, isolation_level="AUTOCOMMIT")
-    with engine.connect() as connection:
-        connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    try:
-        yield admin.set(database=name).render_as_string(hide_password=False)
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        engine.dispose()
 
 
 @pytest.fixture

@@ -23,10 +23,8 @@ import httpx
 import numpy as np
 import pytest
 import sqlalchemy as sa
-from conftest import new_postgres_database
 from fastapi.routing import iter_route_contexts
 from PIL import Image
-from servers import REPO, Server, prepare_database, service_env
 from starlette.routing import Mount
 
 from app.access.keys import create_key, revoke_key
@@ -34,6 +32,8 @@ from app.core.config import Settings
 from app.main import create_app
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory, upgrade
+from tests.support.databases import new_postgres_database
+from tests.support.servers import REPO, Server, prepare_database, service_env
 
 API = "/api/v1"
 

@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from servers import REPO, service_env
 
 from app.access.keys import create_key, revoke_key
 from app.audit.chain import GENESIS_HASH, Verification, canonical_entry, verify
@@ -25,6 +24,7 @@ from app.serving.model_versions import activate
 from app.storage.database import downgrade, make_engine, session_factory, upgrade
 from app.storage.originals import OriginalStore
 from app.storage.tables import AuditChainHead, AuditEntry, Image, ModelVersion, Person, Search
+from tests.support.servers import REPO, service_env
 
 CLI_TIMEOUT_S = 120  # a subprocess imports torch; the machine may be busy
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from servers import load_bench
+from tests.support.servers import load_bench
 
 CYCLES = 3
 

@@ -11,7 +11,8 @@ import time
 from pathlib import Path
 
 import httpx
-from servers import REPO, free_port
+
+from tests.support.servers import REPO, free_port
 
 
 def run_demo(data_dir: Path, port: int, log: Path) -> tuple[subprocess.Popen, str]:

@@ -40,7 +40,6 @@ import numpy as np
 import pytest
 import sqlalchemy as sa
 from PIL import Image as PILImage
-from servers import Server, free_port, load_bench, prepare_database, service_env
 from sqlalchemy import func, select
 
 from app.core.config import Settings
@@ -49,6 +48,7 @@ from app.serving.index import VectorIndex, snapshot_path
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory
 from app.storage.tables import Embedding, Image, Person
+from tests.support.servers import Server, free_port, load_bench, prepare_database, service_env
 
 API = "/api/v1"
 UNAVAILABLE = "the case database is unavailable"

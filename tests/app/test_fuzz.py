@@ -35,7 +35,8 @@ import schemathesis
 from PIL import Image
 from schemathesis.engine import events, from_schema
 from schemathesis.engine.statistic import Statistic
-from servers import Server, prepare_database, service_env
+
+from tests.support.servers import Server, prepare_database, service_env
 
 API = "/api/v1"
 EXAMPLES = int(os.environ.get("RADMATCH_FUZZ_EXAMPLES", "10"))

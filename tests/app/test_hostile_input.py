@@ -39,9 +39,9 @@ from pydicom.uid import (
     RLELossless,
     generate_uid,
 )
-from servers import REPO, Server, prepare_database, service_env
 
 from app.main import MULTIPART_OVERHEAD, OTHER_BODY_LIMIT
+from tests.support.servers import REPO, Server, prepare_database, service_env
 
 API = "/api/v1"
 UPLOAD_LIMIT = 1_000_000  # RADMATCH_MAX_UPLOAD_BYTES of the shared server

@@ -11,12 +11,12 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from servers import WorkerProcess
 from sqlalchemy import select
 
 from app.jobs.queue import FAILED, QUEUED, RUNNING, claim, enqueue, recover_stale
 from app.storage.database import make_engine, session_factory
 from app.storage.tables import AuditEntry, Job
+from tests.support.servers import WorkerProcess
 from training.cohorts import read_knee_manifest
 
 API = "/api/v1"

@@ -11,7 +11,6 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
-from servers import REPO, Server, free_port, service_env
 
 from app.access.keys import authenticate, create_key
 from app.core.config import Settings
@@ -25,6 +24,7 @@ from app.storage.database import (
     upgrade,
 )
 from app.storage.tables import Base
+from tests.support.servers import REPO, Server, free_port, service_env
 
 RADMATCH_TABLES = set(Base.metadata.tables)
 CLI_TIMEOUT_S = 120  # a subprocess imports torch; the machine may be busy

@@ -12,7 +12,8 @@ from pathlib import Path
 import httpx
 import pydicom.data
 import pytest
-from servers import Server
+
+from tests.support.servers import Server
 
 # As in tests/model/test_decode.py: globbed from the installed package, never get_testdata_files()
 # (which downloads). Here every regular file counts, whatever its extension.

@@ -10,8 +10,8 @@ from typing import Any
 
 import httpx
 import pytest
-from servers import Server, prepare_database, service_env
 
+from tests.support.servers import Server, prepare_database, service_env
 from training.cohorts import read_knee_manifest
 
 SYNC_DEADLINE_S = 10.0

@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 import torch
-from servers import WorkerProcess
 
 from app.storage.tables import Search
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing
+from tests.support.servers import WorkerProcess
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
 

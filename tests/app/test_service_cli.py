@@ -8,8 +8,8 @@ import sys
 import time
 
 import pytest
-from servers import REPO
 
+from tests.support.servers import REPO
 from training.cohorts import read_knee_manifest
 
 

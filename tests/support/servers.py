@@ -3,7 +3,7 @@ a migrated database with keys; waiting for its jobs and models; the bench harnes
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import signal
 import socket
@@ -168,10 +168,5 @@ def prepare_database(database_url: str) -> tuple[str, str]:
 
 
 def load_bench(name: str):
-    """A script of bench/ as a module (bench/ is no package)."""
-    if name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(name, REPO / "bench" / f"{name}.py")
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[name] = module  # before running it: its dataclasses look it up
-        spec.loader.exec_module(module)
-    return sys.modules[name]
+    """A module of bench/."""
+    return importlib.import_module(f"bench.{name}")

@@ -18,5 +18,7 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# A fresh machine lacks Debian packages the tests need (chromium for the browser tests).
 test: lint
+	scripts/install-test-packages
 	$(VENV)/bin/pytest

@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from app.api import admin, cases, health, images, keys, people, searches
 from app.core.errors import ClientError, TooLarge
+from app.core.metrics import Metrics
 from app.serving.service import Service
 
 log = logging.getLogger("radmatch")
@@ -135,43 +136,50 @@ def create_app(service: Service) -> FastAPI:
 
     # Added before the measuring middleware so that it runs inside it: refusals are counted too.
     app.add_middleware(LimitRequestBody, max_upload_bytes=service.settings.max_upload_bytes)
+    _measure_requests(app, service.metrics)
+    for error_type, handler in ERROR_HANDLERS.items():
+        app.add_exception_handler(error_type, handler)
+    return app
 
+
+def _measure_requests(app: FastAPI, metrics: Metrics) -> None:
     @app.middleware("http")
     async def measure(request: Request, call_next):
         start = time.perf_counter()
         response = await call_next(request)
         route = request.scope.get("route")
         template = route.path if route is not None else "unmatched"
-        service.metrics.requests.labels(request.method, template, response.status_code).inc()
-        service.metrics.latency.labels(request.method, template).observe(
-            time.perf_counter() - start
-        )
+        metrics.requests.labels(request.method, template, response.status_code).inc()
+        metrics.latency.labels(request.method, template).observe(time.perf_counter() - start)
         return response
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        # FastAPI's own answer, but in ASCII: the errors echo the input, which may hold
-        # characters that UTF-8 cannot encode (a lone surrogate escape in JSON).
-        return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
-    @app.exception_handler(ClientError)
-    async def client_error(_: Request, error: ClientError) -> JSONResponse:
-        return JSONResponse({"detail": error.message}, status_code=error.status)
+async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
+    # FastAPI's own answer, but in ASCII: the errors echo the input, which may hold
+    # characters that UTF-8 cannot encode (a lone surrogate escape in JSON).
+    return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
 
-    @app.exception_handler(OperationalError)
-    async def database_away(_: Request, error: OperationalError) -> JSONResponse:
-        log.error("database error: %s", error)
-        return JSONResponse(
-            {"detail": "the case database is unavailable; try again shortly"}, status_code=503
-        )
 
-    @app.exception_handler(Exception)
-    async def bug(_: Request, error: Exception) -> JSONResponse:
-        reference = uuid.uuid4().hex[:12]
-        log.exception("internal error %s", reference, exc_info=error)
-        return JSONResponse(
-            {"detail": f"internal error (reference {reference})"},
-            status_code=500,
-        )
+async def _client_error(_: Request, error: ClientError) -> JSONResponse:
+    return JSONResponse({"detail": error.message}, status_code=error.status)
 
-    return app
+
+async def _database_away(_: Request, error: OperationalError) -> JSONResponse:
+    log.error("database error: %s", error)
+    return JSONResponse(
+        {"detail": "the case database is unavailable; try again shortly"}, status_code=503
+    )
+
+
+async def _bug(_: Request, error: Exception) -> JSONResponse:
+    reference = uuid.uuid4().hex[:12]
+    log.exception("internal error %s", reference, exc_info=error)
+    return JSONResponse({"detail": f"internal error (reference {reference})"}, status_code=500)
+
+
+ERROR_HANDLERS = {
+    RequestValidationError: _invalid_request,
+    ClientError: _client_error,
+    OperationalError: _database_away,
+    Exception: _bug,
+}

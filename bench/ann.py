@@ -8,8 +8,8 @@ the normalised centre plus noise (about 0.8 cosine to its centre, 0.64 between t
 person); queries are new images of gallery people. Latencies are measured twice: with faiss's
 default threads, as the service searches, and on one thread. Prints one JSON object.
 
-    .venv/bin/python bench/ann.py --json /tmp/ann.json
-    .venv/bin/python bench/ann.py --vectors 50000 --queries 50
+    .venv/bin/python -m bench.ann --json /tmp/ann.json
+    .venv/bin/python -m bench.ann --vectors 50000 --queries 50
 """
 
 from __future__ import annotations

@@ -26,8 +26,8 @@ What must hold after every restart:
 
 Prints one JSON summary. The server's start-up dominates a cycle's time; the summary measures it.
 
-    .venv/bin/python bench/crash_harness.py --database sqlite --cycles 50 --json /tmp/crash.json
-    .venv/bin/python bench/crash_harness.py --database postgresql --cycles 50
+    .venv/bin/python -m bench.crash_harness --database sqlite --cycles 50 --json /tmp/crash.json
+    .venv/bin/python -m bench.crash_harness --database postgresql --cycles 50
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ with the metric runs so that machine noise hits both; the metric values, so one 
 real; cores and torch threads. When the target is missed, one more run of each function under
 torch.profiler says which operators take the time ("where_time_goes" and a "note").
 
-    .venv/bin/python bench/evaluate_speed.py
+    .venv/bin/python -m bench.evaluate_speed
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ queries, and the `paper` preset trained as PAPER.md trains it (256 px, 32 people
 rate is set beside the H200's ceilings (about 790 TFLOP/s bf16 matrix rate, 4.3 TB/s memory
 bandwidth) as a fraction of the limit. Prints one JSON object (and writes it to --json when given).
 
-    python bench/gpu.py --json $OUT/gpu.json          # on a machine with a CUDA GPU
+    python -m bench.gpu --json $OUT/gpu.json          # on a machine with a CUDA GPU
 
 On a CPU the same script runs with tiny settings, to check it before spending GPU time:
 
-    .venv/bin/python bench/gpu.py --device cpu --train-subjects 12 --test-subjects 8 --epochs 1 \
+    .venv/bin/python -m bench.gpu --device cpu --train-subjects 12 --test-subjects 8 --epochs 1 \
         --search-vectors 200000 --query-batch 64
 """
 

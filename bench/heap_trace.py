@@ -1,7 +1,7 @@
 """Runs a `radmatch` command with Python's heap traced, to tell a leak in Python objects from growth
 of the process's memory underneath them (allocator, libraries):
 
-    .venv/bin/python bench/heap_trace.py HEAP.jsonl serve --port 8000
+    .venv/bin/python -m bench.heap_trace HEAP.jsonl serve --port 8000
 
 Every HEAP_TRACE_SECONDS (default 5) one JSON line is appended to HEAP.jsonl: seconds since start,
 the memory Python has allocated and not freed (tracemalloc), and the number of objects the garbage
@@ -11,6 +11,7 @@ measures the heap, not speed. bench/load.py --trace-heap starts its server this 
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -36,7 +37,13 @@ def sample_forever(out: Path, every: float) -> None:
 
 
 def main() -> None:
-    out, command = Path(sys.argv[1]), sys.argv[2:]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("heap", type=Path, help="JSON lines file the samples are appended to")
+    parser.add_argument("command", nargs=argparse.REMAINDER, help="the radmatch command")
+    args = parser.parse_args()
+    out, command = args.heap, args.command
     tracemalloc.start()
     every = float(os.environ.get("HEAP_TRACE_SECONDS", "5"))
     threading.Thread(target=sample_forever, args=(out, every), daemon=True).start()

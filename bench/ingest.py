@@ -4,8 +4,8 @@ with concurrent clients, against the raw batched network forward measured in the
 A real `radmatch serve` on the embedded defaults (SQLite) and 512 x 512 16-bit radiographs, PNG
 and DICOM, made before the clock starts so that the clients only send. Prints one JSON object.
 
-    .venv/bin/python bench/ingest.py                    # the paper's 256 px model, 8 clients
-    .venv/bin/python bench/ingest.py --input-size 128   # the cpu preset's model
+    .venv/bin/python -m bench.ingest                    # the paper's 256 px model, 8 clients
+    .venv/bin/python -m bench.ingest --input-size 128   # the cpu preset's model
 """
 
 from __future__ import annotations

@@ -19,9 +19,9 @@ upload a copy of one with a counter stamped into its pixels, so that every uploa
 image without the clients spending the CPU on encoding. Queries are PNGs. The exit status is 1
 when any request failed or the memory grew.
 
-    .venv/bin/python bench/load.py                              # 32 clients for 5 minutes
-    .venv/bin/python bench/load.py --clients 8 --duration 20    # a quick look
-    .venv/bin/python bench/load.py --trace-heap                 # Python's heap traced beside
+    .venv/bin/python -m bench.load                              # 32 clients for 5 minutes
+    .venv/bin/python -m bench.load --clients 8 --duration 20    # a quick look
+    .venv/bin/python -m bench.load --trace-heap                 # Python's heap traced beside
 """
 
 from __future__ import annotations
@@ -261,7 +261,7 @@ def main() -> int:
         database_url, key = new_database(scratch)
         heap_trace = scratch / "heap.jsonl"
         launcher = (
-            (sys.executable, str(Path(__file__).with_name("heap_trace.py")), str(heap_trace))
+            (sys.executable, "-m", "bench.heap_trace", str(heap_trace))
             if args.trace_heap
             else Server.launcher
         )

@@ -5,7 +5,7 @@ mining, B = 128 as 32 people x 4 images, D = 128) and, on the same batch, of the
 oracle training/reference_loss.py (fewer repetitions: it is slow by design), their ratio, and the
 absolute difference of the two loss values and gradients, which should be float32 round-off.
 
-    .venv/bin/python bench/loss_step.py
+    .venv/bin/python -m bench.loss_step
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ paper's protocol on another (other people), beside the raw-pixel baseline.
 Each run keeps its folder (checkpoint, last.pt, report.json), so an interrupted benchmark resumes
 where it stopped. Prints one JSON object and writes it and a Markdown table to docs/results/phantom_benchmark.{json,md}.
 
-    .venv/bin/python bench/phantom_benchmark.py --preset cpu --epochs 8
+    .venv/bin/python -m bench.phantom_benchmark --preset cpu --epochs 8
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
             table.append(f"| {metric} | {LABELS[loss]} | " + " | ".join(cells) + " |")
     config = result["config"]
     command = (
-        f".venv/bin/python bench/phantom_benchmark.py --preset {result['preset']}"
+        f".venv/bin/python -m bench.phantom_benchmark --preset {result['preset']}"
         + (f" --epochs {args.epochs}" if args.epochs is not None else "")
         + f" --seeds {' '.join(map(str, result['seeds']))}"
     )

@@ -3,7 +3,7 @@
 Generates (or reuses) a held-out phantom cohort, evaluates raw pixels and an untrained ResNet-18 by the
 paper's protocol, prints one JSON object, and writes docs/results/phantom.md and its figure.
 
-    .venv/bin/python bench/phantom_difficulty.py --subjects 200 --seed 1000
+    .venv/bin/python -m bench.phantom_difficulty --subjects 200 --seed 1000
 """
 
 from __future__ import annotations
@@ -98,7 +98,7 @@ def _write_markdown(args, result, reports, figure: Path) -> None:
         f"inputs {result['input_size']} px). Produced by:",
         "",
         "```",
-        f".venv/bin/python bench/phantom_difficulty.py --subjects {args.subjects} --seed {args.seed}",
+        f".venv/bin/python -m bench.phantom_difficulty --subjects {args.subjects} --seed {args.seed}",
         "```",
         "",
         "Gallery: every person's baseline images (both knees); queries: their follow-up images, "

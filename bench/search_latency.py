@@ -6,8 +6,8 @@ The gallery's embeddings are written straight into the database (people with fou
 clustered unit vectors) because embedding 100,000 radiographs would take hours on a CPU; the
 server then builds its index from them as it does on start-up. Queries are 512 x 512 16-bit PNGs.
 
-    .venv/bin/python bench/search_latency.py                          # 100,000 images, exact
-    .venv/bin/python bench/search_latency.py --approximate-from 0     # the approximate index
+    .venv/bin/python -m bench.search_latency                          # 100,000 images, exact
+    .venv/bin/python -m bench.search_latency --approximate-from 0     # the approximate index
 """
 
 from __future__ import annotations

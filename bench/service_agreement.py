@@ -3,7 +3,7 @@
 CMC top-1 by interval with what `radmatch evaluate` reports for the same checkpoint and cohort.
 Prints one JSON object and writes docs/results/service.md.
 
-    .venv/bin/python bench/service_agreement.py --checkpoint runs/cpu-preset/checkpoint.pt \\
+    .venv/bin/python -m bench.service_agreement --checkpoint runs/cpu-preset/checkpoint.pt \\
         --manifest data/phantom-1000/manifest.csv --work runs/service-agreement
 """
 
@@ -149,7 +149,7 @@ def write_report(path: Path, result: dict, argv: list[str]) -> None:
         "beside what `radmatch evaluate` reports for the same checkpoint and cohort:",
         "",
         "```",
-        "python bench/service_agreement.py " + " ".join(argv),
+        ".venv/bin/python -m bench.service_agreement " + " ".join(argv),
         "```",
         "",
         "| interval | queries | API CMC top-1 | evaluate CMC top-1 |",

@@ -4,7 +4,7 @@ Prints one JSON object: the wall time of a full synth (PNG and DICOM twins, all 
 a floor measured in the same run: re-encoding the same images as PNG, one process. The ratio says how
 much the rendering and DICOM encoding cost over just writing the pixels.
 
-    .venv/bin/python bench/synth_speed.py --subjects 20
+    .venv/bin/python -m bench.synth_speed --subjects 20
 """
 
 from __future__ import annotations

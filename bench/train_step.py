@@ -20,8 +20,8 @@ whether the overhead is within the 5% target, the run-to-run noise of the networ
 the same medians in this process's CPU time (less disturbed than wall time when other processes
 share the cores).
 
-    .venv/bin/python bench/train_step.py                                # cpu preset, 128 px, 16 x 4
-    python bench/train_step.py --preset paper --device cuda --repeats 50  # on a GPU
+    .venv/bin/python -m bench.train_step                                # cpu preset, 128 px, 16 x 4
+    python -m bench.train_step --preset paper --device cuda --repeats 50  # on a GPU
 """
 
 from __future__ import annotations

@@ -10,7 +10,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from app.storage.tables import ApiKey, AuditEntry, utcnow
+from app.audit.entries import record_entry
+from app.storage.tables import ApiKey, utcnow
 
 ROLES = ("examiner", "admin")
 _SCHEME = "rmk"
@@ -31,13 +32,12 @@ def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
     row = ApiKey(name=name.strip(), role=role, prefix=prefix, key_hash=_hash(key))
     session.add(row)
     session.flush()
-    session.add(
-        AuditEntry(
-            action="key.create",
-            target_type="api_key",
-            target_id=row.id,
-            details={"name": row.name, "role": role},
-        )
+    record_entry(
+        session,
+        action="key.create",
+        target_type="api_key",
+        target_id=row.id,
+        details={"name": row.name, "role": role},
     )
     return row, key
 
@@ -59,7 +59,7 @@ def revoke_key(session: Session, key_id: int) -> ApiKey:
         raise LookupError(f"no key with id {key_id}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
-        session.add(
-            AuditEntry(action="key.revoke", target_type="api_key", target_id=row.id, details={})
+        record_entry(
+            session, action="key.revoke", target_type="api_key", target_id=row.id, details={}
         )
     return row

@@ -14,15 +14,14 @@ from sqlalchemy.orm import Session
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
-from app.api.schemas import (
+from app.api.schemas.admin import (
     JobOut,
     JobsPage,
     ModelRegister,
     ModelVersionOut,
-    NoNul,
     TrainingJobCreate,
-    refusals,
 )
+from app.api.schemas.common import NoNul, refusals
 from app.core.errors import NotFound, Unprocessable
 from app.jobs.queue import enqueue, request_cancel
 from app.serving.model_versions import register
@@ -37,7 +36,7 @@ JobStatus = Annotated[str | None, Query(pattern="^(queued|running|succeeded|fail
 
 
 def _start(service: Service, kind: str, parameters: dict[str, Any], key_id: int) -> Job:
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         return enqueue(session, kind, parameters, key_id)
 
 
@@ -65,7 +64,7 @@ def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) 
 
 @router.get("/models", response_model=list[ModelVersionOut])
 def list_models(service: ServiceDep, _: AdminKey) -> list[dict]:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         versions = session.scalars(select(ModelVersion).order_by(ModelVersion.id)).all()
         return [_model_out(session, version) for version in versions]
 
@@ -79,7 +78,7 @@ def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> d
         model = EmbeddingModel.load(Path(body.checkpoint_path), "cpu")
     except (CheckpointError, OSError) as error:
         raise Unprocessable(f"cannot register {body.checkpoint_path!r}: {error}") from None
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         return _model_out(session, register(session, model, key.id))
 
 
@@ -93,7 +92,7 @@ def activate_model(version_id: PathId, service: ServiceDep, key: AdminKey) -> Jo
     """Re-embed every image with this version, build and verify its index, then make it the
     active model in one step. The previous version stays registered, with its embeddings: activate
     it again to roll back."""
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         if session.get(ModelVersion, version_id) is None:
             raise NotFound(f"no model version with id {version_id}")
     return _start(service, "model_activation", {"model_version_id": version_id}, key.id)
@@ -113,13 +112,13 @@ def list_jobs(
         query = query.where(Job.status == status)
     if kind is not None:
         query = query.where(Job.kind == kind)
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return page(session, query, Job.id.desc(), limit, offset)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut, responses=refusals(404))
 def get_job(job_id: PathId, service: ServiceDep, _: AdminKey) -> Job:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return _job(session, job_id)
 
 
@@ -128,7 +127,7 @@ def get_job(job_id: PathId, service: ServiceDep, _: AdminKey) -> Job:
 )
 def cancel_job(job_id: PathId, service: ServiceDep, key: AdminKey) -> Job:
     """Cancel a queued job; a running one stops at its next progress report."""
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         return request_cancel(session, _job(session, job_id), key.id)
 
 

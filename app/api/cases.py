@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
-from app.api.schemas import (
+from app.api.schemas.cases import (
     CaseCreate,
     CaseDetail,
     CaseOut,
@@ -21,13 +21,12 @@ from app.api.schemas import (
     ConclusionCreate,
     ConclusionOut,
     Conclusions,
-    NoNul,
     ReviewCreate,
     ReviewOut,
-    SearchOut,
-    refusals,
 )
-from app.api.searches import SearchForm
+from app.api.schemas.common import NoNul, refusals
+from app.api.schemas.searches import SearchOut
+from app.api.searches import SearchForm, run_search
 from app.cases.service import (
     audit,
     case_detail,
@@ -45,7 +44,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 50
 @router.post("/cases", status_code=201, response_model=CaseOut, responses=refusals(400, 409))
 def create_case(body: CaseCreate, service: ServiceDep, key: AnyKey) -> Case:
     try:
-        with service.sessions.begin() as session:
+        with service.records.sessions.begin() as session:
             case = Case(number=body.number, description=body.description, created_by_key_id=key.id)
             session.add(case)
             session.flush()
@@ -69,20 +68,20 @@ def list_cases(
         query = query.where(Case.status == status)
     if number is not None:
         query = query.where(Case.number == number)
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return page(session, query, Case.id.desc(), limit, offset)
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail, responses=refusals(404))
 def get_case(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return case_detail(session, live_case(session, case_id), key.id)
 
 
 @router.patch("/cases/{case_id}", response_model=CaseOut, responses=refusals(400, 404))
 def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
     changes = body.model_dump(exclude_none=True)
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
         for name, value in changes.items():
             setattr(case, name, value)
@@ -98,14 +97,14 @@ def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: Any
 )
 def search_in_case(case_id: PathId, service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
     """A search (as POST /search) kept with the case."""
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         live_case(session, case_id)
-    return form.run(service, key.id, case_id)
+    return run_search(service, form, key.id, case_id).as_json()
 
 
 @router.get("/cases/{case_id}/conclusions", response_model=Conclusions, responses=refusals(404))
 def list_conclusions(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return conclusions_for(session, live_case(session, case_id), key.id)
 
 
@@ -120,7 +119,7 @@ def add_conclusion(
 ) -> dict:
     """Record a conclusion about one candidate of one of the case's searches, signed by your key.
     Nothing is overwritten: a changed conclusion is a new entry."""
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
         entry = record_conclusion(
             session, case, body.search_id, body.person_id, body.conclusion, body.comment, key
@@ -143,6 +142,6 @@ def add_conclusion(
 )
 def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
     """Ask another examiner to review a search blind."""
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
         return request_review(session, case, body.search_id, body.reviewer_key_id, key)

@@ -8,7 +8,7 @@ from fastapi import Depends, HTTPException, Path, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.access.keys import authenticate
-from app.api.schemas import MAX_ROW_ID
+from app.api.schemas.common import MAX_ROW_ID
 from app.serving.service import Service
 from app.storage.tables import ApiKey
 
@@ -25,7 +25,7 @@ def current_key(
 ) -> ApiKey:
     if not key:
         raise HTTPException(401, "send an API key in the X-API-Key header")
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         row = authenticate(session, key)
     if row is None:
         raise HTTPException(401, "the API key is not valid or was revoked")

@@ -24,10 +24,10 @@ def healthz() -> dict:
 def readyz(service: ServiceDep) -> JSONResponse:
     checks: dict[str, object] = {}
     try:
-        with service.sessions() as session:
+        with service.records.sessions() as session:
             session.execute(text("SELECT 1"))
             checks["database"] = "ok"
-            serving = service.serving
+            serving = service.matcher.serving
             checks["model"] = "ok" if serving is not None else "no model loaded"
             if serving is None or serving.index is None:
                 checks["index"] = "no index"

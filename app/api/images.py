@@ -8,16 +8,11 @@ from fastapi import APIRouter, Query, Response
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
-from app.api.schemas import Deleted, ImageOut, NoNul, refusals
-from app.gallery.images import (
-    FILE_SUFFIXES,
-    MEDIA_TYPES,
-    PREVIEW_CACHING,
-    delete_image,
-    live_image,
-    original_bytes,
-    preview_png,
-)
+from app.api.schemas.common import Deleted, NoNul, refusals
+from app.api.schemas.people import ImageOut
+from app.gallery.deletion import delete_image
+from app.gallery.images import live_image, original_bytes
+from app.gallery.previews import FILE_SUFFIXES, MEDIA_TYPES, PREVIEW_CACHING, preview_png
 from app.storage.tables import Image
 
 router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=refusals(401, 503))
@@ -25,7 +20,7 @@ router = APIRouter(prefix=API_PREFIX, tags=["images"], responses=refusals(401, 5
 
 @router.get("/images/{image_id}", response_model=ImageOut, responses=refusals(404))
 def get_image(image_id: PathId, service: ServiceDep, _: AnyKey) -> Image:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return live_image(session, image_id)
 
 
@@ -41,10 +36,10 @@ def get_image(image_id: PathId, service: ServiceDep, _: AnyKey) -> Image:
     },
 )
 def get_original(image_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         image = live_image(session, image_id)
     return Response(
-        original_bytes(service, image),
+        original_bytes(service.records, image),
         media_type=MEDIA_TYPES[image.format],
         headers={
             "Content-Disposition": f'attachment; filename="{image.sha256}.{FILE_SUFFIXES[image.format]}"',
@@ -67,10 +62,10 @@ def get_preview(
     _: AnyKey,
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
 ) -> Response:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         image = live_image(session, image_id)
     return Response(
-        preview_png(service, original_bytes(service, image), size),
+        preview_png(service.matcher, original_bytes(service.records, image), size),
         media_type="image/png",
         headers=PREVIEW_CACHING,
     )
@@ -86,5 +81,12 @@ def remove_image(
     ],
     purge: Annotated[bool, Query(description="Also delete the original file")] = False,
 ) -> dict:
-    image = delete_image(service, image_id, reason, purge, key.id)
+    image = delete_image(
+        service.records,
+        service.matcher,
+        image_id=image_id,
+        reason=reason,
+        purge=purge,
+        key_id=key.id,
+    )
     return {"id": image.id, "deleted_at": image.deleted_at, "purged": purge}

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, ServiceDep
-from app.api.schemas import KeyOut, Limits, refusals
+from app.api.schemas.common import KeyOut, Limits, refusals
 from app.storage.tables import ApiKey
 
 router = APIRouter(prefix=API_PREFIX, tags=["keys"], responses=refusals(401, 503))
@@ -32,7 +32,7 @@ def limits(service: ServiceDep, _: AnyKey) -> dict:
 @router.get("/examiners", response_model=list[KeyOut])
 def examiners(service: ServiceDep, _: AnyKey) -> list[ApiKey]:
     """Active keys by name and role (never the keys), to choose a blind reviewer."""
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return list(
             session.scalars(select(ApiKey).where(ApiKey.revoked_at.is_(None)).order_by(ApiKey.id))
         )

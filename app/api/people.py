@@ -7,55 +7,34 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
-from app.api.schemas import (
+from app.api.schemas.common import Deleted, NoNul, Sex, Side, refusals
+from app.api.schemas.people import (
     Appearance,
-    Deleted,
     ImageOut,
-    NoNul,
     PeoplePage,
     PersonCreate,
     PersonDetail,
     PersonOut,
-    Sex,
-    Side,
-    refusals,
 )
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import display_name, read_upload
-from app.core.errors import Conflict
-from app.gallery.images import ImageFields, delete_person, ingest_image, live_person
-from app.storage.tables import AuditEntry, Case, Person, Search, SearchResult
+from app.gallery.deletion import delete_person
+from app.gallery.images import ImageFields, ingest_image
+from app.gallery.people import add_person, live_person
+from app.search.filters import SearchFilters
+from app.storage.tables import Case, Person, Search, SearchResult
 
 router = APIRouter(prefix=API_PREFIX, tags=["people"], responses=refusals(401, 503))
 
 
 @router.post("/people", status_code=201, response_model=PersonOut, responses=refusals(400, 409))
 def create_person(body: PersonCreate, service: ServiceDep, key: AnyKey) -> Person:
-    try:
-        with service.sessions.begin() as session:
-            person = Person(**body.model_dump(), created_by_key_id=key.id)
-            session.add(person)
-            session.flush()
-            session.add(
-                AuditEntry(
-                    key_id=key.id,
-                    action="person.create",
-                    target_type="person",
-                    target_id=person.id,
-                    details={"external_ref": person.external_ref},
-                )
-            )
-    except IntegrityError:
-        raise Conflict(
-            f"a person with external_ref {body.external_ref!r} exists already; "
-            "find them with GET /api/v1/people?external_ref=..."
-        ) from None
-    return person
+    with service.records.sessions.begin() as session:
+        return add_person(session, key_id=key.id, **body.model_dump())
 
 
 @router.get("/people", response_model=PeoplePage)
@@ -71,22 +50,17 @@ def list_people(
     birth_year_min: Annotated[int | None, Query(ge=1850, le=2100)] = None,
     birth_year_max: Annotated[int | None, Query(ge=1850, le=2100)] = None,
 ) -> dict:
-    query = select(Person).where(Person.deleted_at.is_(None))
+    filters = SearchFilters(sex=sex, birth_year_min=birth_year_min, birth_year_max=birth_year_max)
+    query = select(Person).where(Person.deleted_at.is_(None), *filters.person_conditions())
     if external_ref is not None:
         query = query.where(Person.external_ref == external_ref)
-    if sex is not None:
-        query = query.where(Person.sex == sex)
-    if birth_year_min is not None:
-        query = query.where(Person.birth_year >= birth_year_min)
-    if birth_year_max is not None:
-        query = query.where(Person.birth_year <= birth_year_max)
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         return page(session, query, Person.id, limit, offset)
 
 
 @router.get("/people/{person_id}", response_model=PersonDetail, responses=refusals(404))
 def get_person(person_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         person = live_person(session, person_id)
         images = [im for im in person.images if im.deleted_at is None]
         return {**PersonOut.model_validate(person).model_dump(), "images": images}
@@ -97,7 +71,7 @@ def get_person(person_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
 )
 def person_in_searches(person_id: PathId, service: ServiceDep, _: AnyKey) -> list[dict]:
     """The searches this person was a candidate in, newest first, with the rank they had."""
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         live_person(session, person_id)
         rows = session.execute(
             select(SearchResult, Search.case_id, Case.number, Search.created_at)
@@ -157,7 +131,15 @@ def upload_image(
         pixel_spacing_mm=pixel_spacing_mm,
         filename=display_name(file.filename),
     )
-    image, created = ingest_image(service, person_id, data, fields, key.id)
+    image, created = ingest_image(
+        records=service.records,
+        matcher=service.matcher,
+        metrics=service.metrics,
+        person_id=person_id,
+        data=data,
+        fields=fields,
+        key_id=key.id,
+    )
     if not created:
         response.status_code = 200
     return ImageOut.model_validate(image)
@@ -173,5 +155,12 @@ def remove_person(
     ],
     purge: Annotated[bool, Query(description="Also delete the original files")] = False,
 ) -> dict:
-    person = delete_person(service, person_id, reason, purge, key.id)
+    person = delete_person(
+        service.records,
+        service.matcher,
+        person_id=person_id,
+        reason=reason,
+        purge=purge,
+        key_id=key.id,
+    )
     return {"id": person.id, "deleted_at": person.deleted_at, "purged": purge}

@@ -2,37 +2,26 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, PathId, ServiceDep
-from app.api.schemas import NoNul, RerunOut, SearchOut, Sex, Side, refusals
+from app.api.schemas.common import NoNul, Sex, Side, refusals
+from app.api.schemas.searches import RerunOut, SearchOut
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
 from app.core.errors import Gone, NotFound, Unprocessable
-from app.gallery.images import PREVIEW_CACHING, preview_png
+from app.gallery.previews import PREVIEW_CACHING, preview_png
 from app.rerun.service import rerun
-from app.search.service import SearchFilters, search, stored_search
+from app.search.answer import SearchAnswer
+from app.search.filters import SearchFilters
+from app.search.service import SearchQuery, search, stored_search
 from app.serving.service import Service
 from app.storage.tables import Search
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"], responses=refusals(401, 503))
-
-
-@dataclass(frozen=True)
-class SearchRequest:
-    data: bytes
-    k: int
-    filters: SearchFilters
-    pixel_spacing_mm: float | None
-
-    def run(self, service: Service, key_id: int, case_id: int | None = None) -> dict:
-        return search(
-            service, self.data, self.k, self.filters, self.pixel_spacing_mm, key_id, case_id
-        )
 
 
 def search_request(
@@ -48,7 +37,7 @@ def search_request(
         float | None,
         Form(ge=0.001, le=10, description="When the file does not say (PNG, JPEG)"),
     ] = None,
-) -> SearchRequest:
+) -> SearchQuery:
     """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
     if k > service.settings.max_search_k:
         raise Unprocessable(f"k is {k}; at most {service.settings.max_search_k} people per search")
@@ -60,21 +49,34 @@ def search_request(
         side=side,
     )
     data = read_upload(file, service.settings.max_upload_bytes)
-    return SearchRequest(data, k, filters, pixel_spacing_mm)
+    return SearchQuery(data, k, filters, pixel_spacing_mm)
 
 
-SearchForm = Annotated[SearchRequest, Depends(search_request)]
+SearchForm = Annotated[SearchQuery, Depends(search_request)]
+
+
+def run_search(
+    service: Service, query: SearchQuery, key_id: int, case_id: int | None = None
+) -> SearchAnswer:
+    return search(
+        records=service.records,
+        matcher=service.matcher,
+        metrics=service.metrics,
+        query=query,
+        key_id=key_id,
+        case_id=case_id,
+    )
 
 
 @router.post("/search", response_model=SearchOut, responses=refusals(400, 413, 415, 422))
 def search_gallery(service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
-    return form.run(service, key.id)
+    return run_search(service, form, key.id).as_json()
 
 
 @router.get("/searches/{search_id}", response_model=SearchOut, responses=refusals(404))
 def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
-    with service.sessions() as session:
-        return stored_search(session, search_id)
+    with service.records.sessions() as session:
+        return stored_search(session, search_id).as_json()
 
 
 @router.post(
@@ -90,17 +92,20 @@ def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     """Re-run a stored search exactly, with the model version and index generation it used, and
     say whether the answer is identical; then against today's model and gallery, and explain
     every difference from the stored answer. Nothing is stored but an audit entry."""
-    return rerun(service, search_id, key.id)
+    answer = rerun(
+        records=service.records, matcher=service.matcher, search_id=search_id, key_id=key.id
+    )
+    return answer.as_json()
 
 
 def _query_bytes(service: Service, search_id: int) -> bytes:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         record = session.get(Search, search_id)
     if record is None:
         raise NotFound(f"no search with id {search_id}")
-    if not service.store.exists(record.query_sha256):
+    if not service.records.originals.exists(record.query_sha256):
         raise Gone(f"the query image of search {search_id} is no longer stored")
-    return service.store.read(record.query_sha256)
+    return service.records.originals.read(record.query_sha256)
 
 
 @router.get(
@@ -129,5 +134,5 @@ def get_query_preview(
 ) -> Response:
     data = _query_bytes(service, search_id)
     return Response(
-        preview_png(service, data, size), media_type="image/png", headers=PREVIEW_CACHING
+        preview_png(service.matcher, data, size), media_type="image/png", headers=PREVIEW_CACHING
     )

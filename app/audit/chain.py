@@ -2,9 +2,9 @@
 
 Every audit entry gets a position (`sequence`: 1, 2, 3, ... without gaps), the previous entry's
 hash and its own: the sha256 of a canonical JSON of its fields and the previous hash. One place
-fills these in, a `before_flush` listener on every Session (registered when this module is
-imported, which app.storage.database does), so no call site can forget. It takes the chain head with an
-UPDATE ... RETURNING on the one-row `audit_chain` table: the row lock (PostgreSQL) or write lock
+fills these in, a `before_flush` listener on every session (registered where the session
+factory is made, app/storage/database.py), so no call site can forget. It takes the chain head
+with an UPDATE ... RETURNING on the one-row `audit_chain` table: the row lock (PostgreSQL) or write lock
 (SQLite) orders concurrent writers until they commit, and a rolled-back transaction takes its
 positions back with it, so committed positions never have gaps.
 
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import event, inspect, select, update
+from sqlalchemy import inspect, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.storage.tables import AuditChainHead, AuditEntry, Image, Search, utcnow
@@ -96,7 +96,7 @@ def entry_hash(entry: AuditEntry, sequence: int | None = None, previous: str | N
 # --- writing: one listener chains every new entry -------------------------------------------
 
 
-def _chain_new_entries(session: Session, _flush_context, _instances) -> None:
+def chain_new_entries(session: Session, _flush_context, _instances) -> None:
     """Give the flush's new audit entries the next positions and their hashes, in the order they
     were added. Runs inside the flush's transaction, so the head moves only if it commits."""
     new = [obj for obj in session.new if isinstance(obj, AuditEntry)]
@@ -123,9 +123,6 @@ def _chain_new_entries(session: Session, _flush_context, _instances) -> None:
         entry.previous_hash = previous
         entry.entry_hash = previous = entry_hash(entry)
     connection.execute(update(head).where(head.c.id == HEAD_ID).values(head_hash=previous))
-
-
-event.listen(Session, "before_flush", _chain_new_entries)
 
 
 # --- verifying --------------------------------------------------------------------------------

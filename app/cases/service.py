@@ -10,10 +10,11 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from app.audit.entries import record_entry
 from app.core.errors import NotFound, Unprocessable
+from app.search.answer import SearchAnswer
 from app.storage.tables import (
     ApiKey,
-    AuditEntry,
     Case,
     Conclusion,
     Review,
@@ -35,10 +36,13 @@ def live_case(session: Session, case_id: int) -> Case:
 
 
 def audit(session: Session, key_id: int, action: str, case_id: int, **details: Any) -> None:
-    session.add(
-        AuditEntry(
-            key_id=key_id, action=action, target_type="case", target_id=case_id, details=details
-        )
+    record_entry(
+        session,
+        action=action,
+        target_type="case",
+        target_id=case_id,
+        details=details,
+        key_id=key_id,
     )
 
 
@@ -190,7 +194,7 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         "status": case.status,
         "created_at": case.created_at,
         "updated_at": case.updated_at,
-        "searches": [search.response for search in searches],
+        "searches": [SearchAnswer.from_json(search.response).as_json() for search in searches],
         "conclusions": conclusions_for(session, case, key_id, names),
         "reviews": [review_json(review, names) for review in reviews],
     }

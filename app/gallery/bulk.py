@@ -6,15 +6,28 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from sqlalchemy import select
 from tqdm import tqdm
 
 from app.core.errors import ClientError
+from app.core.metrics import Metrics
 from app.gallery.images import ImageFields, ingest_image
-from app.serving.service import Service
-from app.storage.tables import AuditEntry, Person
-from training.records import ImageRecord
+from app.gallery.people import add_person
+from app.serving.matcher import Matcher
+from app.storage.records import Records
+from app.storage.tables import Person
+
+
+@dataclass(frozen=True)
+class BulkImage:
+    """One file of a cohort: whose it is (the cohort's person id) and what is known of it."""
+
+    person_ref: str
+    sex: str | None
+    path: Path
+    fields: ImageFields
 
 
 @dataclass(frozen=True)
@@ -24,35 +37,40 @@ class IngestSummary:
     images_already_stored: int
 
 
-def ingest_records(
-    service: Service, records: Sequence[ImageRecord], progress: bool = True
+def ingest_images(
+    *,
+    records: Records,
+    matcher: Matcher,
+    metrics: Metrics,
+    images: Sequence[BulkImage],
+    progress: bool = True,
 ) -> IngestSummary:
-    people = _people_for(service, records)
+    people = _people_for(records, images)
     added = existing = 0
-    for record in tqdm(records, desc="ingest", unit="img", disable=not progress):
-        fields = ImageFields(
-            body_part=record.body_part,
-            side=record.side,
-            visit_months=record.visit_months,
-            pixel_spacing_mm=record.pixel_spacing_mm,
-            filename=record.path.name,
-        )
-        person_id = people[record.person_id][0]
+    for image in tqdm(images, desc="ingest", unit="img", disable=not progress):
         try:
-            _, created = ingest_image(service, person_id, record.path.read_bytes(), fields, None)
+            _, created = ingest_image(
+                records=records,
+                matcher=matcher,
+                metrics=metrics,
+                person_id=people[image.person_ref][0],
+                data=image.path.read_bytes(),
+                fields=image.fields,
+                key_id=None,
+            )
         except ClientError as error:
-            raise ClientError(f"{record.path}: {error.message}") from None
+            raise ClientError(f"{image.path}: {error.message}") from None
         added += created
         existing += not created
     new_people = sum(1 for _, created in people.values() if created)
     return IngestSummary(new_people, added, existing)
 
 
-def _people_for(service: Service, records: Sequence[ImageRecord]) -> dict[str, tuple[int, bool]]:
+def _people_for(records: Records, images: Sequence[BulkImage]) -> dict[str, tuple[int, bool]]:
     """Each cohort person's id in the database (external_ref = the cohort's person id), created
     when missing; with whether it was created now."""
-    refs = {r.person_id: r.sex for r in records}
-    with service.sessions.begin() as session:
+    refs = {image.person_ref: image.sex for image in images}
+    with records.sessions.begin() as session:
         found = dict(
             session.execute(
                 select(Person.external_ref, Person.id).where(
@@ -62,18 +80,13 @@ def _people_for(service: Service, records: Sequence[ImageRecord]) -> dict[str, t
         )
         people = {ref: (person_id, False) for ref, person_id in found.items()}
         for ref, sex in refs.items():
-            if ref in people:
-                continue
-            person = Person(external_ref=ref, sex=sex)
-            session.add(person)
-            session.flush()
-            session.add(
-                AuditEntry(
-                    action="person.create",
-                    target_type="person",
-                    target_id=person.id,
-                    details={"external_ref": ref, "source": "radmatch ingest"},
+            if ref not in people:
+                person = add_person(
+                    session,
+                    external_ref=ref,
+                    sex=sex,
+                    key_id=None,
+                    audit_details={"source": "radmatch ingest"},
                 )
-            )
-            people[ref] = (person.id, True)
+                people[ref] = (person.id, True)
     return people

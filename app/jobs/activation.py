@@ -8,7 +8,6 @@ from __future__ import annotations
 from typing import Any
 
 from app.core.errors import NotFound
-from app.gallery.images import embed_missing
 from app.jobs.queue import RunningJob
 from app.jobs.rebuild import build_and_publish
 from app.serving.model_versions import activate, active_version, load_model
@@ -18,18 +17,18 @@ from app.storage.tables import ModelVersion
 
 def activate_model(service: Service, job: RunningJob) -> dict[str, Any]:
     version_id = job.parameters["model_version_id"]
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         version = session.get(ModelVersion, version_id)
         previous = active_version(session)
     if version is None:
         raise NotFound(f"no model version with id {version_id}")
     model = load_model(version, service.settings)
     result = build_and_publish(service, job, version, model)
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         activate(session, session.get(ModelVersion, version_id), job.key_id)
     job.log(f"model version {version_id} is active")
     # Uploads that servers embedded with the previous model until they switched.
-    late = embed_missing(service, model, version)
+    late = service.matcher.embed_missing(model, version)
     return {
         **result,
         "previous_version": previous.id if previous is not None else None,

@@ -18,8 +18,9 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from app.audit.entries import record_entry
 from app.core.errors import Conflict
-from app.storage.tables import AuditEntry, Job, utcnow
+from app.storage.tables import Job, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -52,14 +53,13 @@ def enqueue(
     )
     session.add(job)
     session.flush()
-    session.add(
-        AuditEntry(
-            key_id=key_id,
-            action="job.create",
-            target_type="job",
-            target_id=job.id,
-            details={"kind": kind, "parameters": parameters},
-        )
+    record_entry(
+        session,
+        key_id=key_id,
+        action="job.create",
+        target_type="job",
+        target_id=job.id,
+        details={"kind": kind, "parameters": parameters},
     )
     return job
 
@@ -72,14 +72,13 @@ def request_cancel(session: Session, job: Job, key_id: int | None) -> Job:
         job.status, job.finished_at = CANCELLED, utcnow()
         job.error = "cancelled before it started"
     job.cancel_requested = True
-    session.add(
-        AuditEntry(
-            key_id=key_id,
-            action="job.cancel",
-            target_type="job",
-            target_id=job.id,
-            details={"status": job.status},
-        )
+    record_entry(
+        session,
+        key_id=key_id,
+        action="job.cancel",
+        target_type="job",
+        target_id=job.id,
+        details={"status": job.status},
     )
     return job
 

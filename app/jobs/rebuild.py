@@ -8,18 +8,18 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from app.audit.entries import record_entry
 from app.core.errors import Conflict
-from app.gallery.images import embed_missing
 from app.jobs.queue import RunningJob
 from app.serving.index import build_from_database, check_consistency, snapshot_path
 from app.serving.model_versions import active_version, load_model
 from app.serving.service import Service
-from app.storage.tables import AuditEntry, ModelVersion
+from app.storage.tables import ModelVersion
 from model.inference import EmbeddingModel
 
 
 def rebuild_index(service: Service, job: RunningJob) -> dict[str, Any]:
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         version = active_version(session)
     if version is None:
         raise Conflict("no model is active, so there is no index to rebuild")
@@ -33,15 +33,14 @@ def build_and_publish(
     """Embed what the version lacks, build its index, verify it, write the snapshot and publish
     the build: servers serving this version load it."""
     job.progress(0, None, f"embedding images that lack model version {version.id}'s embedding")
-    embedded = embed_missing(
-        service,
+    embedded = service.matcher.embed_missing(
         model,
         version,
         progress=lambda done, total: job.progress(done, total, "embedding images"),
     )
     job.log(f"embedded {embedded} images with model version {version.id}")
     job.progress(0, None, "building the index")
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         index = build_from_database(
             session, version.id, version.dimension, service.settings.index_options
         )
@@ -51,7 +50,7 @@ def build_and_publish(
     job.log(f"{index.kind} index of {index.size} images at generation {index.generation} verified")
     index.save(snapshot_path(service.settings.index_dir, version.id))
     job.progress(index.size, index.size, "publishing the index")
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         build = publish_build(session, version.id, job)
     job.log(f"published index build {build}")
     return {
@@ -71,13 +70,12 @@ def publish_build(session: Session, version_id: int, job: RunningJob) -> int:
         .values(index_build=ModelVersion.index_build + 1)
         .returning(ModelVersion.index_build)
     ).scalar_one()
-    session.add(
-        AuditEntry(
-            key_id=job.key_id,
-            action="index.publish",
-            target_type="model_version",
-            target_id=version_id,
-            details={"index_build": build, "job_id": job.id},
-        )
+    record_entry(
+        session,
+        key_id=job.key_id,
+        action="index.publish",
+        target_type="model_version",
+        target_id=version_id,
+        details={"index_build": build, "job_id": job.id},
     )
     return build

@@ -43,7 +43,7 @@ def train_model(service: Service, job: RunningJob) -> dict[str, Any]:
             config, records, cohort_sha256, out, progress=False, on_step=on_step
         )
     model = EmbeddingModel.load(checkpoint, "cpu")
-    with service.sessions.begin() as session:
+    with service.records.sessions.begin() as session:
         version = register(session, model, job.key_id)
     job.log(f"registered model version {version.id}")
     return {
@@ -57,7 +57,7 @@ def case_database_records(service: Service) -> tuple[list[ImageRecord], str]:
     """Every live image of a live person as a training record (the stored original is the file),
     and a sha256 naming this data set. People are the identities; training holds a share of
     them out for validation, so the split is by person."""
-    with service.sessions() as session:
+    with service.records.sessions() as session:
         rows = session.execute(
             select(Image, Person.sex)
             .join(Person)
@@ -68,7 +68,7 @@ def case_database_records(service: Service) -> tuple[list[ImageRecord], str]:
         ImageRecord(
             person_id=str(image.person_id),
             visit_months=image.visit_months or 0.0,
-            path=service.store.path(image.sha256),
+            path=service.records.originals.path(image.sha256),
             body_part=image.body_part or "UNKNOWN",
             side=image.side,
             sex=sex,

@@ -59,17 +59,17 @@ class Worker:
         while not stop.is_set():
             try:
                 recovered = recover_stale(
-                    self.service.sessions, timedelta(seconds=settings.job_stale_seconds)
+                    self.service.records.sessions, timedelta(seconds=settings.job_stale_seconds)
                 )
                 if recovered:
                     log.warning("jobs %s had stopped heartbeating", recovered)
-                job = claim(self.service.sessions, self.name)
+                job = claim(self.service.records.sessions, self.name)
             except Exception:  # the database may be away for a while; keep trying
                 log.exception("cannot reach the job queue; retrying")
                 job = None
             if job is not None:
-                self.run_job(RunningJob.of(self.service.sessions, job))
-            elif once and not has_queued_jobs(self.service.sessions):
+                self.run_job(RunningJob.of(self.service.records.sessions, job))
+            elif once and not has_queued_jobs(self.service.records.sessions):
                 return
             else:  # nothing claimable now (other workers may hold the queued rows a moment)
                 stop.wait(settings.worker_poll_seconds)

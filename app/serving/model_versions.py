@@ -8,8 +8,9 @@ from pathlib import Path
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
+from app.audit.entries import record_entry
 from app.core.config import Settings
-from app.storage.tables import AuditEntry, ModelVersion, utcnow
+from app.storage.tables import ModelVersion, utcnow
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
 
@@ -34,14 +35,13 @@ def register(session: Session, model: EmbeddingModel, key_id: int | None) -> Mod
     )
     session.add(version)
     session.flush()
-    session.add(
-        AuditEntry(
-            key_id=key_id,
-            action="model.register",
-            target_type="model_version",
-            target_id=version.id,
-            details={"sha256": model.sha256, "checkpoint": version.checkpoint_path},
-        )
+    record_entry(
+        session,
+        key_id=key_id,
+        action="model.register",
+        target_type="model_version",
+        target_id=version.id,
+        details={"sha256": model.sha256, "checkpoint": version.checkpoint_path},
     )
     return version
 
@@ -52,17 +52,16 @@ def activate(session: Session, version: ModelVersion, key_id: int | None) -> Non
     session.execute(update(ModelVersion).values(active=False))
     version.active = True
     version.activated_at = utcnow()
-    session.add(
-        AuditEntry(
-            key_id=key_id,
-            action="model.activate",
-            target_type="model_version",
-            target_id=version.id,
-            details={
-                "sha256": version.sha256,
-                "previous_version": previous.id if previous is not None else None,
-            },
-        )
+    record_entry(
+        session,
+        key_id=key_id,
+        action="model.activate",
+        target_type="model_version",
+        target_id=version.id,
+        details={
+            "sha256": version.sha256,
+            "previous_version": previous.id if previous is not None else None,
+        },
     )
 
 

@@ -1,69 +1,35 @@
-"""The running service's state: database sessions, the original store, the model it embeds with,
-and the index of that model's embeddings, kept in step with the database by a background thread.
+"""The running service, assembled: settings, the case records, the matcher (model and index)
+and metrics. Routes, jobs and commands start from it and hand each domain function the parts it
+uses.
 
 `radmatch serve` opens one with an index; `radmatch ingest` opens one without (the servers pick up
-what it commits); `radmatch worker` opens one with neither. Servers follow the database: when a
-model activation job switches the active model, or a rebuild publishes a new index build, each
-server's sync thread loads it and swaps it in while searches go on with the old one.
+what it commits); `radmatch worker` opens one with neither. A server's sync thread follows the
+database: it applies what other processes committed and switches models and index builds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 from dataclasses import dataclass, field
 
-from sqlalchemy import exists, select
-from sqlalchemy.orm import Session, sessionmaker
-
 from app.core.config import Settings
-from app.core.errors import Unavailable
 from app.core.metrics import Metrics
 from app.serving.batching import EmbeddingBatcher
-from app.serving.index import (
-    SnapshotError,
-    VectorIndex,
-    build_from_database,
-    catch_up,
-    check_consistency,
-    snapshot_path,
-)
-from app.serving.model_versions import activate, active_version, load_model, register
+from app.serving.matcher import Matcher
 from app.storage.database import check_schema, make_engine, session_factory
 from app.storage.originals import OriginalStore
-from app.storage.tables import Image, ModelVersion, Search
-from model.checkpoint import CheckpointError
-from model.image import DecodeLimits
-from model.inference import EmbeddingModel
+from app.storage.records import Records
 
 log = logging.getLogger("radmatch")
-
-
-class StartupError(RuntimeError):
-    """The service cannot start: the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Serving:
-    """The model a server embeds with and the index of its embeddings, replaced as one object so
-    that no request mixes two models."""
-
-    model: EmbeddingModel
-    version: ModelVersion  # as read when this was loaded: its index_build is the one served
-    index: VectorIndex | None
 
 
 @dataclass
 class Service:
     settings: Settings
-    sessions: sessionmaker[Session]
-    store: OriginalStore
+    records: Records
+    matcher: Matcher
     metrics: Metrics
-    batcher: EmbeddingBatcher
-    with_index: bool = True
-    serving: Serving | None = None
-    _sync_lock: threading.Lock = field(default_factory=threading.Lock)
     _stop: threading.Event = field(default_factory=threading.Event)
     _sync_thread: threading.Thread | None = None
 
@@ -78,22 +44,13 @@ class Service:
             engine.dispose()
             raise
         metrics = Metrics()
-        service = cls(
-            settings=settings,
-            sessions=session_factory(engine),
-            store=OriginalStore(settings.originals_dir),
-            metrics=metrics,
-            batcher=EmbeddingBatcher(
-                settings.embed_batch_max, settings.embed_wait_ms / 1000, metrics
-            ),
-            with_index=with_index,
-        )
-        # Originals that writers killed between storing them and committing their rows left.
-        service.store.settle_abandoned(service.original_needed)
+        records = Records(session_factory(engine), OriginalStore(settings.originals_dir))
+        batcher = EmbeddingBatcher(settings.embed_batch_max, settings.embed_wait_ms / 1000, metrics)
+        matcher = Matcher(settings, records, batcher, metrics, with_index=with_index)
+        service = cls(settings, records, matcher, metrics)
+        records.settle_abandoned()
         if with_model:
-            version, model = service._bootstrap_model()
-            if version is not None:
-                service._serve(version, model)
+            matcher.start()
         if with_index:
             service._sync_thread = threading.Thread(
                 target=service._sync_forever, name="index-sync", daemon=True
@@ -105,168 +62,17 @@ class Service:
         self._stop.set()
         if self._sync_thread is not None:
             self._sync_thread.join()
-        self.batcher.close()
-        if self.serving is not None and self.serving.index is not None:
-            self.save_index()
-        self.sessions.kw["bind"].dispose()
-
-    @property
-    def decode_limits(self) -> DecodeLimits:
-        return DecodeLimits(max_pixels=self.settings.max_pixels)
-
-    def require_serving(self) -> Serving:
-        serving = self.serving
-        if serving is None:
-            raise Unavailable(
-                "no model is active: set RADMATCH_CHECKPOINT to a checkpoint from `radmatch train` "
-                "and restart, or register and activate one (POST /api/v1/admin/models)"
-            )
-        return serving
-
-    def require_index(self) -> Serving:
-        serving = self.require_serving()
-        if serving.index is None:
-            raise Unavailable("this process keeps no index")
-        return serving
-
-    def original_needed(self, sha256: str) -> bool:
-        """Whether a committed row needs this stored original: an image's (unless purged) or a
-        stored search's query."""
-        with self.sessions() as session:
-            image = select(Image.id).where(
-                Image.sha256 == sha256, Image.original_purged_at.is_(None)
-            )
-            query = select(Search.id).where(Search.query_sha256 == sha256)
-            return session.scalar(select(exists(image) | exists(query)))
-
-    # --- the model --------------------------------------------------------------------------------
-
-    def _bootstrap_model(self) -> tuple[ModelVersion | None, EmbeddingModel | None]:
-        """Register RADMATCH_CHECKPOINT and activate it if no model is active yet; return the
-        active version, with its model when that is the checkpoint just loaded. Later switches
-        are the model activation job's (it re-embeds first)."""
-        path = self.settings.checkpoint
-        model = None
-        if path is not None:
-            try:
-                model = EmbeddingModel.load(
-                    path, self.settings.device or None, self.settings.precision
-                )
-            except (CheckpointError, OSError) as error:
-                raise StartupError(f"cannot load the model checkpoint: {error}") from None
-            with self.sessions.begin() as session:
-                version = register(session, model, key_id=None)
-                active = active_version(session)
-                if active is None:
-                    activate(session, version, key_id=None)
-                elif active.id != version.id:
-                    log.warning(
-                        "RADMATCH_CHECKPOINT is model version %d; version %d stays active "
-                        "(POST /api/v1/admin/models/%d/activate switches)",
-                        version.id,
-                        active.id,
-                        version.id,
-                    )
-        with self.sessions() as session:
-            active = active_version(session)
-        if active is None:
-            log.warning("no model: set RADMATCH_CHECKPOINT to serve searches and uploads")
-            return None, None
-        return active, model if model is not None and model.sha256 == active.sha256 else None
-
-    def _serve(self, version: ModelVersion, model: EmbeddingModel | None = None) -> None:
-        """Load a version's model (unless given), embed what it lacks, load its index, then
-        switch to it."""
-        if model is None:
-            try:
-                model = load_model(version, self.settings)
-            except (CheckpointError, OSError) as error:
-                raise StartupError(f"cannot load model version {version.id}: {error}") from None
-        from app.gallery.images import embed_missing  # images uploaded under another model
-
-        embed_missing(self, model, version)
-        index = self._load_index(version) if self.with_index else None
-        self.serving = Serving(model, version, index)
-        # Uploads that committed under the previous model while this one was being prepared.
-        if embed_missing(self, model, version) and index is not None:
-            with self.sessions() as session:
-                catch_up(index, session)
-        log.info("serving model version %d (%s)", version.id, version.sha256[:12])
-
-    # --- the index --------------------------------------------------------------------------------
-
-    def _load_index(self, version: ModelVersion) -> VectorIndex:
-        """The version's snapshot caught up with the database or, when it is missing, damaged,
-        disagrees or is of a kind the settings no longer choose, an index built from the stored
-        embeddings."""
-        path = snapshot_path(self.settings.index_dir, version.id)
-        options = self.settings.index_options
-        with self.sessions() as session:
-            index, replayed = None, 0
-            if path.exists():
-                try:
-                    index = VectorIndex.load(path, version.id, version.dimension, options)
-                    replayed = catch_up(index, session)
-                    consistency = check_consistency(index, session)
-                    if not consistency.ok:
-                        raise SnapshotError(f"it disagrees with the database ({consistency})")
-                    if index.kind != options.kind_for(index.size):
-                        raise SnapshotError(
-                            f"it is {index.kind}; {index.size} images call for "
-                            f"{options.kind_for(index.size)}"
-                        )
-                except SnapshotError as error:
-                    log.warning("rebuilding the index from the database: %s", error)
-                    index = None
-            if index is None:
-                index = build_from_database(session, version.id, version.dimension, options)
-                replayed = index.size
-        log.info(
-            "index: %s of %d images at generation %d (%d replayed)",
-            index.kind,
-            index.size,
-            index.generation,
-            replayed,
-        )
-        self.metrics.index_size.set(index.size)
-        return index
-
-    def save_index(self) -> None:
-        index = self.require_index().index
-        index.save(snapshot_path(self.settings.index_dir, index.model_version_id))
-
-    def refresh_index(self) -> None:
-        """Follow the database: switch when another version became active, load a newly
-        published index build, or apply what this or another process committed. Serialised, so
-        no change is applied twice; searches go on with the current index meanwhile."""
-        if not self.with_index:
-            return
-        with self._sync_lock:
-            with self.sessions() as session:
-                active = active_version(session)
-            serving = self.serving
-            if active is None:
-                return
-            if serving is None or serving.version.id != active.id:
-                self._serve(active)
-            elif serving.version.index_build != active.index_build:
-                index = self._load_index(active)
-                self.serving = Serving(serving.model, active, index)
-                log.info("loaded index build %d of model version %d", active.index_build, active.id)
-            else:
-                with self.sessions() as session:
-                    catch_up(serving.index, session)
-            self.metrics.index_size.set(self.serving.index.size)
+        self.matcher.batcher.close()
+        serving = self.matcher.serving
+        if serving is not None and serving.index is not None:
+            self.matcher.save_index()
+        self.records.sessions.kw["bind"].dispose()
 
     def _sync_forever(self) -> None:
         while not self._stop.wait(self.settings.index_sync_seconds):
             try:
-                self.refresh_index()
+                self.matcher.refresh()
                 # Originals of writes that failed while the database could not say.
-                self.store.settle_abandoned(self.original_needed)
+                self.records.settle_abandoned()
             except Exception:  # the database may be away for a while; keep trying
                 log.exception("index sync failed; retrying")
-
-
-def sha256_of(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()

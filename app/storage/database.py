@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
-from app.audit import chain  # noqa: F401  (its flush listener chains every audit entry)
+from app.audit.chain import chain_new_entries
 
 MIGRATIONS = Path(__file__).resolve().parents[2] / "migrations"
 
@@ -42,7 +42,10 @@ def _sqlite_pragmas(connection, _record) -> None:
 
 
 def session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    sessions = sessionmaker(engine, expire_on_commit=False)
+    # Every audit entry takes its place in the hash chain as its session flushes.
+    event.listen(sessions, "before_flush", chain_new_entries)
+    return sessions
 
 
 def alembic_config(url: str) -> Config:

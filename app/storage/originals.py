@@ -14,6 +14,7 @@ working flock (NFSv4 has it)."""
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import logging
 import os
 import re
@@ -33,6 +34,10 @@ NOT_STORED = (
     "the original could not be stored: the server's file store is full or not writable; "
     "nothing was saved, try again once an administrator has freed space"
 )
+
+
+def sha256_of(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass

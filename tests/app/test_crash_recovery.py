@@ -1,7 +1,7 @@
 """Crash safety: bench/crash_harness.py for a few cycles on SQLite and on PostgreSQL. A real server
 is killed with SIGKILL while clients upload and search, started again, and checked: nothing that
 was acknowledged is lost, no file or row is left half-done, the index agrees with the database.
-The long run is `python bench/crash_harness.py --cycles 50`."""
+The long run is `.venv/bin/python -m bench.crash_harness --cycles 50`."""
 
 from __future__ import annotations
 

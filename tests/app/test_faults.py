@@ -43,11 +43,11 @@ from PIL import Image as PILImage
 from sqlalchemy import func, select
 
 from app.core.config import Settings
-from app.gallery.images import ImageFields, ingest_image
 from app.serving.index import VectorIndex, snapshot_path
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory
 from app.storage.tables import Embedding, Image, Person
+from tests.support.in_process import ingest
 from tests.support.servers import Server, free_port, load_bench, prepare_database, service_env
 
 API = "/api/v1"
@@ -278,9 +278,7 @@ def test_database_going_away_is_a_503_and_the_service_recovers_by_itself(
             )
             loader = Service.open(settings, with_index=False)
             try:
-                committed_elsewhere, _ = ingest_image(
-                    loader, person, elsewhere, ImageFields(), None
-                )
+                committed_elsewhere = ingest(loader, person, elsewhere)
             finally:
                 loader.close()
 
@@ -488,16 +486,13 @@ def test_a_damaged_or_missing_snapshot_is_rebuilt_when_the_server_starts(
         Settings(data_dir=tmp_path / "data", database_url=database_url, checkpoint=checkpoint)
     )
     try:
-        with service.sessions.begin() as session:
+        with service.records.sessions.begin() as session:
             person = Person(external_ref="snapshot")
             session.add(person)
             session.flush()
             person_id = person.id
-        images = {
-            seed: ingest_image(service, person_id, png(seed), ImageFields(), None)[0].id
-            for seed in range(4)
-        }
-        version = service.serving.version
+        images = {seed: ingest(service, person_id, png(seed)).id for seed in range(4)}
+        version = service.matcher.serving.version
     finally:
         service.close()  # saves the snapshot
     snapshot = snapshot_path(tmp_path / "data" / "index", version.id)

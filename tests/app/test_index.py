@@ -15,7 +15,7 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.gallery.images import ImageFields, delete_image, ingest_image
+from app.gallery.deletion import delete_image
 from app.serving.index import (
     SnapshotError,
     VectorIndex,
@@ -28,6 +28,7 @@ from app.serving.index import (
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory, upgrade
 from app.storage.tables import Embedding, Image, ModelVersion, Person
+from tests.support.in_process import ingest
 
 DIM = 128  # the `checkpoint` fixture's embedding size
 
@@ -410,17 +411,21 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
     )
     service = Service.open(settings)
     try:
-        with service.sessions.begin() as session:
+        with service.records.sessions.begin() as session:
             person = Person(external_ref="rebuild")
             session.add(person)
             session.flush()
             person_id = person.id
-        images = [
-            ingest_image(service, person_id, png_bytes(seed), ImageFields(), None)[0]
-            for seed in range(3)
-        ]
-        delete_image(service, images[0].id, "a test deletion", purge=False, key_id=None)
-        version_id = service.serving.version.id
+        images = [ingest(service, person_id, png_bytes(seed)) for seed in range(3)]
+        delete_image(
+            service.records,
+            service.matcher,
+            image_id=images[0].id,
+            reason="a test deletion",
+            purge=False,
+            key_id=None,
+        )
+        version_id = service.matcher.serving.version.id
     finally:
         service.close()
     path = snapshot_path(settings.index_dir, version_id)
@@ -429,10 +434,10 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
 
     service = Service.open(settings)
     try:
-        index = service.serving.index
+        index = service.matcher.serving.index
         assert index is not None
         assert index_ids(index) == sorted(image.id for image in images[1:])
-        with service.sessions() as session:
+        with service.records.sessions() as session:
             assert index.generation == current_generation(session, version_id) == 4
             assert check_consistency(index, session).ok
     finally:
@@ -459,46 +464,50 @@ def test_service_builds_the_index_kind_its_gallery_size_calls_for(
 
     service = open_service()
     try:
-        with service.sessions.begin() as session:
+        with service.records.sessions.begin() as session:
             person = Person(external_ref="kinds")
             session.add(person)
             session.flush()
             person_id = person.id
-        images = [
-            ingest_image(service, person_id, png_bytes(seed), ImageFields(), None)[0]
-            for seed in range(4)
-        ]
-        assert service.serving.index.kind == "flat"  # built empty, then caught up
+        images = [ingest(service, person_id, png_bytes(seed)) for seed in range(4)]
+        assert service.matcher.serving.index.kind == "flat"  # built empty, then caught up
     finally:
         service.close()
 
     service = open_service()  # the flat snapshot holds 4 >= 3 images: rebuilt as HNSW
     try:
-        index = service.serving.index
+        index = service.matcher.serving.index
         assert index.description() == {
             "kind": "hnsw",
             "exact": False,
             "parameters": {"m": 32, "ef_search": 256},
         }
-        delete_image(service, images[0].id, "a test deletion", purge=False, key_id=None)
-        service.refresh_index()
+        delete_image(
+            service.records,
+            service.matcher,
+            image_id=images[0].id,
+            reason="a test deletion",
+            purge=False,
+            key_id=None,
+        )
+        service.matcher.refresh()
         assert index_ids(index) == sorted(image.id for image in images[1:])
     finally:
         service.close()
 
     service = open_service()  # the HNSW snapshot and its tombstone load as saved
     try:
-        index = service.serving.index
+        index = service.matcher.serving.index
         assert index.kind == "hnsw"
         assert index_ids(index) == sorted(image.id for image in images[1:])
-        with service.sessions() as session:
+        with service.records.sessions() as session:
             assert check_consistency(index, session).ok
     finally:
         service.close()
 
     service = open_service(approximate_index="ivf")  # another kind configured: rebuilt
     try:
-        index = service.serving.index
+        index = service.matcher.serving.index
         assert (index.kind, index.exact) == ("ivf", False)
         assert index_ids(index) == sorted(image.id for image in images[1:])
     finally:

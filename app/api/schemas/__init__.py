@@ -1,0 +1,1 @@
+"""The API's request and response bodies, a module per resource."""

@@ -1,0 +1,107 @@
+"""Cases, conclusions and reviews."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from app.api.schemas.common import (
+    OptionalText,
+    Page,
+    RowId,
+    Text,
+)
+from app.api.schemas.searches import (
+    SearchOut,
+)
+
+CaseStatus = Literal["open", "identified", "closed"]
+
+
+ConclusionScale = Literal["identification", "probable", "possible", "insufficient", "excluded"]
+
+
+class CaseCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    number: Text = Field(min_length=1, max_length=100, description="The lab's case number")
+    description: Text = Field(default="", max_length=10_000)
+
+
+class CaseUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    status: CaseStatus | None = None
+    description: OptionalText = Field(default=None, max_length=10_000)
+
+
+class CaseOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    number: str
+    description: str
+    status: str
+    created_at: datetime
+    updated_at: datetime
+
+
+class CasesPage(Page[CaseOut]):
+    pass
+
+
+class ConclusionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: RowId
+    person_id: RowId = Field(description="The candidate the conclusion is about")
+    conclusion: ConclusionScale
+    comment: Text = Field(default="", max_length=10_000)
+
+
+class ConclusionOut(BaseModel):
+    id: int
+    search_id: int
+    person_id: int
+    conclusion: str
+    comment: str
+    key_id: int = Field(description="The key that signed it")
+    examiner: str = Field(description="That key's owner")
+    created_at: datetime
+
+
+class Conclusions(BaseModel):
+    items: list[ConclusionOut] = Field(description="Oldest first; a change is a later entry")
+    hidden: int = Field(description="Others' conclusions withheld until yours (blind review)")
+    blind_searches: list[int] = Field(
+        description="Searches you review blind and have not concluded on"
+    )
+
+
+class ReviewCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    search_id: RowId
+    reviewer_key_id: RowId = Field(description="The second examiner's key (GET /examiners)")
+
+
+class ReviewOut(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+    id: int
+    case_id: int | None = None
+    search_id: int
+    reviewer_key_id: int
+    reviewer: str = Field(description="The reviewing key's owner")
+    requested_by_key_id: int
+    requested_by: str
+    created_at: datetime
+    completed_at: datetime | None
+
+
+class CaseDetail(CaseOut):
+    searches: list[SearchOut] = Field(description="Searches run in the case, oldest first")
+    conclusions: Conclusions
+    reviews: list[ReviewOut]

@@ -1,0 +1,116 @@
+"""Searches and their re-runs."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from app.rerun.causes import Cause, Change
+
+
+class ImageMatch(BaseModel):
+    image_id: int
+    similarity: float = Field(description="Cosine similarity of the unit embeddings")
+    distance: float = Field(description="Euclidean distance between the unit embeddings")
+
+
+class Candidate(BaseModel):
+    rank: int
+    person_id: int
+    external_ref: str
+    similarity: float = Field(description="The person's best image's cosine similarity")
+    distance: float
+    images: list[ImageMatch] = Field(description="The person's retrieved images, best first")
+
+
+class ModelVersionRef(BaseModel):
+    id: int
+    sha256: str
+
+
+class Inference(BaseModel):
+    device: str = Field(description="cpu or cuda")
+    precision: Literal["fp32", "bf16"]
+
+
+class IndexUsed(BaseModel):
+    kind: Literal["flat", "hnsw", "ivf"] = "flat"
+    exact: bool = Field(default=True, description="False for an approximate index")
+    parameters: dict[str, int] = Field(
+        default_factory=dict, description="The approximate index's build and search parameters"
+    )
+
+
+class SearchOut(BaseModel):
+    search_id: int
+    case_id: int | None = Field(default=None, description="The case it was run in, if any")
+    created_at: str
+    query_sha256: str
+    model_version: ModelVersionRef
+    inference: Inference | None = Field(
+        default=None,
+        description="How the query was embedded (absent on searches stored before it was recorded)",
+    )
+    index_generation: int
+    index_size: int
+    index: IndexUsed = Field(
+        default_factory=IndexUsed,
+        description="The index that answered (searches stored before "
+        "approximate indexes existed were all exact)",
+    )
+    parameters: dict[str, Any]
+    candidates: list[Candidate]
+
+
+class RerunDifference(BaseModel):
+    change: Change = Field(description="What differs from the stored answer")
+    cause: Cause
+    explained: bool = Field(description="False: nothing accounts for it, which is a bug to report")
+    explanation: str = Field(description="The difference and its cause, in words")
+    person_id: int | None = None
+    external_ref: str | None = None
+    original_rank: int | None = Field(default=None, description="In the stored answer")
+    rank: int | None = Field(default=None, description="In the re-run")
+    original_similarity: float | None = None
+    similarity: float | None = None
+
+
+class RerunPart(BaseModel):
+    identical: bool = Field(
+        description="The same people at the same ranks, similarities within 1e-5, same images"
+    )
+    exact: bool = Field(default=True, description="Re-runs scan every image (a flat index)")
+    index_size: int = Field(description="Images the re-run searched")
+    candidates: list[Candidate]
+    max_similarity_difference: float | None = Field(
+        description="The largest change of a person's similarity to the same best image"
+    )
+    unexplained: int = Field(description="Differences nothing accounts for")
+    differences: list[RerunDifference]
+
+
+class RerunNow(RerunPart):
+    model_version: ModelVersionRef = Field(description="The model this server serves now")
+    index_generation: int = Field(description="The active model's generation searched now")
+
+
+class RerunOut(BaseModel):
+    """A stored search re-run at the model version and index generation it used, and against
+    today's model and gallery, each compared with the stored answer."""
+
+    search_id: int
+    rerun_at: str
+    query_sha256: str
+    model_version: ModelVersionRef = Field(description="The stored search's model version")
+    inference: Inference | None = Field(
+        default=None, description="How the stored search embedded its query, where recorded"
+    )
+    rerun_inference: Inference = Field(description="How this re-run embedded the query")
+    index_generation: int = Field(description="The stored search's index generation")
+    index: IndexUsed = Field(description="The index that answered the stored search")
+    parameters: dict[str, Any]
+    at_original: RerunPart = Field(
+        description="Exact, with the search's model over the gallery at its generation"
+    )
+    now: RerunNow = Field(description="Exact, with today's model over today's gallery")

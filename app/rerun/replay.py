@@ -1,0 +1,126 @@
+"""Replaying a stored search: its query original (checked against its sha256) embedded again with
+the model version it used and with today's, and ranked exactly (a flat scan) over that version's
+embeddings at the search's index generation and over today's gallery."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sqlalchemy.orm import Session
+
+from app.core.errors import ClientError, Conflict, Gone
+from app.rerun.words import on
+from app.search.filters import SearchFilters
+from app.search.ranking import Ranking, rank_people
+from app.serving.index import (
+    IndexOptions,
+    VectorIndex,
+    build_from_database,
+    current_generation,
+)
+from app.serving.matcher import Matcher
+from app.serving.model_versions import load_model
+from app.storage.originals import sha256_of
+from app.storage.records import Records
+from app.storage.tables import ModelVersion, Search
+from model.checkpoint import CheckpointError
+from model.image import DecodedImage
+from model.inference import EmbeddingModel
+
+# How far a query's similarities may move when the same model embeds it again: at float32 on the
+# CPU only the batch it ran in differs; TF32 or bfloat16 on a GPU move them by about 1e-3.
+DRIFT_CPU_FP32 = 1e-4
+DRIFT_GPU_OR_BF16 = 5e-3
+# A flat index whatever the size: a re-run is exact.
+EXACT = IndexOptions(approximate_from=np.iinfo(np.int64).max)
+
+
+@dataclass(frozen=True)
+class Replay:
+    then: Ranking  # the search's model over the gallery at its generation
+    now: Ranking  # today's model over today's gallery
+    then_model: EmbeddingModel
+    now_model: EmbeddingModel
+    now_version: ModelVersion
+
+
+def replay(records: Records, matcher: Matcher, *, record: Search, version: ModelVersion) -> Replay:
+    """The stored search ranked again, at its original state and now. The gallery at the
+    original state keeps the images deleted since (with today's attributes: no history of them
+    is kept)."""
+    serving = matcher.require_serving()
+    decoded = decoded_query(records, matcher, record)
+    k = int(record.parameters["k"])
+    filters = SearchFilters.from_stored(record.parameters.get("filters") or {})
+    spacing = record.parameters.get("pixel_spacing_mm")
+    same_model = serving.version.id == version.id
+    then_model = serving.model if same_model else load_searched_model(matcher, version, record.id)
+    then_vector = matcher.batcher.embed(then_model, decoded, spacing)
+    now_vector = (
+        then_vector if same_model else matcher.batcher.embed(serving.model, decoded, spacing)
+    )
+    with records.sessions() as session:
+        index = _exact_index(session, version, record.index_generation)
+        then = rank_people(
+            session, index=index, vector=then_vector, k=k, filters=filters, as_of=record.created_at
+        )
+        now_version = session.get(ModelVersion, serving.version.id)
+        current = current_generation(session, now_version.id)
+        if not (same_model and current == record.index_generation):  # one index in memory
+            index = _exact_index(session, now_version, current)
+        now = rank_people(session, index=index, vector=now_vector, k=k, filters=filters)
+    return Replay(then, now, then_model, serving.model, now_version)
+
+
+def _exact_index(session: Session, version: ModelVersion, generation: int) -> VectorIndex:
+    """The version's embeddings live at the generation, in a flat index."""
+    return build_from_database(session, version.id, version.dimension, EXACT, generation)
+
+
+def decoded_query(records: Records, matcher: Matcher, record: Search) -> DecodedImage:
+    """The stored query original, checked against its sha256, decoded."""
+    if not records.originals.exists(record.query_sha256):
+        raise Gone(
+            f"the query image of search {record.id} (sha256 {record.query_sha256}) is no longer "
+            "stored: the search cannot be re-run"
+        )
+    data = records.originals.read(record.query_sha256)
+    if sha256_of(data) != record.query_sha256:
+        raise Conflict(
+            f"the stored query image of search {record.id} no longer hashes to its sha256 "
+            f"{record.query_sha256}: the original store is damaged (`radmatch audit verify` "
+            "lists what else is)"
+        )
+    try:
+        return matcher.decode(data)
+    except ClientError as error:
+        raise Conflict(
+            f"the stored query of search {record.id} can no longer be decoded: {error.message}"
+        ) from None
+
+
+def load_searched_model(matcher: Matcher, version: ModelVersion, search_id: int) -> EmbeddingModel:
+    """The checkpoint of a version this server does not serve, refused if it is gone or changed."""
+    try:
+        return load_model(version, matcher.settings)
+    except (CheckpointError, OSError) as error:
+        raise Conflict(
+            f"search {search_id} was answered by model version {version.id}, whose checkpoint "
+            f"cannot be loaded now: {error}. Restore {version.checkpoint_path} (sha256 "
+            f"{version.sha256}) to re-run it"
+        ) from None
+
+
+def rounding(stored: dict[str, str] | None, model: EmbeddingModel) -> tuple[float, str]:
+    """How far a similarity may move between the stored search's embedding of the query and
+    this one (the stored search's device and precision, where recorded, and the model's), and
+    those two in words."""
+    runs = [model.inference] + ([stored] if stored else [])
+    cpu_fp32 = all(run == {"device": "cpu", "precision": "fp32"} for run in runs)
+    now = on(model.inference)
+    if stored is None:
+        words = f"the re-run embedded it on {now}; the stored search does not say how it did"
+    else:
+        words = f"the stored search embedded it on {on(stored)}, the re-run on {now}"
+    return (DRIFT_CPU_FP32 if cpu_fp32 else DRIFT_GPU_OR_BF16), words

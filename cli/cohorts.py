@@ -1,0 +1,137 @@
+"""`radmatch synth`, `train` and `evaluate`: phantom cohorts, the embedder, and how well it matches."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from cli.common import Subcommands, add_cohort_options, read_cohort_records
+from training.config import add_config_options, overrides_from
+
+
+def add_commands(commands: Subcommands) -> None:
+    _add_synth(commands)
+    _add_train(commands)
+    _add_evaluate(commands)
+
+
+def _add_synth(commands: Subcommands) -> None:
+    synth = commands.add_parser("synth", help="generate a phantom knee cohort")
+    synth.add_argument("--out", type=Path, required=True, help="output folder")
+    synth.add_argument("--subjects", type=int, required=True, help="number of people")
+    synth.add_argument("--seed", type=int, default=0, help="cohort seed (people differ per seed)")
+    synth.add_argument("--workers", type=int, default=None, help="processes (default: all cores)")
+    synth.add_argument("--no-dicom", action="store_true", help="write PNG only")
+    synth.set_defaults(run=_synth)
+
+
+def _add_train(commands: Subcommands) -> None:
+    train = commands.add_parser(
+        "train", help="train the embedder (AdaTriplet with AutoMargin by default)"
+    )
+    add_cohort_options(train, split="its people outside the test split")
+    train.add_argument("--preset", default="cpu", help="paper, cpu or smoke (default: cpu)")
+    train.add_argument("--config", type=Path, help="TOML file of options over the preset")
+    train.add_argument("--out", type=Path, required=True, help="run folder: checkpoint.pt, last.pt")
+    train.add_argument(
+        "--no-resume", action="store_true", help="start over even if the folder holds a run"
+    )
+    add_config_options(train)
+    train.set_defaults(run=_train)
+
+
+def _add_evaluate(commands: Subcommands) -> None:
+    evaluate = commands.add_parser(
+        "evaluate", help="match follow-up visits against baselines, by time since baseline"
+    )
+    add_cohort_options(evaluate, split="its test split")
+    embedder = evaluate.add_mutually_exclusive_group(required=True)
+    embedder.add_argument("--checkpoint", type=Path, help="a trained embedder (radmatch train)")
+    embedder.add_argument(
+        "--embedder",
+        choices=["raw-pixels", "untrained-resnet18"],
+        help="a reference embedder that learns nothing",
+    )
+    evaluate.add_argument(
+        "--input-size", type=int, default=128, help="input side in px of --embedder"
+    )
+    evaluate.add_argument("--device", default="cpu", help="torch device for --checkpoint")
+    evaluate.add_argument(
+        "--out", type=Path, default=None, help="write metrics.json, metrics.md, evaluation.png"
+    )
+    evaluate.set_defaults(run=_evaluate)
+
+
+def synthesize_cohort(
+    out: Path, subjects: int, seed: int, dicom: bool, workers: int | None = None
+) -> Path:
+    """Generate a phantom cohort; print and return its manifest's path."""
+    from training.phantom.cohort import CohortSpec, synthesize
+
+    spec = CohortSpec(out=out, subjects=subjects, seed=seed, dicom=dicom)
+    try:
+        manifest = synthesize(spec, workers=workers)
+    except ValueError as error:
+        raise SystemExit(f"radmatch synth: {error}") from None
+    print(manifest)
+    return manifest
+
+
+def train_embedder(
+    cohort: Path,
+    out: Path,
+    preset: str,
+    config_file: Path | None = None,
+    overrides: dict[str, Any] | None = None,
+    resume: bool = True,
+) -> Path:
+    """Train on a knee manifest or a ChestX-ray14 release; print and return the checkpoint's path."""
+    from training.config import resolve_config
+    from training.train import train
+
+    try:
+        config = resolve_config(preset, config_file, overrides)
+        checkpoint = train(config, cohort, out, resume=resume)
+    except (ValueError, OSError) as error:  # bad options, manifest or data: say which
+        raise SystemExit(f"radmatch train: {error}") from None
+    print(checkpoint)
+    return checkpoint
+
+
+def _synth(args: argparse.Namespace) -> int:
+    synthesize_cohort(args.out, args.subjects, args.seed, not args.no_dicom, args.workers)
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    cohort = args.manifest or args.chestxray14
+    overrides = overrides_from(args)
+    train_embedder(cohort, args.out, args.preset, args.config, overrides, not args.no_resume)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from model.checkpoint import CheckpointError
+    from training.embedders import baseline_embedder, checkpoint_embedder
+    from training.protocol import evaluate_by_interval, metrics_table
+    from training.report import verification_table, write_figure
+
+    records = read_cohort_records("evaluate", args.manifest, args.chestxray14)
+    try:
+        if args.checkpoint is not None:
+            embed = checkpoint_embedder(args.checkpoint, args.device)
+        else:
+            embed = baseline_embedder(args.embedder, args.input_size)
+    except (CheckpointError, OSError) as error:
+        raise SystemExit(f"radmatch evaluate: {error}") from None
+    report = evaluate_by_interval(records, embed)
+    tables = metrics_table(report) + "\n\n" + verification_table(report["verification"])
+    print(tables)
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
+        (args.out / "metrics.md").write_text(tables + "\n")
+        write_figure(args.out / "evaluation.png", report)
+    return 0

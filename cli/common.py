@@ -1,0 +1,83 @@
+"""What the command groups share: settings, the service and its database, logging, and the
+options that name a cohort."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from sqlalchemy.orm import sessionmaker
+
+    from app.core.config import Settings
+    from app.serving.service import Service
+    from training.records import ImageRecord
+
+# What add_subparsers returns, to which each command group adds its commands; argparse gives the
+# type no public name.
+Subcommands = argparse._SubParsersAction
+
+
+def load_settings() -> Settings:
+    """The service's settings, from the RADMATCH_* environment variables."""
+    from app.core.config import Settings
+
+    return Settings()
+
+
+def open_service(
+    command: str, settings: Settings, with_index: bool, with_model: bool = True
+) -> Service:
+    from app.serving.matcher import StartupError
+    from app.serving.service import Service
+    from app.storage.database import SchemaOutOfDate
+
+    try:
+        return Service.open(settings, with_index=with_index, with_model=with_model)
+    except (SchemaOutOfDate, StartupError) as error:
+        raise SystemExit(f"radmatch {command}: {error}") from None
+
+
+def database_sessions(command: str, settings: Settings) -> sessionmaker:
+    """Sessions on the case database, once its schema is known to be the newest."""
+    from app.storage.database import SchemaOutOfDate, check_schema, make_engine, session_factory
+
+    engine = make_engine(settings.sqlalchemy_url)
+    try:
+        check_schema(engine)
+    except SchemaOutOfDate as error:
+        raise SystemExit(f"radmatch {command}: {error}") from None
+    return session_factory(engine)
+
+
+def log_to_stderr() -> None:
+    import logging
+
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def add_cohort_options(parser: argparse.ArgumentParser, split: str) -> None:
+    """--manifest or --chestxray14; `split` says which of a ChestX-ray14 release's people count."""
+    cohort = parser.add_mutually_exclusive_group(required=True)
+    cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
+    cohort.add_argument(
+        "--chestxray14", type=Path, metavar="ROOT", help=f"NIH ChestX-ray14 release: {split}"
+    )
+
+
+def read_cohort_records(
+    command: str, manifest: Path | None, chestxray14: Path | None
+) -> list[ImageRecord]:
+    """The records of a knee manifest, or of a ChestX-ray14 release's test split."""
+    from training.cohorts import CohortFormatError, read_cohort
+
+    try:
+        records, _ = read_cohort(manifest or chestxray14)
+    except (CohortFormatError, OSError) as error:
+        raise SystemExit(f"radmatch {command}: {error}") from None
+    if chestxray14 is not None:  # training leaves these people out: they are the ones to match
+        records = [r for r in records if r.split == "test"]
+    return records

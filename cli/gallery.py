@@ -1,0 +1,135 @@
+"""`radmatch ingest` and `search`: loading known people into the case database, and searching a
+running service for an unknown person."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cli.common import (
+    Subcommands,
+    add_cohort_options,
+    load_settings,
+    open_service,
+    read_cohort_records,
+)
+
+if TYPE_CHECKING:
+    from app.core.config import Settings
+    from training.records import ImageRecord
+
+
+def add_commands(commands: Subcommands) -> None:
+    ingest = commands.add_parser(
+        "ingest", help="bulk-load a cohort's people and images into the case database (resumable)"
+    )
+    add_cohort_options(ingest, split="its test split")
+    ingest.add_argument(
+        "--baseline-only", action="store_true", help="only each person's first visit (a gallery)"
+    )
+    ingest.set_defaults(run=_ingest)
+
+    search = commands.add_parser(
+        "search", help="search a running service with a radiograph; prints the ranked people"
+    )
+    search.add_argument("file", type=Path, help="the unknown person's radiograph")
+    search.add_argument("--k", type=int, default=10, help="how many people (default 10)")
+    search.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
+    search.add_argument("--pixel-spacing-mm", type=float, help="when the file does not say")
+    search.set_defaults(run=_search)
+
+
+def ingest(settings: Settings, records: Sequence[ImageRecord], baseline_only: bool) -> None:
+    """Add the records' people and images that the case database lacks; print how many."""
+    from app.core.errors import ClientError
+    from app.gallery.bulk import ingest_images
+    from training.protocol import split_gallery_queries
+
+    if baseline_only:
+        gallery, _ = split_gallery_queries(records)
+        records = [records[i] for i in gallery]
+    service = open_service("ingest", settings, with_index=False)
+    try:
+        summary = ingest_images(
+            records=service.records,
+            matcher=service.matcher,
+            metrics=service.metrics,
+            images=[bulk_image(record) for record in records],
+        )
+    except ClientError as error:
+        raise SystemExit(f"radmatch ingest: {error.message}") from None
+    finally:
+        service.close()
+    print(
+        f"{summary.people_added} people and {summary.images_added} images added; "
+        f"{summary.images_already_stored} images were already stored"
+    )
+
+
+def print_ranking(answer: dict) -> None:
+    """A search's ranked people, as a table for a terminal."""
+    print(
+        f"search {answer['search_id']}: model version {answer['model_version']['id']}, "
+        f"{answer['index_size']} images"
+    )
+    print("rank  similarity  distance  person (external reference)")
+    for c in answer["candidates"]:
+        print(
+            f"{c['rank']:>4}  {c['similarity']:>10.4f}  {c['distance']:>8.4f}  "
+            f"{c['person_id']} ({c['external_ref']})"
+        )
+
+
+def _ingest(args: argparse.Namespace) -> int:
+    records = read_cohort_records("ingest", args.manifest, args.chestxray14)
+    ingest(load_settings(), records, args.baseline_only)
+    return 0
+
+
+def _search(args: argparse.Namespace) -> int:
+    import os
+
+    import httpx
+
+    key = os.environ.get("RADMATCH_API_KEY")
+    if not key:
+        raise SystemExit(
+            "radmatch search: set RADMATCH_API_KEY to an API key (radmatch keys create)"
+        )
+    form = {"k": args.k}
+    if args.pixel_spacing_mm is not None:
+        form["pixel_spacing_mm"] = args.pixel_spacing_mm
+    try:
+        with args.file.open("rb") as file:
+            response = httpx.post(
+                f"{args.url.rstrip('/')}/api/v1/search",
+                headers={"X-API-Key": key},
+                files={"file": (args.file.name, file)},
+                data=form,
+                timeout=120,
+            )
+    except (OSError, httpx.HTTPError) as error:
+        raise SystemExit(f"radmatch search: {error}") from None
+    if response.status_code != 200:
+        detail = response.json().get("detail", response.text) if response.content else ""
+        raise SystemExit(f"radmatch search: {response.status_code}: {detail}")
+    print_ranking(response.json())
+    return 0
+
+
+def bulk_image(record: ImageRecord):
+    """A cohort record as the case database takes it: the cohort's person id is the person's
+    external reference."""
+    from app.gallery.bulk import BulkImage
+    from app.gallery.images import ImageFields
+
+    fields = ImageFields(
+        body_part=record.body_part,
+        side=record.side,
+        visit_months=record.visit_months,
+        pixel_spacing_mm=record.pixel_spacing_mm,
+        filename=record.path.name,
+    )
+    return BulkImage(person_ref=record.person_id, sex=record.sex, path=record.path, fields=fields)

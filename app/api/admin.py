@@ -51,12 +51,9 @@ def rebuild_index(service: ServiceDep, key: AdminKey) -> Job:
 def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) -> Job:
     """Train a new model on the case database (split by person) or on a manifest; the result is
     registered as a model version with its validation metrics, not activated."""
-    from training.config import ConfigError, check_options, resolve_config
+    from app.jobs.training import check_training_options  # loads the training code
 
-    try:
-        resolve_config(body.preset, None, check_options(body.overrides, "overrides"))
-    except (ConfigError, TypeError) as error:
-        raise Unprocessable(str(error)) from None
+    check_training_options(body.preset, body.overrides)
     if body.manifest is not None and not _is_file(body.manifest):
         raise Unprocessable(f"no manifest file at {body.manifest!r} on the server")
     return _start(service, "training", body.model_dump(), key.id)

@@ -13,14 +13,23 @@ from typing import Any
 
 from sqlalchemy import select
 
+from app.core.errors import Unprocessable
 from app.jobs.queue import RunningJob
 from app.serving.model_versions import register
 from app.serving.service import Service
 from app.storage.tables import Image, Person
 from model.inference import EmbeddingModel
-from training.config import resolve_config
+from training.config import ConfigError, check_options, resolve_config
 from training.records import ImageRecord
 from training.train import train, train_on_records
+
+
+def check_training_options(preset: str, overrides: dict[str, Any]) -> None:
+    """Refuse, before a job is queued, a preset or options that training would refuse."""
+    try:
+        resolve_config(preset, None, check_options(overrides, "overrides"))
+    except (ConfigError, TypeError) as error:
+        raise Unprocessable(str(error)) from None
 
 
 def train_model(service: Service, job: RunningJob) -> dict[str, Any]:

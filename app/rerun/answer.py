@@ -31,7 +31,7 @@ class RerunPart:
             "identical": self.identical,
             "exact": True,  # re-runs scan every image
             "index_size": self.index_size,
-            "candidates": [asdict(c) for c in self.candidates],
+            "candidates": [c.as_json() for c in self.candidates],
             "max_similarity_difference": self.max_similarity_difference,
             "unexplained": self.unexplained,
             "differences": [d.as_json() for d in self.differences],

@@ -112,13 +112,13 @@ def load_searched_model(matcher: Matcher, version: ModelVersion, search_id: int)
         ) from None
 
 
-def rounding(stored: dict[str, str] | None, model: EmbeddingModel) -> tuple[float, str]:
+def rounding(stored: dict[str, str] | None, rerun: dict[str, str]) -> tuple[float, str]:
     """How far a similarity may move between the stored search's embedding of the query and
     this one (the stored search's device and precision, where recorded, and the model's), and
     those two in words."""
-    runs = [model.inference] + ([stored] if stored else [])
+    runs = [rerun] + ([stored] if stored else [])
     cpu_fp32 = all(run == {"device": "cpu", "precision": "fp32"} for run in runs)
-    now = on(model.inference)
+    now = on(rerun)
     if stored is None:
         words = f"the re-run embedded it on {now}; the stored search does not say how it did"
     else:

@@ -74,7 +74,7 @@ def rerun(*, records: Records, matcher: Matcher, search_id: int, key_id: int | N
 
 def _context(stored: SearchAnswer, gallery: Gallery, model: EmbeddingModel, **now: Any) -> Context:
     filters = SearchFilters.from_stored(stored.parameters.get("filters") or {})
-    drift, rounding_words = rounding(stored.inference, model)
+    drift, rounding_words = rounding(stored.inference, model.inference)
     k = int(stored.parameters["k"])
     return Context(k, filters, stored.index, drift, rounding_words, gallery, **now)
 

@@ -44,6 +44,9 @@ class Candidate:
     def who(self) -> str:
         return f"{self.external_ref} (person {self.person_id})"
 
+    def as_json(self) -> dict[str, Any]:
+        return asdict(self) | {"images": [asdict(match) for match in self.images]}
+
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> Candidate:
         images = tuple(ImageMatch(**match) for match in stored["images"])
@@ -78,7 +81,7 @@ class SearchAnswer:
     candidates: tuple[Candidate, ...] = field(default=())
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self) | {"candidates": [asdict(c) for c in self.candidates]}
+        return asdict(self) | {"candidates": [c.as_json() for c in self.candidates]}
 
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> SearchAnswer:

@@ -122,14 +122,9 @@ def explain_shifted_out(
         if difference.explained:
             continue
         similarity = difference.original_similarity
-        if abs(last.similarity - similarity) <= context.drift:
-            because(
-                difference,
-                Cause.TIE,
-                f"its similarity {similarity:.6f} equals, within {context.drift:g}, that of "
-                f"{last.who} at rank {len(rerun_)}, the last place; which of them is shown is "
-                "the order of ties",
-            )
+        if _tied_with_last(
+            difference, similarity, last, context, f" at rank {len(rerun_)}, the last place"
+        ):
             continue
         overtook = [
             c.person_id
@@ -161,17 +156,27 @@ def explain_shifted_in(
         if difference.explained:
             continue
         similarity = difference.similarity
-        if abs(last.similarity - similarity) <= context.drift:
-            because(
-                difference,
-                Cause.TIE,
-                f"its similarity {similarity:.6f} equals, within {context.drift:g}, that of "
-                f"{last.who}, last in the stored answer; which of them is shown is the order "
-                "of ties",
-            )
-        elif gone and similarity <= last.similarity + context.drift:
+        if _tied_with_last(difference, similarity, last, context, ", last in the stored answer"):
+            continue
+        if gone and similarity <= last.similarity + context.drift:
             because(
                 difference,
                 Cause.SHIFT,
                 f"it moves into the top {context.k} because {named(gone.pop(0))} left",
             )
+
+
+def _tied_with_last(
+    difference: Difference, similarity: float, last: Candidate, context: Context, place: str
+) -> bool:
+    """Whether the person ties with the last of the top k: then which of them is shown is the
+    order of ties."""
+    if abs(last.similarity - similarity) > context.drift:
+        return False
+    because(
+        difference,
+        Cause.TIE,
+        f"its similarity {similarity:.6f} equals, within {context.drift:g}, that of "
+        f"{last.who}{place}; which of them is shown is the order of ties",
+    )
+    return True

@@ -1,6 +1,6 @@
 """Everything measured on one GPU, in one run: embedding throughput at 256 px (fp32 and bfloat16,
 channels-last, as the service embeds), exact search of a 10,000,000-vector gallery per batch of
-queries, and the `paper` preset trained as PAPER.md trains it (256 px, 32 people x 4 images, Adam
+queries, and the `paper` preset trained as in docs/method.md (256 px, 32 people x 4 images, Adam
 1e-4) on phantom cohorts made on the spot, evaluated by the paper's protocol on other people. Each
 rate is set beside the H200's ceilings (about 790 TFLOP/s bf16 matrix rate, 4.3 TB/s memory
 bandwidth) as a fraction of the limit. Prints one JSON object (and writes it to --json when given).

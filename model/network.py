@@ -1,4 +1,5 @@
-"""The embedder: a ResNet-18 with a one-channel stem and a 128-d L2-normalised head (PAPER.md)."""
+"""The embedder: a ResNet-18 with a one-channel stem and a 128-d L2-normalised head (docs/method.md,
+"The embedder")."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Readers of the cohorts a user brings (PAPER.md, "Data formats") into `ImageRecord` lists.
+"""Readers of the cohorts a user brings (README.md, "Real cohorts") into `ImageRecord` lists.
 
 Both readers are strict: a misread row silently changes who counts as the same person, or the time
 since baseline, which is what the evaluation measures. Every error names the file, the line and

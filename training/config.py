@@ -54,7 +54,7 @@ class TrainConfig:
 
 
 PRESETS: dict[str, TrainConfig] = {
-    # PAPER.md: 256 px, 32 people x 4 images, Adam 1e-4, 100 epochs.
+    # docs/method.md ("The embedder"): 256 px, 32 people x 4 images, Adam 1e-4, 100 epochs.
     "paper": TrainConfig(),
     # A useful model on 2 CPU cores in about 15 minutes (from scratch, hence the larger rate).
     "cpu": TrainConfig(

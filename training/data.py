@@ -20,9 +20,9 @@ from model.preprocess import Preprocessing, final_crop
 from training.embedders import load_resized
 from training.records import ImageRecord
 
-# PAPER.md's augmentation: rotation within +-10 degrees, gamma in [0.5, 1.5] with p = 0.5 and
-# Gaussian noise with p = 0.5. The paper does not give the noise level; 0.02 of the display range
-# is about the quantum noise of a well-exposed radiograph.
+# The augmentation of docs/method.md ("The embedder"): rotation within +-10 degrees, gamma in
+# [0.5, 1.5] with p = 0.5 and Gaussian noise with p = 0.5. The paper does not give the noise level;
+# 0.02 of the display range is about the quantum noise of a well-exposed radiograph.
 ROTATION_DEGREES = 10.0
 GAMMA_RANGE = (0.5, 1.5)
 NOISE_STD = 0.02

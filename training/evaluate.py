@@ -1,4 +1,5 @@
-"""Retrieval metrics of the evaluation protocol (PAPER.md): mAP, mAP@R, standard and all-shots CMC.
+"""Retrieval metrics of the evaluation protocol (docs/method.md, "Retrieval metrics"): mAP, mAP@R,
+standard and all-shots CMC.
 
 Every one of these metrics depends only on the rank of each relevant gallery item in its query's
 ranking, so the ranking is never materialised: for a block of queries, the ranks of just the

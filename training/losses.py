@@ -1,4 +1,5 @@
-"""The triplet and AdaTriplet losses with AutoMargin (PAPER.md), and the paper's other baselines.
+"""The triplet and AdaTriplet losses with AutoMargin (docs/method.md, "The losses"), and the
+paper's other baselines.
 
 Used like pytorch-metric-learning's losses:
 

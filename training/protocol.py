@@ -2,7 +2,7 @@
 the queries, grouped by the time since that first visit, plus all follow-ups together.
 
 Identity is the person: both knees of a person count as the same identity, so a knee query has two
-relevant gallery images (PAPER.md).
+relevant gallery images (docs/method.md, "The evaluation protocol").
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The triplet and AdaTriplet losses of PAPER.md ("The loss"), written as literally as it reads.
+"""The triplet and AdaTriplet losses of docs/method.md ("The losses"), written as literally as it
+reads.
 
 This is the oracle that tests/training/test_losses.py and bench/loss_step.py compare
 training/losses.py against: plain Python loops over every triplet (a, p, n) and every unordered

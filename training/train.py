@@ -89,15 +89,26 @@ def train_on_records(
     validation = Validation(val_records, prep) if val_records and process.is_main else None
 
     objective, optimiser = build_objective(config, process.device, people)
-    network, loss_fn = objective.network, objective.loss_fn
-    on_gpu = process.device.type == "cuda"
-    memory_format = input_memory_format(config, process.device)
     state = RunState()
-    last = out / "last.pt"
-    if resume and last.exists():
-        state = _resume(last, config, objective, optimiser)
+    if resume and (out / "last.pt").exists():
+        state = _resume(out / "last.pt", config, objective, optimiser)
     model = objective if process.world_size == 1 else DistributedDataParallel(objective)
+    run = _Run(config, process, objective, model, optimiser, prep, validation, cohort_sha256, out)
+    plan, loader = _identity_batch_loader(config, images, process)
+    for epoch in range(state.epoch, config.epochs):
+        summary = run.train_epoch(epoch, plan, loader, show, on_step)
+        state.epoch = epoch + 1
+        if process.is_main:
+            run.record_epoch(epoch, summary, state, show)
+        process.barrier()
+    process.close()
+    return out / "checkpoint.pt"
 
+
+def _identity_batch_loader(
+    config: TrainConfig, images: TrainingImages, process: _Process
+) -> tuple[IdentityBatches, DataLoader]:
+    """This process's share of every epoch's identity-balanced batches, and their loader."""
     batches = max(1, len(images) // config.batch_size)
     if config.max_steps_per_epoch is not None:
         batches = min(batches, config.max_steps_per_epoch)
@@ -114,48 +125,10 @@ def train_on_records(
         images,
         batch_sampler=plan,
         num_workers=config.workers,
-        pin_memory=on_gpu,
+        pin_memory=process.device.type == "cuda",
         persistent_workers=config.workers > 0,
     )
-    for epoch in range(state.epoch, config.epochs):
-        started = time.perf_counter()
-        plan.set_epoch(epoch)
-        description = f"epoch {epoch + 1}/{config.epochs}" if show else None
-        step_done = None if on_step is None else functools.partial(on_step, epoch)
-        losses = train_one_epoch(
-            model, loader, optimiser, process.device, memory_format, description, step_done
-        )
-        loss_fn.end_epoch()
-        state.epoch = epoch + 1
-        summary = {
-            "epoch": epoch + 1,
-            "loss": losses.mean().item(),
-            "steps": len(losses) * process.world_size,
-            "seconds": round(time.perf_counter() - started, 1),
-            **_margins(loss_fn),
-        }
-        if process.is_main:
-            if validation is not None:
-                summary["val_mAP"] = validation.mean_average_precision(network)
-            state.history.append(summary)
-            score = summary.get("val_mAP", 0.0)  # without validation the latest epoch is kept
-            if score >= state.best_score:
-                state.best_score, state.best_epoch = score, epoch + 1
-                save_checkpoint(
-                    out / "checkpoint.pt",
-                    network,
-                    prep,
-                    training={**asdict(config), "world_size": process.world_size},
-                    manifest_sha256=cohort_sha256,
-                    metrics={"epoch": epoch + 1, "val_mAP": summary.get("val_mAP")},
-                    history=state.history,
-                )
-            _save_last(last, config, objective, optimiser, state)
-            if show:
-                tqdm.write(_describe(summary))
-        process.barrier()
-    process.close()
-    return out / "checkpoint.pt"
+    return plan, loader
 
 
 def build_objective(
@@ -306,6 +279,78 @@ class _Process:
     def close(self) -> None:
         if self.world_size > 1:
             dist.destroy_process_group()
+
+
+@dataclass(frozen=True)
+class _Run:
+    """What every epoch of one run trains, validates and writes."""
+
+    config: TrainConfig
+    process: _Process
+    objective: Objective
+    model: nn.Module  # the objective, wrapped in DistributedDataParallel when there are several
+    optimiser: torch.optim.Optimizer
+    prep: Preprocessing
+    validation: Validation | None
+    cohort_sha256: str
+    out: Path
+
+    def train_epoch(
+        self,
+        epoch: int,
+        plan: IdentityBatches,
+        loader: DataLoader,
+        show: bool,
+        on_step: StepCallback | None,
+    ) -> dict[str, Any]:
+        """Train one epoch, close the loss's epoch (AutoMargin) and summarise it."""
+        started = time.perf_counter()
+        plan.set_epoch(epoch)
+        description = f"epoch {epoch + 1}/{self.config.epochs}" if show else None
+        step_done = None if on_step is None else functools.partial(on_step, epoch)
+        memory_format = input_memory_format(self.config, self.process.device)
+        losses = train_one_epoch(
+            self.model,
+            loader,
+            self.optimiser,
+            self.process.device,
+            memory_format,
+            description,
+            step_done,
+        )
+        loss_fn = self.objective.loss_fn
+        loss_fn.end_epoch()
+        return {
+            "epoch": epoch + 1,
+            "loss": losses.mean().item(),
+            "steps": len(losses) * self.process.world_size,
+            "seconds": round(time.perf_counter() - started, 1),
+            **_margins(loss_fn),
+        }
+
+    def record_epoch(
+        self, epoch: int, summary: dict[str, Any], state: RunState, show: bool
+    ) -> None:
+        """The first process's part: validate, keep the best model so far, save the state to
+        resume from."""
+        if self.validation is not None:
+            summary["val_mAP"] = self.validation.mean_average_precision(self.objective.network)
+        state.history.append(summary)
+        score = summary.get("val_mAP", 0.0)  # without validation the latest epoch is kept
+        if score >= state.best_score:
+            state.best_score, state.best_epoch = score, epoch + 1
+            save_checkpoint(
+                self.out / "checkpoint.pt",
+                self.objective.network,
+                self.prep,
+                training={**asdict(self.config), "world_size": self.process.world_size},
+                manifest_sha256=self.cohort_sha256,
+                metrics={"epoch": epoch + 1, "val_mAP": summary.get("val_mAP")},
+                history=state.history,
+            )
+        _save_last(self.out / "last.pt", self.config, self.objective, self.optimiser, state)
+        if show:
+            tqdm.write(_describe(summary))
 
 
 def _save_last(

@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from typing import Any
 
@@ -76,75 +77,30 @@ def verification_metrics(
 
     Raises ValueError when there is no genuine or no impostor pair: the rates are undefined.
     """
-    queries = _normalised(query_emb, "query_emb")
-    gallery = _normalised(gallery_emb, "gallery_emb").to(queries.device)
-    if queries.shape[1] != gallery.shape[1]:
-        raise ValueError(
-            f"embeddings must share D, got {tuple(queries.shape)} and {tuple(gallery.shape)}"
-        )
+    queries, gallery = _embeddings(query_emb, gallery_emb)
     q_labels = as_labels(query_labels, len(queries), "query_labels", queries.device)
     g_labels = as_labels(gallery_labels, len(gallery), "gallery_labels", queries.device)
     fprs = _checked_fprs(fprs)
     edges = _edges(bins)
+    trials = _Trials.of(queries, gallery, q_labels, g_labels)
 
-    pair_queries, pair_gallery = matching_pairs(q_labels, label_index(g_labels))
-    n_genuine = len(pair_queries)
-    n_impostor = len(queries) * len(gallery) - n_genuine
-    if n_genuine == 0 or n_impostor == 0:
-        raise ValueError(
-            f"{n_genuine} genuine and {n_impostor} impostor pairs: verification rates need both"
-        )
-    rows = max(1, _CHUNK_ELEMENTS // len(gallery))
-    chunks = []  # (query slice, its genuine pairs with chunk-local query indices)
-    for start in range(0, len(queries), rows):
-        lo, hi = torch.searchsorted(
-            pair_queries, torch.tensor([start, start + rows], device=queries.device)
-        ).tolist()
-        chunks.append(
-            (slice(start, start + rows), (pair_queries[lo:hi] - start, pair_gallery[lo:hi]))
-        )
-
-    # Pass 1: the genuine scores, and histograms of all scores and of the genuine ones in bins
-    # `split` times finer than the reported ones (float32 counts are exact up to 2**24 per chunk;
-    # the totals add up in float64).
     split = _fine_split(bins)
-    fine = torch.zeros(2, bins * split, dtype=torch.float64, device=queries.device)
-    genuine_parts = []
-    for block, pairs in chunks:
-        scores = _products(queries[block], gallery).to(torch.float32)
-        genuine_parts.append(scores[pairs])
-        fine[0] += _histogram(scores, bins * split)
-    genuine_scores = torch.cat(genuine_parts)
-    fine[1] = sum(_histogram(part, bins * split) for part in genuine_scores.split(_CHUNK_ELEMENTS))
+    fine, genuine_scores = _first_pass(trials, bins * split)
     histograms = fine.view(2, bins, split).sum(2)  # what torch.histc counts in `bins` bins
+    roc = _roc_counts(trials, fine, genuine_scores, fprs)
 
-    # Distinct genuine scores ascending, and how many genuine scores are >= and > each.
-    values, counts = torch.unique(genuine_scores, sorted=True, return_counts=True)
-    genuine_ge = counts.flip(0).cumsum(0).flip(0)
-    genuine_gt = genuine_ge - counts
-
-    # Each value's impostor counts (>= and > it) lie between the impostors in the fine bins above
-    # its bin and those in its bin and above.
-    value_bin = _bin_of_sorted(values, bins * split)
-    lower, upper = _count_bounds((fine[0] - fine[1]).to(torch.int64), value_bin)
-
-    # Pass 2: exact counts for the values whose bounds leave an answer open. Every other value
-    # keeps its lower bound, which lies on the same side of every decision as its exact count, so
-    # the answers below come out as if every count were exact.
-    impostor_ge, impostor_gt = lower.clone(), lower.clone()
-    needs_exact = _needs_exact_counts(
-        lower, upper, genuine_ge, genuine_gt, fprs, n_genuine, n_impostor
-    )
-    if needs_exact.any():
-        impostor_ge[needs_exact], impostor_gt[needs_exact] = _impostor_counts(
-            values[needs_exact], chunks, queries, gallery
-        )
-
+    n_genuine, n_impostor = trials.n_genuine, trials.n_impostor
     tpr_at_fpr, threshold_at_fpr = _rates_at_fprs(
-        values, genuine_ge, impostor_ge, fprs, n_genuine, n_impostor
+        roc.values, roc.genuine_ge, roc.impostor_ge, fprs, n_genuine, n_impostor
     )
     eer, eer_threshold = _equal_error(
-        values, genuine_ge, genuine_gt, impostor_ge, impostor_gt, n_genuine, n_impostor
+        roc.values,
+        roc.genuine_ge,
+        roc.genuine_gt,
+        roc.impostor_ge,
+        roc.impostor_gt,
+        n_genuine,
+        n_impostor,
     )
     genuine_hist = [round(c) for c in histograms[1].tolist()]
     impostor_hist = [round(c) for c in (histograms[0] - histograms[1]).tolist()]
@@ -158,6 +114,107 @@ def verification_metrics(
         "genuine_histogram": {"edges": edges, "counts": genuine_hist},
         "impostor_histogram": {"edges": list(edges), "counts": impostor_hist},
     }
+
+
+@dataclass(frozen=True)
+class _Trials:
+    """Every (query, gallery image) pair, scored a chunk of queries at a time."""
+
+    queries: torch.Tensor
+    gallery: torch.Tensor
+    chunks: list  # (query slice, its genuine pairs with chunk-local query indices)
+    n_genuine: int
+    n_impostor: int
+
+    @classmethod
+    def of(
+        cls,
+        queries: torch.Tensor,
+        gallery: torch.Tensor,
+        q_labels: torch.Tensor,
+        g_labels: torch.Tensor,
+    ) -> _Trials:
+        pair_queries, pair_gallery = matching_pairs(q_labels, label_index(g_labels))
+        n_genuine = len(pair_queries)
+        n_impostor = len(queries) * len(gallery) - n_genuine
+        if n_genuine == 0 or n_impostor == 0:
+            raise ValueError(
+                f"{n_genuine} genuine and {n_impostor} impostor pairs: verification rates need both"
+            )
+        rows = max(1, _CHUNK_ELEMENTS // len(gallery))
+        chunks = []
+        for start in range(0, len(queries), rows):
+            lo, hi = torch.searchsorted(
+                pair_queries, torch.tensor([start, start + rows], device=queries.device)
+            ).tolist()
+            chunks.append(
+                (slice(start, start + rows), (pair_queries[lo:hi] - start, pair_gallery[lo:hi]))
+            )
+        return cls(queries, gallery, chunks, n_genuine, n_impostor)
+
+
+@dataclass(frozen=True)
+class _RocCounts:
+    """The distinct genuine scores ascending, and how many genuine and impostor scores are >= and
+    > each: all the ROC needs (see the module docstring)."""
+
+    values: torch.Tensor
+    genuine_ge: torch.Tensor
+    genuine_gt: torch.Tensor
+    impostor_ge: torch.Tensor
+    impostor_gt: torch.Tensor
+
+
+def _first_pass(trials: _Trials, n_fine_bins: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pass 1: histograms of all scores and of the genuine ones in n_fine_bins bins (row 0 and
+    row 1), and the genuine scores. float32 counts are exact up to 2**24 per chunk; the totals add
+    up in float64."""
+    fine = torch.zeros(2, n_fine_bins, dtype=torch.float64, device=trials.queries.device)
+    genuine_parts = []
+    for block, pairs in trials.chunks:
+        scores = _products(trials.queries[block], trials.gallery).to(torch.float32)
+        genuine_parts.append(scores[pairs])
+        fine[0] += _histogram(scores, n_fine_bins)
+    genuine_scores = torch.cat(genuine_parts)
+    fine[1] = sum(_histogram(part, n_fine_bins) for part in genuine_scores.split(_CHUNK_ELEMENTS))
+    return fine, genuine_scores
+
+
+def _roc_counts(
+    trials: _Trials, fine: torch.Tensor, genuine_scores: torch.Tensor, fprs: tuple[float, ...]
+) -> _RocCounts:
+    """The counts at each distinct genuine score: the impostor counts bounded by pass 1's fine
+    bins, and made exact by pass 2 where the bounds leave an answer open. Every other value keeps
+    its lower bound, which lies on the same side of every decision as its exact count, so the
+    answers come out as if every count were exact."""
+    values, counts = torch.unique(genuine_scores, sorted=True, return_counts=True)
+    genuine_ge = counts.flip(0).cumsum(0).flip(0)
+    genuine_gt = genuine_ge - counts
+
+    # Each value's impostor counts (>= and > it) lie between the impostors in the fine bins above
+    # its bin and those in its bin and above.
+    value_bin = _bin_of_sorted(values, fine.shape[1])
+    lower, upper = _count_bounds((fine[0] - fine[1]).to(torch.int64), value_bin)
+
+    impostor_ge, impostor_gt = lower.clone(), lower.clone()
+    needs_exact = _needs_exact_counts(
+        lower, upper, genuine_ge, genuine_gt, fprs, trials.n_genuine, trials.n_impostor
+    )
+    if needs_exact.any():
+        impostor_ge[needs_exact], impostor_gt[needs_exact] = _impostor_counts(
+            values[needs_exact], trials.chunks, trials.queries, trials.gallery
+        )
+    return _RocCounts(values, genuine_ge, genuine_gt, impostor_ge, impostor_gt)
+
+
+def _embeddings(query_emb: Any, gallery_emb: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    queries = _normalised(query_emb, "query_emb")
+    gallery = _normalised(gallery_emb, "gallery_emb").to(queries.device)
+    if queries.shape[1] != gallery.shape[1]:
+        raise ValueError(
+            f"embeddings must share D, got {tuple(queries.shape)} and {tuple(gallery.shape)}"
+        )
+    return queries, gallery
 
 
 def _normalised(embeddings: Any, name: str) -> torch.Tensor:

@@ -14,6 +14,18 @@ depends_on = None
 
 
 def upgrade() -> None:
+    # Each table after the tables its foreign keys refer to; downgrade drops them in reverse.
+    _create_api_keys()
+    _create_model_versions()
+    _create_audit_log()
+    _create_people()
+    _create_searches()
+    _create_images()
+    _create_embeddings()
+    _create_search_results()
+
+
+def _create_api_keys() -> None:
     op.create_table(
         "api_keys",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -26,6 +38,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("prefix"),
     )
+
+
+def _create_model_versions() -> None:
     op.create_table(
         "model_versions",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -40,6 +55,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("sha256"),
     )
+
+
+def _create_audit_log() -> None:
     op.create_table(
         "audit_log",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -55,6 +73,9 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id"),
     )
+
+
+def _create_people() -> None:
     op.create_table(
         "people",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -72,6 +93,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id"),
         sa.UniqueConstraint("external_ref"),
     )
+
+
+def _create_searches() -> None:
     op.create_table(
         "searches",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -98,6 +122,8 @@ def upgrade() -> None:
             batch_op.f("ix_searches_query_sha256"), ["query_sha256"], unique=False
         )
 
+
+def _create_images() -> None:
     op.create_table(
         "images",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -137,6 +163,8 @@ def upgrade() -> None:
         )
         batch_op.create_index(batch_op.f("ix_images_sha256"), ["sha256"], unique=False)
 
+
+def _create_embeddings() -> None:
     op.create_table(
         "embeddings",
         sa.Column("image_id", sa.Integer(), nullable=False),
@@ -162,6 +190,8 @@ def upgrade() -> None:
             "ix_embeddings_removed", ["model_version_id", "removed_generation"], unique=False
         )
 
+
+def _create_search_results() -> None:
     op.create_table(
         "search_results",
         sa.Column("search_id", sa.Integer(), nullable=False),

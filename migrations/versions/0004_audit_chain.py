@@ -108,6 +108,26 @@ def _entry_hash(row, sequence: int, previous_hash: str) -> str:
 
 
 def upgrade() -> None:
+    _create_audit_chain()
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.add_column(sa.Column("sequence", sa.Integer(), nullable=True))
+        batch_op.add_column(sa.Column("previous_hash", sa.String(length=64), nullable=True))
+        batch_op.add_column(sa.Column("entry_hash", sa.String(length=64), nullable=True))
+    count, head_hash = _chain_existing_entries()
+    _insert_chain_head(count, head_hash)
+    with op.batch_alter_table("audit_log", schema=None) as batch_op:
+        batch_op.alter_column("sequence", existing_type=sa.Integer(), nullable=False)
+        batch_op.alter_column("previous_hash", existing_type=sa.String(length=64), nullable=False)
+        batch_op.alter_column("entry_hash", existing_type=sa.String(length=64), nullable=False)
+        batch_op.create_index(batch_op.f("ix_audit_log_sequence"), ["sequence"], unique=True)
+
+    # After the table's last rebuild (SQLite's batch mode recreates it, dropping its triggers).
+    dialect = op.get_bind().dialect.name
+    for statement in _POSTGRESQL_UP if dialect == "postgresql" else _SQLITE_UP:
+        op.execute(statement)
+
+
+def _create_audit_chain() -> None:
     op.create_table(
         "audit_chain",
         sa.Column("id", sa.Integer(), autoincrement=False, nullable=False),
@@ -116,12 +136,11 @@ def upgrade() -> None:
         sa.CheckConstraint("id = 1", name="ck_audit_chain_one_row"),
         sa.PrimaryKeyConstraint("id"),
     )
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.add_column(sa.Column("sequence", sa.Integer(), nullable=True))
-        batch_op.add_column(sa.Column("previous_hash", sa.String(length=64), nullable=True))
-        batch_op.add_column(sa.Column("entry_hash", sa.String(length=64), nullable=True))
 
-    # Chain the entries there are, in the order they were written.
+
+def _chain_existing_entries() -> tuple[int, str]:
+    """Chain the entries there are, in the order they were written; return how many there are
+    and the last one's hash (the genesis hash when there are none)."""
     log = sa.table(
         "audit_log",
         sa.column("id", sa.Integer()),
@@ -153,6 +172,10 @@ def upgrade() -> None:
             ),
             chained,
         )
+    return len(chained), previous
+
+
+def _insert_chain_head(sequence: int, head_hash: str) -> None:
     op.bulk_insert(
         sa.table(
             "audit_chain",
@@ -160,18 +183,8 @@ def upgrade() -> None:
             sa.column("sequence", sa.Integer()),
             sa.column("head_hash", sa.String()),
         ),
-        [{"id": 1, "sequence": len(chained), "head_hash": previous}],
+        [{"id": 1, "sequence": sequence, "head_hash": head_hash}],
     )
-
-    with op.batch_alter_table("audit_log", schema=None) as batch_op:
-        batch_op.alter_column("sequence", existing_type=sa.Integer(), nullable=False)
-        batch_op.alter_column("previous_hash", existing_type=sa.String(length=64), nullable=False)
-        batch_op.alter_column("entry_hash", existing_type=sa.String(length=64), nullable=False)
-        batch_op.create_index(batch_op.f("ix_audit_log_sequence"), ["sequence"], unique=True)
-
-    # After the table's last rebuild (SQLite's batch mode recreates it, dropping its triggers).
-    for statement in _POSTGRESQL_UP if connection.dialect.name == "postgresql" else _SQLITE_UP:
-        op.execute(statement)
 
 
 def downgrade() -> None:

@@ -1,4 +1,5 @@
-"""The cohort readers, on small files of exactly the formats users bring (PAPER.md)."""
+"""The cohort readers, on small files of exactly the formats users bring (README.md, "Real
+cohorts")."""
 
 from __future__ import annotations
 

@@ -17,7 +17,8 @@ def reference_metrics(
     gallery_labels: np.ndarray,
     ks: tuple[int, ...],
 ) -> dict:
-    """The definitions of PAPER.md followed literally, one query at a time."""
+    """The definitions of docs/method.md ("Retrieval metrics") followed literally, one query at a
+    time."""
     similarity = queries.astype(np.float64) @ gallery.astype(np.float64).T
     n_gallery = len(gallery)
     sums = {"mAP": 0.0, "mAP@R": 0.0}

@@ -239,20 +239,55 @@ def _bone(parts: list[Blob | Shaft], x, y) -> tuple[np.ndarray, np.ndarray]:
     return outer - inner, inner
 
 
-def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarray:
-    s: KneeShape = state.shape
-    flex, axial = acq.flexion, acq.axial_rotation
-    gap = 10.0 if state.implant else 0.0  # the polyethylene insert of a replacement
-    c_shaft, c_epi = s.cortex_shaft, s.cortex_epiphysis
+@dataclass(frozen=True)
+class Condyles:
+    """Where the femoral condyles sit in this exposure: the bone, osteophytes and implant share it."""
 
-    # Femur: shaft, metaphysis, two condyles whose lowest points sit one joint space above the plateau.
-    med_rx = s.condyle_medial_rx * (1.0 + 0.05 * axial)
-    lat_rx = s.condyle_lateral_rx * (1.0 - 0.05 * axial)
-    med_cy = -s.joint_space_medial - gap - s.condyle_medial_ry
-    lat_cy = -s.joint_space_lateral - gap - s.condyle_lateral_ry
-    meta_cy = min(med_cy, lat_cy) - 9.0
+    medial_rx: float
+    lateral_rx: float
+    medial_cy: float
+    lateral_cy: float
+
+    @classmethod
+    def of(cls, s: KneeShape, axial: float, gap: float) -> Condyles:
+        """Their lowest points sit one joint space (plus any implant insert) above the plateau."""
+        return cls(
+            medial_rx=s.condyle_medial_rx * (1.0 + 0.05 * axial),
+            lateral_rx=s.condyle_lateral_rx * (1.0 - 0.05 * axial),
+            medial_cy=-s.joint_space_medial - gap - s.condyle_medial_ry,
+            lateral_cy=-s.joint_space_lateral - gap - s.condyle_lateral_ry,
+        )
+
+
+def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarray:
+    """The attenuation along each pixel's ray: soft tissue, cortical and trabecular bone, metal."""
+    s: KneeShape = state.shape
+    gap = 10.0 if state.implant else 0.0  # the polyethylene insert of a replacement
+    condyles = Condyles.of(s, acq.axial_rotation, gap)
+    femur_cortex, femur_inner = _femur(s, condyles, gap, x, y)
+    tibia_cortex, tibia_inner = _tibia(s, acq.flexion, x, y)
+    fibula_cortex, fibula_inner = _fibula(s, acq.axial_rotation, x, y)
+    patella = _ellipsoid(
+        x, y, s.patella_x, s.patella_y - 12.0 * acq.flexion, s.patella_rx, s.patella_ry, 11.0
+    )
+    osteophytes = _osteophytes(state, x, y, condyles.medial_cy, s)
+    soft = _soft_tissue(s, x, y)
+    density = _trabecular_density(state, texture, x, y)
+
+    cortex = femur_cortex + tibia_cortex + fibula_cortex + osteophytes
+    inner = femur_inner + tibia_inner + fibula_inner + 0.6 * patella
+    attenuation = MU_SOFT * soft + MU_CORTEX * cortex + MU_TRABECULAR * density * inner
+    if state.implant:
+        attenuation = attenuation + MU_METAL * _implant(x, y, s, condyles)
+    return attenuation.astype(np.float32)
+
+
+def _femur(s: KneeShape, condyles: Condyles, gap: float, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical and trabecular paths through the femur: shaft, metaphysis, two condyles."""
+    c_shaft, c_epi = s.cortex_shaft, s.cortex_epiphysis
+    meta_cy = min(condyles.medial_cy, condyles.lateral_cy) - 9.0
     shaft_top = meta_cy - 14.0
-    femur_cortex, femur_inner = _bone(
+    cortex, inner = _bone(
         [
             Shaft(
                 s.femur_shaft_tilt * (y - shaft_top),
@@ -271,8 +306,22 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
                 c_shaft,
                 power=2.4,
             ),
-            Blob(s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry, s.condyle_depth, c_epi),
-            Blob(s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry, s.condyle_depth, c_epi),
+            Blob(
+                s.condyle_medial_x,
+                condyles.medial_cy,
+                condyles.medial_rx,
+                s.condyle_medial_ry,
+                s.condyle_depth,
+                c_epi,
+            ),
+            Blob(
+                s.condyle_lateral_x,
+                condyles.lateral_cy,
+                condyles.lateral_rx,
+                s.condyle_lateral_ry,
+                s.condyle_depth,
+                c_epi,
+            ),
         ],
         x,
         y,
@@ -281,15 +330,18 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
     notch_x = 0.5 * (s.condyle_medial_x + s.condyle_lateral_x)
     notch_y = -s.joint_space_medial - gap + 3.0
     notch = _ellipsoid(x, y, notch_x, notch_y, 6.0, 10.0, 0.5) > 0
-    femur_cortex = np.where(notch, 0.35 * femur_cortex, femur_cortex)
-    femur_inner = np.where(notch, 0.35 * femur_inner, femur_inner)
+    return np.where(notch, 0.35 * cortex, cortex), np.where(notch, 0.35 * inner, inner)
 
-    # Tibia: a boxy plateau (its apparent height depends on the beam angle), spines, shaft.
+
+def _tibia(s: KneeShape, flex: float, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical and trabecular paths through the tibia: a boxy plateau, spines, shaft."""
+    c_shaft, c_epi = s.cortex_shaft, s.cortex_epiphysis
+    # The plateau's apparent height depends on the beam angle.
     plateau_ry = s.plateau_height * (1.0 + 0.25 * flex)
     plateau_cy = plateau_ry
     shaft_start = plateau_cy + 28.0
     tx = s.plateau_offset_x
-    tibia_cortex, tibia_inner = _bone(
+    return _bone(
         [
             Blob(tx, plateau_cy, s.plateau_half_width, plateau_ry, 27.0, c_epi, power=2.8),
             Blob(tx, plateau_cy + 12.0, 33.0, 26.0, 24.0, c_epi),
@@ -310,11 +362,16 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
         y,
     )
 
-    # Fibula: its overlap with the tibia moves with the leg's axial rotation.
+
+def _fibula(s: KneeShape, axial: float, x, y) -> tuple[np.ndarray, np.ndarray]:
+    """Cortical and trabecular paths through the fibula's head and shaft."""
+    # Its overlap with the tibia moves with the leg's axial rotation.
     head_x = s.fibula_head_x + 5.0 * axial
-    fibula_cortex, fibula_inner = _bone(
+    return _bone(
         [
-            Blob(head_x, s.fibula_head_y, s.fibula_head_rx, s.fibula_head_ry, 9.0, c_epi),
+            Blob(
+                head_x, s.fibula_head_y, s.fibula_head_rx, s.fibula_head_ry, 9.0, s.cortex_epiphysis
+            ),
             Shaft(
                 head_x + 1.5 + 0.03 * (y - s.fibula_head_y),
                 s.fibula_shaft_half_width,
@@ -328,26 +385,20 @@ def _attenuation(state: KneeState, acq: Acquisition, x, y, texture) -> np.ndarra
         y,
     )
 
-    patella = _ellipsoid(
-        x, y, s.patella_x, s.patella_y - 12.0 * flex, s.patella_rx, s.patella_ry, 11.0
-    )
-    osteophytes = _osteophytes(state, x, y, med_cy, s)
 
-    soft_half_width = s.soft_tissue_half_width + s.thigh_flare * np.clip(-y, 0.0, None)
-    soft = (
-        2.0 * 0.85 * soft_half_width * np.sqrt(np.clip(1.0 - (x / soft_half_width) ** 2, 0, None))
-    )
+def _soft_tissue(s: KneeShape, x, y) -> np.ndarray:
+    """Path length through the leg's soft tissue, widening up the thigh."""
+    half_width = s.soft_tissue_half_width + s.thigh_flare * np.clip(-y, 0.0, None)
+    return 2.0 * 0.85 * half_width * np.sqrt(np.clip(1.0 - (x / half_width) ** 2, 0, None))
 
+
+def _trabecular_density(state: KneeState, texture: np.ndarray, x, y) -> np.ndarray:
+    """The knee's bone density at (x, y): its texture, lifelong landmarks and any sclerosis."""
+    s = state.shape
     density = s.bone_density * (1.0 + 0.22 * _sample_texture(texture, x, y, state.texture_drift))
     density = density + _landmark_density(state.landmarks, state.years, x, y)
     # Subchondral sclerosis: denser bone just under the medial plateau as the joint wears.
-    density = density + state.sclerosis * np.exp(-(((y - 3.0) / 4.0) ** 2)) * (x < 8.0)
-    cortex = femur_cortex + tibia_cortex + fibula_cortex + osteophytes
-    inner = femur_inner + tibia_inner + fibula_inner + 0.6 * patella
-    attenuation = MU_SOFT * soft + MU_CORTEX * cortex + MU_TRABECULAR * density * inner
-    if state.implant:
-        attenuation = attenuation + MU_METAL * _implant(x, y, s, med_cy, lat_cy, med_rx, lat_rx)
-    return attenuation.astype(np.float32)
+    return density + state.sclerosis * np.exp(-(((y - 3.0) / 4.0) ** 2)) * (x < 8.0)
 
 
 def _landmark_density(landmarks: Landmarks, years: float, x, y) -> np.ndarray:
@@ -406,12 +457,12 @@ def _osteophytes(state: KneeState, x, y, med_cy, s: KneeShape) -> np.ndarray:
     return np.maximum.reduce(spurs)
 
 
-def _implant(x, y, s: KneeShape, med_cy, lat_cy, med_rx, lat_rx) -> np.ndarray:
+def _implant(x, y, s: KneeShape, condyles: Condyles) -> np.ndarray:
     """A total knee replacement: a metal femoral shell over the condyles, a tibial tray with a stem."""
     shells = []
     for cx, cy, rx, ry in (
-        (s.condyle_medial_x, med_cy, med_rx, s.condyle_medial_ry),
-        (s.condyle_lateral_x, lat_cy, lat_rx, s.condyle_lateral_ry),
+        (s.condyle_medial_x, condyles.medial_cy, condyles.medial_rx, s.condyle_medial_ry),
+        (s.condyle_lateral_x, condyles.lateral_cy, condyles.lateral_rx, s.condyle_lateral_ry),
     ):
         outer = _ellipsoid(x, y, cx, cy, rx, ry, 25.0)
         inner = _ellipsoid(x, y, cx, cy, rx - 3.0, ry - 3.0, 22.0)

@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import io
 import json
 import os
 import random
@@ -48,29 +47,20 @@ import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import sqlalchemy as sa
-import torch
-from PIL import Image as PILImage
-from pydicom.uid import ExplicitVRLittleEndian
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.serving.index import VectorIndex, check_consistency, snapshot_path
 from app.storage.database import make_engine, session_factory
 from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Search
-from model.checkpoint import save_checkpoint
-from model.network import Embedder
-from model.preprocess import Preprocessing
-from tests.support.servers import Server, prepare_database, service_env
-from training.phantom.dicom import Encoding, Study, write_dicom
-
-REPO = Path(__file__).resolve().parent.parent
+from tests.support.images import phantom_dicom, png_bytes
+from tests.support.servers import Server, prepare_database, seeded_checkpoint, service_env
 
 API = "/api/v1"
 SIDE = 96  # pixels: small files, above the decoder's 64 px minimum
@@ -80,41 +70,23 @@ MAX_LISTED_PROBLEMS = 50
 FIRST_ANSWER_WAIT_S = 120.0
 
 
-def seeded_checkpoint(path: Path) -> Path:
-    """The tests' model: a seeded, untrained ResNet-18 embedder at 64 px."""
-    torch.manual_seed(0)
-    save_checkpoint(path, Embedder(), Preprocessing(input_size=64), metrics={"val_mAP": 0.0})
-    return path
-
-
-def radiograph(number: int, seed: int, dicom: bool, scratch: Path) -> bytes:
+def radiograph(number: int, seed: int, dicom: bool) -> bytes:
     """A small picture, different for every number: PNG, or DICOM with a pixel spacing."""
     rng = np.random.default_rng([seed, number])
     y, x = np.mgrid[0:SIDE, 0:SIDE] / SIDE
     waves = np.cos(rng.uniform(2, 12) * x + rng.uniform(0, 6)) * np.cos(rng.uniform(2, 12) * y)
     pixels = np.clip(0.5 + 0.3 * waves + rng.normal(0, 0.15, (SIDE, SIDE)), 0, 1)
     if not dicom:
-        buffer = io.BytesIO()
-        PILImage.fromarray((pixels * 255).astype(np.uint8)).save(buffer, format="PNG")
-        return buffer.getvalue()
-    study = Study(
+        return png_bytes((pixels * 255).astype(np.uint8))
+    return phantom_dicom(
+        (pixels * 65535).astype(np.uint16),
+        f"crash-{seed}-{number}",
         person_id=f"crash-{number}",
-        sex="F",
         age_years=50,
         side="L",
-        acquired=date(2020, 1, 1),
-        modality="DX",
-        view="PA",
         site="crash",
         pixel_spacing_mm=0.2,
-        uid_key=f"crash-{seed}-{number}",
     )
-    path = scratch / f"{uuid.uuid4().hex}.dcm"
-    encoding = Encoding(ExplicitVRLittleEndian, "MONOCHROME2", False)
-    write_dicom(path, (pixels * 65535).astype(np.uint16), study, encoding)
-    data = path.read_bytes()
-    path.unlink()
-    return data
 
 
 @dataclass
@@ -174,8 +146,6 @@ class Harness:
         self.final_restart = final_restart
         self.say = say
         self.rng = random.Random(seed)
-        self.scratch = self.workdir / "scratch"
-        self.scratch.mkdir(parents=True, exist_ok=True)
         self.checkpoint = checkpoint or seeded_checkpoint(self.workdir / "checkpoint.pt")
         self.data_dir = self.workdir / "data"
         self.originals = self.data_dir / "originals"
@@ -214,7 +184,7 @@ class Harness:
     def next_image(self, rng: random.Random) -> bytes:
         with self.numbers_lock:
             number = next(self.numbers)
-        return radiograph(number, self.seed, rng.random() < self.dicom_share, self.scratch)
+        return radiograph(number, self.seed, rng.random() < self.dicom_share)
 
     def client(
         self,

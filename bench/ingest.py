@@ -23,17 +23,16 @@ import torch
 
 from bench.service_bench import (
     API,
-    dicom_bytes,
     forward_seconds,
     histogram_means,
     new_database,
     percentile,
-    png_bytes,
     radiograph_pixels,
-    seeded_checkpoint,
     start_server,
 )
 from model.inference import EmbeddingModel
+from tests.support.images import phantom_dicom, png_bytes
+from tests.support.servers import seeded_checkpoint
 
 TARGET_RATIO = 0.75
 
@@ -63,7 +62,7 @@ def main() -> None:
         checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size)
         model = EmbeddingModel.load(checkpoint, "cpu")
         uploads = {
-            name: [encode(name, radiograph_pixels(rng), scratch, i) for i in range(args.images + 8)]
+            name: [encode(name, radiograph_pixels(rng), i) for i in range(args.images + 8)]
             for name in formats
         }
         database_url, key = new_database(scratch)
@@ -104,8 +103,10 @@ def main() -> None:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
 
 
-def encode(name: str, pixels: np.ndarray, scratch: Path, number: int) -> bytes:
-    return png_bytes(pixels) if name == "png" else dicom_bytes(pixels, scratch, f"bench-{number}")
+def encode(name: str, pixels: np.ndarray, number: int) -> bytes:
+    if name == "png":
+        return png_bytes(pixels)
+    return phantom_dicom(pixels, f"bench-{number}", site="bench")
 
 
 def send_all(server, uploads: list[bytes], people: list[int], clients: int) -> dict:

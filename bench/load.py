@@ -44,15 +44,14 @@ from bench.service_bench import (
     API,
     SIDE,
     Server,
-    dicom_bytes,
     new_database,
     percentile,
-    png_bytes,
     radiograph_pixels,
-    seeded_checkpoint,
     start_server,
 )
 from model.inference import EmbeddingModel
+from tests.support.images import phantom_dicom, png_bytes
+from tests.support.servers import seeded_checkpoint
 
 KINDS = ("upload", "search")
 PIXEL_BYTES = SIDE * SIDE * 2
@@ -256,7 +255,7 @@ def main() -> int:
         dimension = EmbeddingModel.load(checkpoint, "cpu").dimension
         queries = [png_bytes(radiograph_pixels(rng)) for _ in range(args.queries)]
         uploads = DistinctUploads(
-            [dicom_bytes(radiograph_pixels(rng), scratch, f"load-{n}") for n in range(4)]
+            [phantom_dicom(radiograph_pixels(rng), f"load-{n}", site="bench") for n in range(4)]
         )
         database_url, key = new_database(scratch)
         heap_trace = scratch / "heap.jsonl"

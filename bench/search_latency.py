@@ -31,12 +31,12 @@ from bench.service_bench import (
     histogram_means,
     new_database,
     percentile,
-    png_bytes,
     radiograph_pixels,
-    seeded_checkpoint,
     start_server,
 )
 from model.inference import EmbeddingModel
+from tests.support.images import png_bytes
+from tests.support.servers import seeded_checkpoint
 
 TARGET_RATIO = 1.3
 IMAGES_PER_PERSON = 4

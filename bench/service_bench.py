@@ -1,39 +1,22 @@
-"""What the service benchmarks share: a seeded model at a chosen input size, a real `radmatch
-serve` on the embedded defaults (SQLite, files under a scratch directory), 512 x 512 16-bit
-radiographs as PNG and DICOM, and the raw network timings the service is compared with."""
+"""What the service benchmarks share: a real `radmatch serve` on the embedded defaults (SQLite,
+files under a scratch directory), the pixels of 512 x 512 16-bit radiographs (tests.support.images
+writes them as PNG and DICOM), and the raw network timings the service is compared with."""
 
 from __future__ import annotations
 
-import io
 import statistics
 import time
-from datetime import date
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image as PILImage
 from prometheus_client.parser import text_string_to_metric_families
-from pydicom.uid import ExplicitVRLittleEndian
 
-from model.checkpoint import save_checkpoint
 from model.inference import EmbeddingModel
-from model.network import Embedder
-from model.preprocess import Preprocessing
 from tests.support.servers import Server, prepare_database, service_env
-from training.phantom.dicom import Encoding, Study, write_dicom
-
-REPO = Path(__file__).resolve().parent.parent
 
 API = "/api/v1"
 SIDE = 512
-
-
-def seeded_checkpoint(path: Path, input_size: int) -> Path:
-    """An untrained but fixed ResNet-18 embedder: the same cost as a trained one."""
-    torch.manual_seed(0)
-    save_checkpoint(path, Embedder(), Preprocessing(input_size=input_size), metrics={})
-    return path
 
 
 def new_database(scratch: Path) -> tuple[str, str]:
@@ -63,32 +46,6 @@ def radiograph_pixels(rng: np.random.Generator) -> np.ndarray:
     bones = np.exp(-((x - 0.5) ** 2) / 0.02) * (0.6 + 0.4 * np.cos(6 * y + rng.uniform(0, 6)))
     noise = rng.normal(0, 0.02, (SIDE, SIDE))
     return (np.clip(0.2 + 0.6 * bones + noise, 0, 1) * 65535).astype(np.uint16)
-
-
-def png_bytes(pixels: np.ndarray) -> bytes:
-    buffer = io.BytesIO()
-    PILImage.fromarray(pixels).save(buffer, format="PNG")
-    return buffer.getvalue()
-
-
-def dicom_bytes(pixels: np.ndarray, scratch: Path, key: str) -> bytes:
-    study = Study(
-        person_id=key,
-        sex="F",
-        age_years=60,
-        side="R",
-        acquired=date(2020, 1, 1),
-        modality="DX",
-        view="PA",
-        site="bench",
-        pixel_spacing_mm=0.3,
-        uid_key=key,
-    )
-    path = scratch / f"{key}.dcm"
-    write_dicom(path, pixels, study, Encoding(ExplicitVRLittleEndian, "MONOCHROME2", False))
-    data = path.read_bytes()
-    path.unlink()
-    return data
 
 
 def forward_seconds(model: EmbeddingModel, batch: int, repeats: int) -> float:

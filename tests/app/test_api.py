@@ -8,7 +8,6 @@ import io
 import math
 import threading
 from collections import defaultdict
-from datetime import date
 from pathlib import Path
 
 import numpy as np
@@ -19,31 +18,27 @@ from pydicom.uid import RLELossless
 
 from model.decode import decode_image
 from model.inference import EmbeddingModel
+from tests.support.images import phantom_dicom, png_bytes
 from training.cohorts import read_knee_manifest
-from training.phantom.dicom import Encoding, Study, write_dicom
+from training.phantom.dicom import Encoding
 from training.records import ImageRecord
 
 API = "/api/v1"
 
 
-def as_dicom(record: ImageRecord, folder: Path) -> bytes:
+def as_dicom(record: ImageRecord) -> bytes:
     """The record's PNG pixels as an RLE-compressed MONOCHROME1 DICOM file with its pixel spacing."""
-    pixels = np.asarray(Image.open(record.path))
-    study = Study(
+    pixels = np.asarray(Image.open(record.path)).astype(np.uint16)
+    return phantom_dicom(
+        pixels,
+        f"{record.person_id}-{record.side}-{record.visit_months}",
+        Encoding(RLELossless, "MONOCHROME1", False),
         person_id=record.person_id,
         sex=record.sex or "F",
         age_years=record.age or 60.0,
         side=record.side or "L",
-        acquired=date(2020, 1, 1),
-        modality="DX",
-        view="PA",
-        site="test",
         pixel_spacing_mm=record.pixel_spacing_mm,
-        uid_key=f"{record.person_id}-{record.side}-{record.visit_months}",
     )
-    path = folder / f"{record.person_id}-{record.side}.dcm"
-    write_dicom(path, pixels.astype(np.uint16), study, Encoding(RLELossless, "MONOCHROME1", False))
-    return path.read_bytes()
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +69,7 @@ def search(client, data: bytes, **form):
     return client.post(f"{API}/search", files={"file": ("query", data)}, data=form)
 
 
-def upload_gallery(client, cohort, folder: Path, people: int = 5) -> dict[str, dict]:
+def upload_gallery(client, cohort, people: int = 5) -> dict[str, dict]:
     """Each person's baseline knees: the first person's as DICOM, the others' as PNG with their
     pixel spacing given in the form. Returns person -> {"id", "images": [(record, bytes, body)]}."""
     gallery = {}
@@ -83,7 +78,7 @@ def upload_gallery(client, cohort, folder: Path, people: int = 5) -> dict[str, d
         person["images"] = []
         for record in records:
             if number == 0:
-                data, form = as_dicom(record, folder), {}
+                data, form = as_dicom(record), {}
             else:
                 data = record.path.read_bytes()
                 form = {"pixel_spacing_mm": record.pixel_spacing_mm}
@@ -101,9 +96,9 @@ def originals(server) -> set[str]:
     return {p.name for p in root.rglob("*") if p.is_file() and not p.name.startswith(".")}
 
 
-def test_upload_search_and_stored_search(server, cohort, checkpoint, tmp_path):
+def test_upload_search_and_stored_search(server, cohort, checkpoint):
     client = server.examiner()
-    gallery = upload_gallery(client, cohort, tmp_path)
+    gallery = upload_gallery(client, cohort)
     first = next(iter(gallery.values()))
     record, dicom_bytes, body = first["images"][0]
     assert body["format"] == "dicom"
@@ -154,9 +149,9 @@ def expected_ranking(checkpoint, gallery, query) -> list[tuple[int, float]]:
     return sorted(best.items(), key=lambda item: -item[1])
 
 
-def test_search_filters(server, cohort, tmp_path):
+def test_search_filters(server, cohort):
     client = server.examiner()
-    gallery = upload_gallery(client, cohort, tmp_path, people=4)
+    gallery = upload_gallery(client, cohort, people=4)
     query = next(iter(gallery.values()))["images"][0][1]
     people = {p["id"]: p for p in gallery.values()}
     by_year = search(client, query, birth_year_min=1951, birth_year_max=1952).json()
@@ -242,9 +237,7 @@ def test_bad_uploads_leave_nothing(server, cohort):
         response = upload(client, person["id"], data)
         assert response.status_code == status, (data[:10], response.text)
         assert response.json()["detail"]
-    tiny = io.BytesIO()
-    Image.fromarray(np.zeros((16, 16), np.uint8)).save(tiny, format="PNG")
-    too_small = upload(client, person["id"], tiny.getvalue())
+    too_small = upload(client, person["id"], png_bytes(np.zeros((16, 16), np.uint8)))
     assert too_small.status_code == 422 and "at least 64" in too_small.json()["detail"]
     assert upload(client, 999999, png).status_code == 404
     assert upload(client, person["id"], png, side="middle").status_code == 422
@@ -266,9 +259,9 @@ def test_size_limit(server, cohort):
     assert originals(server) == set()
 
 
-def test_images_original_and_preview(server, cohort, tmp_path):
+def test_images_original_and_preview(server, cohort):
     client = server.examiner()
-    gallery = upload_gallery(client, cohort, tmp_path, people=2)
+    gallery = upload_gallery(client, cohort, people=2)
     for person in gallery.values():
         for _, data, body in person["images"]:
             original = client.get(f"{API}/images/{body['id']}/original")
@@ -285,9 +278,9 @@ def test_images_original_and_preview(server, cohort, tmp_path):
     )
 
 
-def test_delete_and_purge(server, cohort, tmp_path):
+def test_delete_and_purge(server, cohort):
     examiner, admin = server.examiner(), server.admin()
-    gallery = upload_gallery(examiner, cohort, tmp_path, people=3)
+    gallery = upload_gallery(examiner, cohort, people=3)
     first, second, _ = gallery.values()
     _, kept_bytes, image = first["images"][0]
     removed = admin.delete(f"{API}/images/{image['id']}", params={"reason": "wrong person"})
@@ -325,9 +318,9 @@ def test_delete_and_purge(server, cohort, tmp_path):
     assert ("person.delete", second["id"]) in deletions
 
 
-def test_restart_keeps_everything(server, cohort, tmp_path):
+def test_restart_keeps_everything(server, cohort):
     client = server.examiner()
-    gallery = upload_gallery(client, cohort, tmp_path, people=3)
+    gallery = upload_gallery(client, cohort, people=3)
     query = next(r for r in cohort if r.person_id == list(gallery)[1] and r.visit_months == 24)
     before = search(client, query.path.read_bytes(), pixel_spacing_mm=query.pixel_spacing_mm).json()
     server.stop()

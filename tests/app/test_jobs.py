@@ -1,6 +1,9 @@
 """Jobs with a real server and real `radmatch worker` processes, on SQLite and PostgreSQL: index
 rebuilds while searches go on, retraining, model activation and rollback, cancellation, workers
-killed mid-job, and claims that never overlap."""
+killed mid-job, and claims that never overlap.
+
+Most tests count the jobs, builds or models of the whole server, so each has a server of its own;
+the retraining test shares one with the requests that are refused before any job exists."""
 
 from __future__ import annotations
 
@@ -77,13 +80,15 @@ def search(server, data: bytes) -> dict:
     return response.json()
 
 
-def test_rebuild_runs_while_searches_answer(server, cohort, tmp_path):
-    image_ids = upload_people(server, cohort)
-    query = next(r for r in cohort if r.side == "R" and r.visit_months == 48).path.read_bytes()
-    with server.examiner() as client:
+def test_an_examiner_may_not_rebuild_the_index(shared_server):
+    with shared_server.examiner() as client:
         refused = client.post(f"{API}/admin/index/rebuild")
     assert refused.status_code == 403
 
+
+def test_rebuild_runs_while_searches_answer(server, cohort, tmp_path):
+    image_ids = upload_people(server, cohort)
+    query = next(r for r in cohort if r.side == "R" and r.visit_months == 48).path.read_bytes()
     answers: list[int] = []
     stop = threading.Event()
 
@@ -120,20 +125,30 @@ def test_rebuild_runs_while_searches_answer(server, cohort, tmp_path):
     assert readiness["index"] == "ok" and readiness["index_size"] == len(image_ids)
 
 
-def test_retrain_activate_and_roll_back(server, cohort, tmp_path):
+@pytest.mark.parametrize(
+    ("bad", "reason"),
+    [
+        ({"preset": "smoke", "overrides": {"epochs": "many"}}, "epochs"),
+        ({"preset": "smoke", "overrides": {"learning_speed": 2}}, "learning_speed"),
+        ({"preset": "huge"}, "preset"),
+        ({"manifest": "/no/such/manifest.csv"}, "manifest"),
+    ],
+    ids=["epochs not a number", "an unknown option", "an unknown preset", "no such manifest"],
+)
+def test_training_jobs_with_bad_parameters_are_refused(shared_server, bad, reason):
+    """Refused before a job is queued, so it shares the retraining test's server."""
+    with shared_server.admin() as client:
+        response = client.post(f"{API}/admin/training-jobs", json=bad)
+    assert response.status_code == 422, response.text
+    assert reason in response.text
+
+
+def test_retrain_activate_and_roll_back(shared_server, cohort, tmp_path):
+    server = shared_server
     image_ids = upload_people(server, cohort)
     query = next(r for r in cohort if r.side == "R" and r.visit_months == 48).path.read_bytes()
     first_version = search(server, query)["model_version"]["id"]
     with server.admin() as client:
-        for bad, reason in (
-            ({"preset": "smoke", "overrides": {"epochs": "many"}}, "epochs"),
-            ({"preset": "smoke", "overrides": {"learning_speed": 2}}, "learning_speed"),
-            ({"preset": "huge"}, "preset"),
-            ({"manifest": "/no/such/manifest.csv"}, "manifest"),
-        ):
-            response = client.post(f"{API}/admin/training-jobs", json=bad)
-            assert response.status_code == 422, response.text
-            assert reason in response.text
         response = client.post(
             f"{API}/admin/training-jobs", json={"preset": "smoke", "overrides": {"epochs": 1}}
         )

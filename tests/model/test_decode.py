@@ -19,7 +19,7 @@ import pydicom.data
 import pytest
 from PIL import Image, ImageFile
 from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.encaps import encapsulate, get_frame
+from pydicom.encaps import encapsulate
 from pydicom.pixels import apply_modality_lut, apply_voi_lut
 from pydicom.sequence import Sequence
 from pydicom.uid import (
@@ -27,7 +27,6 @@ from pydicom.uid import (
     UID,
     BasicTextSRStorage,
     DeflatedExplicitVRLittleEndian,
-    DigitalXRayImageStorageForPresentation,
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
     ImplicitVRLittleEndian,
@@ -50,6 +49,16 @@ from model.image import (
     MultiFrameImage,
     NotAnImage,
     UnsupportedFormat,
+)
+from tests.support.images import (
+    dicom_bytes,
+    j2k_claims,
+    jpeg_bytes,
+    png_bytes,
+    png_declaring,
+    saved,
+    with_patched_frame,
+    with_private_zeros,
 )
 
 # The pixel pipeline is what these tests are about, so pydicom's tiny samples may pass.
@@ -212,55 +221,6 @@ def test_dicom_wins_over_a_tiff_header_in_its_preamble() -> None:
 
 
 # --- DICOM written with pydicom -------------------------------------------------------------------
-
-
-def dicom_bytes(
-    stored: np.ndarray,
-    syntax: UID = ExplicitVRLittleEndian,
-    *,
-    photometric: str = "MONOCHROME2",
-    bits_stored: int | None = None,
-    preamble: bool = True,
-    **elements: object,
-) -> bytes:
-    """A DX image holding `stored` (uint8/uint16/int16, (H, W) or (H, W, 3)) as pixel data."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
-    ds.SOPClassUID = DigitalXRayImageStorageForPresentation
-    ds.Modality = "DX"
-    ds.Rows, ds.Columns = stored.shape[:2]
-    ds.SamplesPerPixel = 3 if stored.ndim == 3 else 1
-    if stored.ndim == 3:
-        ds.PlanarConfiguration = 0
-    ds.PhotometricInterpretation = photometric
-    ds.BitsAllocated = stored.dtype.itemsize * 8
-    ds.BitsStored = bits_stored or ds.BitsAllocated
-    ds.HighBit = ds.BitsStored - 1
-    ds.PixelRepresentation = int(stored.dtype.kind == "i")
-    for keyword, value in elements.items():
-        setattr(ds, keyword, value)
-    if syntax.is_compressed:
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.compress(syntax, stored)
-    else:
-        ds.file_meta.TransferSyntaxUID = syntax
-        order = "<" if syntax.is_little_endian else ">"
-        ds.PixelData = stored.astype(stored.dtype.newbyteorder(order)).tobytes()
-    out = BytesIO()
-    if preamble:
-        ds.save_as(out, enforce_file_format=True)
-    else:
-        del ds.file_meta
-        pydicom.dcmwrite(
-            out,
-            ds,
-            implicit_vr=syntax.is_implicit_VR,
-            little_endian=syntax.is_little_endian,
-            enforce_file_format=False,
-        )
-    return out.getvalue()
 
 
 def ramp(low: int, high: int, dtype: type, shape: tuple[int, int] = (64, 96)) -> np.ndarray:
@@ -448,20 +408,12 @@ def test_lossless_compression_decodes_like_native(syntax: UID, dtype: type, bits
     assert compressed.metadata.transfer_syntax_uid == syntax
 
 
-def jpeg_bytes(pixels: np.ndarray, quality: int = 90, **options: object) -> bytes:
-    out = BytesIO()
-    Image.fromarray(pixels).save(out, "JPEG", quality=quality, **options)
-    return out.getvalue()
-
-
 def jpeg_baseline_dicom(pixels: np.ndarray) -> bytes:
     """An 8-bit greyscale JPEG made by Pillow, in a DICOM whose window is value / 255."""
     ds = pydicom.dcmread(BytesIO(dicom_bytes(pixels, WindowCenter=128, WindowWidth=256)))
     ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
     ds.PixelData = encapsulate([jpeg_bytes(pixels)])
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return saved(ds)
 
 
 def test_jpeg_baseline_dicom() -> None:
@@ -592,9 +544,7 @@ def non_image_bytes(sop_class: UID, modality: str) -> bytes:
     ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = generate_uid()
     ds.Modality = modality
     ds.PatientID = "P-1"
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+    return saved(ds)
 
 
 @pytest.mark.parametrize(
@@ -636,28 +586,8 @@ def test_undecodable_transfer_syntax_is_named() -> None:
     ds = pydicom.dcmread(BytesIO(data))
     ds.file_meta.TransferSyntaxUID = MPEG2MPML
     ds.PixelData = encapsulate([b"\x00\x00\x01\xb3" + bytes(100)])
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
     with pytest.raises(UnsupportedFormat, match="MPEG2"):
-        decode_image(out.getvalue())
-
-
-def with_patched_frame(data: bytes, patch: Callable[[bytearray], None]) -> bytes:
-    ds = pydicom.dcmread(BytesIO(data))
-    frame = bytearray(get_frame(ds.PixelData, 0, number_of_frames=1))
-    patch(frame)
-    ds.PixelData = encapsulate([bytes(frame)])
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
-
-
-def j2k_claims(side: int) -> Callable[[bytearray], None]:
-    def patch(frame: bytearray) -> None:
-        siz = frame.index(b"\xff\x51")  # Xsiz, Ysiz, XOsiz, YOsiz, XTsiz, YTsiz after Lsiz, Rsiz
-        struct.pack_into(">IIIIII", frame, siz + 6, side, side, 0, 0, side, side)
-
-    return patch
+        decode_image(saved(ds))
 
 
 def jpeg_ls_claims(side: int) -> Callable[[bytearray], None]:
@@ -724,25 +654,15 @@ def test_deflate_bomb_is_refused() -> None:
     # 8 MiB of zeros in a private element deflates to a few kilobytes.
     small = np.zeros((64, 64), np.uint8)
     data = dicom_bytes(small, DeflatedExplicitVRLittleEndian)
-    ds = pydicom.dcmread(BytesIO(data))
-    ds.add_new(0x00091010, "OB", bytes(8 << 20))
-    out = BytesIO()
-    ds.save_as(out, enforce_file_format=True)
-    assert len(out.getvalue()) < 100_000
+    bomb = with_private_zeros(data, 8 << 20)
+    assert len(bomb) < 100_000
     limits = DecodeLimits(max_pixels=64 * 64)
     with pytest.raises(ImageTooLarge, match="deflated"):
-        decode_image(out.getvalue(), limits)
+        decode_image(bomb, limits)
     assert decode_image(data, limits).pixels.shape == (64, 64)
 
 
 # --- PNG, JPEG, TIFF ------------------------------------------------------------------------------
-
-
-def png_bytes(pixels: np.ndarray, mode: str | None = None, **options: object) -> bytes:
-    out = BytesIO()
-    image = Image.fromarray(pixels) if mode is None else Image.fromarray(pixels).convert(mode)
-    image.save(out, "PNG", **options)
-    return out.getvalue()
 
 
 def tiff_bytes(pixels: np.ndarray, **options: object) -> bytes:
@@ -842,19 +762,9 @@ def test_32_bit_tiff_beyond_16_bits_is_refused() -> None:
 # --- raster refusals ------------------------------------------------------------------------------
 
 
-def png_chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
 def png_claiming(width: int, height: int) -> bytes:
     """A valid PNG header claiming width x height 8-bit grey pixels, with a token IDAT."""
-    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    return (
-        b"\x89PNG\r\n\x1a\n"
-        + png_chunk(b"IHDR", header)
-        + png_chunk(b"IDAT", zlib.compress(bytes(width + 1)))
-        + png_chunk(b"IEND", b"")
-    )
+    return png_declaring(width, height, zlib.compress(bytes(width + 1)))
 
 
 @pytest.mark.parametrize("side", [100_000, 8_000])  # beyond Pillow's own guard, and only ours

@@ -1,5 +1,6 @@
 """A real `radmatch serve` process for the tests, and what it needs: a free port, an environment,
-a migrated database with keys; waiting for its jobs and models; the bench harnesses tests reuse."""
+a migrated database with keys, a seeded model; waiting for its jobs and models; the bench
+harnesses tests reuse."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import torch
 
 from app.access.keys import create_key
 from app.storage.database import make_engine, session_factory, upgrade
+from model.checkpoint import save_checkpoint
+from model.network import Embedder
+from model.preprocess import Preprocessing
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -98,15 +103,7 @@ class Server:
         raise AssertionError(f"the server did not start:\n{self.log.read_text()}")
 
     def stop(self) -> None:
-        """A graceful stop (SIGTERM), as an orchestrator does."""
-        if self.process is None or self.process.poll() is not None:
-            return
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
+        terminate(self.process, timeout=30)
 
 
 @dataclass
@@ -132,13 +129,19 @@ class WorkerProcess:
         self.process.wait()
 
     def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        terminate(self.process, timeout=60)
+
+
+def terminate(process: subprocess.Popen | None, timeout: float) -> None:
+    """A graceful stop (SIGTERM), as an orchestrator does; SIGKILL once `timeout` has passed."""
+    if process is None or process.poll() is not None:
+        return
+    process.send_signal(signal.SIGTERM)
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def service_env(data_dir: Path, database_url: str, checkpoint: Path | None) -> dict[str, str]:
@@ -165,6 +168,25 @@ def prepare_database(database_url: str) -> tuple[str, str]:
         _, examiner = create_key(session, "examiner in tests", "examiner")
     engine.dispose()
     return admin, examiner
+
+
+def new_server(root: Path, database_url: str, checkpoint: Path | None, **settings: str) -> Server:
+    """A running server on this database, migrated and given its keys here; its files and log
+    under `root`, with these RADMATCH_<NAME> settings."""
+    admin, examiner = prepare_database(database_url)
+    env = service_env(root / "data", database_url, checkpoint)
+    env.update({f"RADMATCH_{name.upper()}": value for name, value in settings.items()})
+    return Server(env=env, log=root / "server.log", admin_key=admin, examiner_key=examiner).start()
+
+
+def seeded_checkpoint(path: Path, input_size: int = 64) -> Path:
+    """A seeded ResNet-18 embedder: untrained, but a fixed, real model that costs what a trained
+    one costs to run."""
+    torch.manual_seed(0)
+    save_checkpoint(
+        path, Embedder(), Preprocessing(input_size=input_size), metrics={"val_mAP": 0.0}
+    )
+    return path
 
 
 def load_bench(name: str):

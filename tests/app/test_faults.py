@@ -46,7 +46,8 @@ from app.core.config import Settings
 from app.serving.index import VectorIndex, snapshot_path
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory
-from app.storage.tables import Embedding, Image, Person
+from app.storage.tables import Embedding, Image
+from tests.support import in_process
 from tests.support.in_process import ingest
 from tests.support.servers import Server, free_port, load_bench, prepare_database, service_env
 
@@ -486,11 +487,7 @@ def test_a_damaged_or_missing_snapshot_is_rebuilt_when_the_server_starts(
         Settings(data_dir=tmp_path / "data", database_url=database_url, checkpoint=checkpoint)
     )
     try:
-        with service.records.sessions.begin() as session:
-            person = Person(external_ref="snapshot")
-            session.add(person)
-            session.flush()
-            person_id = person.id
+        person_id = in_process.new_person(service, "snapshot")
         images = {seed: ingest(service, person_id, png(seed)).id for seed in range(4)}
         version = service.matcher.serving.version
     finally:

@@ -15,7 +15,6 @@ from PIL import Image as PILImage
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.core.config import Settings
-from app.gallery.deletion import delete_image
 from app.serving.index import (
     SnapshotError,
     VectorIndex,
@@ -28,7 +27,7 @@ from app.serving.index import (
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory, upgrade
 from app.storage.tables import Embedding, Image, ModelVersion, Person
-from tests.support.in_process import ingest
+from tests.support.in_process import delete, ingest, new_person
 
 DIM = 128  # the `checkpoint` fixture's embedding size
 
@@ -411,20 +410,9 @@ def test_service_rebuilds_the_index_when_the_snapshot_is_damaged(
     )
     service = Service.open(settings)
     try:
-        with service.records.sessions.begin() as session:
-            person = Person(external_ref="rebuild")
-            session.add(person)
-            session.flush()
-            person_id = person.id
+        person_id = new_person(service, "rebuild")
         images = [ingest(service, person_id, png_bytes(seed)) for seed in range(3)]
-        delete_image(
-            service.records,
-            service.matcher,
-            image_id=images[0].id,
-            reason="a test deletion",
-            purge=False,
-            key_id=None,
-        )
+        delete(service, images[0])
         version_id = service.matcher.serving.version.id
     finally:
         service.close()
@@ -464,11 +452,7 @@ def test_service_builds_the_index_kind_its_gallery_size_calls_for(
 
     service = open_service()
     try:
-        with service.records.sessions.begin() as session:
-            person = Person(external_ref="kinds")
-            session.add(person)
-            session.flush()
-            person_id = person.id
+        person_id = new_person(service, "kinds")
         images = [ingest(service, person_id, png_bytes(seed)) for seed in range(4)]
         assert service.matcher.serving.index.kind == "flat"  # built empty, then caught up
     finally:
@@ -482,14 +466,7 @@ def test_service_builds_the_index_kind_its_gallery_size_calls_for(
             "exact": False,
             "parameters": {"m": 32, "ef_search": 256},
         }
-        delete_image(
-            service.records,
-            service.matcher,
-            image_id=images[0].id,
-            reason="a test deletion",
-            purge=False,
-            key_id=None,
-        )
+        delete(service, images[0])
         service.matcher.refresh()
         assert index_ids(index) == sorted(image.id for image in images[1:])
     finally:

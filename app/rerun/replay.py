@@ -11,8 +11,8 @@ from sqlalchemy.orm import Session
 
 from app.core.errors import ClientError, Conflict, Gone
 from app.rerun.words import on
-from app.search.filters import SearchFilters
 from app.search.ranking import Ranking, rank_people
+from app.search.service import SearchQuery
 from app.serving.index import (
     IndexOptions,
     VectorIndex,
@@ -21,7 +21,6 @@ from app.serving.index import (
 )
 from app.serving.matcher import Matcher
 from app.serving.model_versions import load_model
-from app.storage.originals import sha256_of
 from app.storage.records import Records
 from app.storage.tables import ModelVersion, Search
 from model.checkpoint import CheckpointError
@@ -38,6 +37,7 @@ EXACT = IndexOptions(approximate_from=np.iinfo(np.int64).max)
 
 @dataclass(frozen=True)
 class Replay:
+    query: SearchQuery  # as the stored search ran it
     then: Ranking  # the search's model over the gallery at its generation
     now: Ranking  # today's model over today's gallery
     then_model: EmbeddingModel
@@ -50,10 +50,9 @@ def replay(records: Records, matcher: Matcher, *, record: Search, version: Model
     original state keeps the images deleted since (with today's attributes: no history of them
     is kept)."""
     serving = matcher.require_serving()
-    decoded = decoded_query(records, matcher, record)
-    k = int(record.parameters["k"])
-    filters = SearchFilters.from_stored(record.parameters.get("filters") or {})
-    spacing = record.parameters.get("pixel_spacing_mm")
+    query = stored_query(records, record)
+    decoded = _decoded(matcher, query, record.id)
+    k, filters, spacing = query.k, query.filters, query.pixel_spacing_mm
     same_model = serving.version.id == version.id
     then_model = serving.model if same_model else load_searched_model(matcher, version, record.id)
     then_vector = matcher.batcher.embed(then_model, decoded, spacing)
@@ -70,7 +69,7 @@ def replay(records: Records, matcher: Matcher, *, record: Search, version: Model
         if not (same_model and current == record.index_generation):  # one index in memory
             index = _exact_index(session, now_version, current)
         now = rank_people(session, index=index, vector=now_vector, k=k, filters=filters)
-    return Replay(then, now, then_model, serving.model, now_version)
+    return Replay(query, then, now, then_model, serving.model, now_version)
 
 
 def _exact_index(session: Session, version: ModelVersion, generation: int) -> VectorIndex:
@@ -78,25 +77,29 @@ def _exact_index(session: Session, version: ModelVersion, generation: int) -> Ve
     return build_from_database(session, version.id, version.dimension, EXACT, generation)
 
 
-def decoded_query(records: Records, matcher: Matcher, record: Search) -> DecodedImage:
-    """The stored query original, checked against its sha256, decoded."""
+def stored_query(records: Records, record: Search) -> SearchQuery:
+    """The stored search's query: its original, checked against its sha256, and parameters."""
     if not records.originals.exists(record.query_sha256):
         raise Gone(
             f"the query image of search {record.id} (sha256 {record.query_sha256}) is no longer "
             "stored: the search cannot be re-run"
         )
-    data = records.originals.read(record.query_sha256)
-    if sha256_of(data) != record.query_sha256:
+    query = SearchQuery.from_stored(records.originals.read(record.query_sha256), record.parameters)
+    if query.sha256 != record.query_sha256:
         raise Conflict(
             f"the stored query image of search {record.id} no longer hashes to its sha256 "
             f"{record.query_sha256}: the original store is damaged (`radmatch audit verify` "
             "lists what else is)"
         )
+    return query
+
+
+def _decoded(matcher: Matcher, query: SearchQuery, search_id: int) -> DecodedImage:
     try:
-        return matcher.decode(data)
+        return matcher.decode(query.data)
     except ClientError as error:
         raise Conflict(
-            f"the stored query of search {record.id} can no longer be decoded: {error.message}"
+            f"the stored query of search {search_id} can no longer be decoded: {error.message}"
         ) from None
 
 

@@ -31,7 +31,6 @@ from app.rerun.gallery import Gallery, load_gallery
 from app.rerun.replay import Replay, replay, rounding
 from app.rerun.words import model_change
 from app.search.answer import ModelVersionRef, SearchAnswer
-from app.search.filters import SearchFilters
 from app.serving.matcher import Matcher
 from app.storage.records import Records
 from app.storage.tables import ModelVersion, Search, utcnow
@@ -72,17 +71,18 @@ def rerun(*, records: Records, matcher: Matcher, search_id: int, key_id: int | N
     return answer
 
 
-def _context(stored: SearchAnswer, gallery: Gallery, model: EmbeddingModel, **now: Any) -> Context:
-    filters = SearchFilters.from_stored(stored.parameters.get("filters") or {})
+def _context(
+    stored: SearchAnswer, replayed: Replay, gallery: Gallery, model: EmbeddingModel, **now: Any
+) -> Context:
+    query = replayed.query
     drift, rounding_words = rounding(stored.inference, model.inference)
-    k = int(stored.parameters["k"])
-    return Context(k, filters, stored.index, drift, rounding_words, gallery, **now)
+    return Context(query.k, query.filters, stored.index, drift, rounding_words, gallery, **now)
 
 
 def _at_original(
     stored: SearchAnswer, replayed: Replay, gallery: Gallery, version: ModelVersion
 ) -> RerunPart:
-    context = _context(stored, gallery, replayed.then_model)
+    context = _context(stored, replayed, gallery, replayed.then_model)
     then = replayed.then
     differences = compare(stored.candidates, then.candidates, context)
     if then.index_size != stored.index_size:
@@ -105,6 +105,7 @@ def _now(
     """Against today's gallery and model; what the original state already explains is inherited."""
     context = _context(
         stored,
+        replayed,
         gallery,
         replayed.now_model,
         now=True,

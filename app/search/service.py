@@ -29,6 +29,16 @@ class SearchQuery:
     filters: SearchFilters
     pixel_spacing_mm: float | None
 
+    @classmethod
+    def from_stored(cls, data: bytes, parameters: dict) -> SearchQuery:
+        """The query a stored search ran with: its original and the parameters it recorded."""
+        return cls(
+            data,
+            int(parameters["k"]),
+            SearchFilters.from_stored(parameters.get("filters") or {}),
+            parameters.get("pixel_spacing_mm"),
+        )
+
     @cached_property
     def sha256(self) -> str:
         return sha256_of(self.data)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, HTTPException, Path, Request, Security
+from fastapi import Depends, HTTPException, Path, Query, Request, Security
 from fastapi.security import APIKeyHeader
 
 from app.access.keys import authenticate
-from app.api.schemas.common import MAX_ROW_ID
+from app.api.schemas.common import MAX_ROW_ID, NoNul
 from app.serving.service import Service
 from app.storage.tables import ApiKey
 
@@ -43,3 +43,7 @@ AnyKey = Annotated[ApiKey, Depends(current_key)]
 AdminKey = Annotated[ApiKey, Depends(admin_key)]
 # A row id in a path: 1..MAX_ROW_ID, like every id in a request body (schemas.RowId).
 PathId = Annotated[int, Path(ge=1, le=MAX_ROW_ID)]
+# Every deletion says why, in the audit log.
+DeletionReason = Annotated[
+    str, Query(min_length=3, max_length=2000, description="Why, for the audit log"), NoNul
+]

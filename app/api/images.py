@@ -7,8 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 
 from app.api import API_PREFIX
-from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
-from app.api.schemas.common import Deleted, NoNul, refusals
+from app.api.deps import AdminKey, AnyKey, DeletionReason, PathId, ServiceDep
+from app.api.schemas.common import Deleted, refusals
 from app.api.schemas.people import ImageOut
 from app.gallery.deletion import delete_image
 from app.gallery.images import live_image, original_bytes
@@ -76,9 +76,7 @@ def remove_image(
     image_id: PathId,
     service: ServiceDep,
     key: AdminKey,
-    reason: Annotated[
-        str, Query(min_length=3, max_length=2000, description="Why, for the audit log"), NoNul
-    ],
+    reason: DeletionReason,
     purge: Annotated[bool, Query(description="Also delete the original file")] = False,
 ) -> dict:
     image = delete_image(

@@ -9,7 +9,7 @@ from fastapi import APIRouter, File, Form, Query, Response, UploadFile
 from sqlalchemy import select
 
 from app.api import API_PREFIX
-from app.api.deps import AdminKey, AnyKey, PathId, ServiceDep
+from app.api.deps import AdminKey, AnyKey, DeletionReason, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
 from app.api.schemas.common import Deleted, NoNul, Sex, Side, refusals
 from app.api.schemas.people import (
@@ -150,9 +150,7 @@ def remove_person(
     person_id: PathId,
     service: ServiceDep,
     key: AdminKey,
-    reason: Annotated[
-        str, Query(min_length=3, max_length=2000, description="Why, for the audit log"), NoNul
-    ],
+    reason: DeletionReason,
     purge: Annotated[bool, Query(description="Also delete the original files")] = False,
 ) -> dict:
     person = delete_person(

@@ -20,7 +20,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import admin, cases, health, images, keys, people, searches
+from app.api import admin, calibrations, cases, health, images, keys, people, searches
 from app.core.errors import ClientError, TooLarge
 from app.core.metrics import Metrics
 from app.serving.service import Service
@@ -124,6 +124,7 @@ def create_app(service: Service) -> FastAPI:
         cases.router,
         keys.router,
         admin.router,
+        calibrations.router,
         health.router,
     ):
         app.include_router(router)

@@ -1,19 +1,24 @@
-"""`radmatch synth`, `train` and `evaluate`: phantom cohorts, the embedder, and how well it matches."""
+"""`radmatch synth`, `train`, `calibrate` and `evaluate`: phantom cohorts, the embedder, its
+likelihood ratios, and how well it matches."""
 
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cli.common import Subcommands, add_cohort_options, read_cohort_records
 from training.config import add_config_options, overrides_from
+
+if TYPE_CHECKING:
+    from training.embedders import RecordEmbedder
 
 
 def add_commands(commands: Subcommands) -> None:
     _add_synth(commands)
     _add_train(commands)
+    _add_calibrate(commands)
     _add_evaluate(commands)
 
 
@@ -42,6 +47,24 @@ def _add_train(commands: Subcommands) -> None:
     train.set_defaults(run=_train)
 
 
+def _add_calibrate(commands: Subcommands) -> None:
+    calibrate = commands.add_parser(
+        "calibrate",
+        help="fit a checkpoint's similarity -> likelihood ratio calibration, in place",
+        description="Calibrate a checkpoint file in place (one not yet registered with the "
+        "service) on people it never trained on: a knee manifest's people, or only the test split "
+        "of a ChestX-ray14 release or of the manifest the checkpoint was trained on. Rewrites the "
+        "checkpoint and its .sha256 and prints the pairs, ELUB bounds and cross-validated Cllr.",
+    )
+    calibrate.add_argument("--checkpoint", type=Path, required=True, help="radmatch train's file")
+    add_cohort_options(calibrate, split="its test split")
+    calibrate.add_argument(
+        "--method", choices=["logistic", "kde"], default="logistic", help="default: logistic"
+    )
+    calibrate.add_argument("--device", default="cpu", help="torch device to embed on")
+    calibrate.set_defaults(run=_calibrate)
+
+
 def _add_evaluate(commands: Subcommands) -> None:
     evaluate = commands.add_parser(
         "evaluate", help="match follow-up visits against baselines, by time since baseline"
@@ -59,7 +82,11 @@ def _add_evaluate(commands: Subcommands) -> None:
     )
     evaluate.add_argument("--device", default="cpu", help="torch device for --checkpoint")
     evaluate.add_argument(
-        "--out", type=Path, default=None, help="write metrics.json, metrics.md, evaluation.png"
+        "--out",
+        type=Path,
+        default=None,
+        help="write metrics.json, metrics.md, evaluation.png (and, for a calibrated checkpoint, "
+        "tippett.png, ece.png, pav.png, scores.png)",
     )
     evaluate.set_defaults(run=_evaluate)
 
@@ -112,26 +139,71 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from training.calibration.fitting import (
+        calibrate_checkpoint,
+        calibration_summary,
+        manifest_calibration_records,
+    )
+
+    cohort = args.manifest or args.chestxray14
+    try:
+        trained_on = load_checkpoint(args.checkpoint).info.get("manifest_sha256")
+        records, source = manifest_calibration_records(cohort, trained_on_sha256=trained_on)
+        sha256 = calibrate_checkpoint(
+            args.checkpoint, records, source=source, method=args.method, device=args.device
+        )
+    except (CheckpointError, ValueError, OSError) as error:
+        raise SystemExit(f"radmatch calibrate: {error}") from None
+    print(calibration_summary(load_checkpoint(args.checkpoint).info["calibration"]))
+    print(f"{args.checkpoint}: sha256 {sha256}")
+    return 0
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from model.checkpoint import CheckpointError
-    from training.embedders import baseline_embedder, checkpoint_embedder
-    from training.protocol import evaluate_by_interval, metrics_table
+    from training.protocol import evaluate_embeddings, metrics_table, protocol_groups
     from training.report import verification_table, write_figure
 
     records = read_cohort_records("evaluate", args.manifest, args.chestxray14)
     try:
-        if args.checkpoint is not None:
-            embed = checkpoint_embedder(args.checkpoint, args.device)
-        else:
-            embed = baseline_embedder(args.embedder, args.input_size)
-    except (CheckpointError, OSError) as error:
+        protocol_groups(records)  # refuse a cohort without follow-ups before embedding it
+    except ValueError as error:
         raise SystemExit(f"radmatch evaluate: {error}") from None
-    report = evaluate_by_interval(records, embed)
+    embed, calibration = _evaluation_embedder(args)
+    embeddings = embed(records)
+    report = evaluate_embeddings(records, embeddings)
     tables = metrics_table(report) + "\n\n" + verification_table(report["verification"])
-    print(tables)
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
+    if isinstance(calibration, str):
+        report["calibration"], calibration_text = None, f"calibration: none; {calibration}"
+    else:
+        from training.calibrated_evaluation import calibration_table, evaluate_calibration
+
+        report["calibration"] = evaluate_calibration(records, embeddings, calibration, args.out)
+        calibration_text = calibration_table(report["calibration"])
+    tables += "\n\n" + calibration_text
+    print(tables)
+    if args.out is not None:
         (args.out / "metrics.json").write_text(json.dumps(report, indent=2) + "\n")
         (args.out / "metrics.md").write_text(tables + "\n")
         write_figure(args.out / "evaluation.png", report)
     return 0
+
+
+def _evaluation_embedder(args: argparse.Namespace) -> tuple[RecordEmbedder, dict[str, Any] | str]:
+    """The embedder to evaluate, and its checkpoint's calibration or why there is none."""
+    from model.checkpoint import CheckpointError, load_checkpoint
+    from training.embedders import baseline_embedder, network_embedder
+
+    if args.checkpoint is None:
+        embed = baseline_embedder(args.embedder, args.input_size)
+        return embed, f"{args.embedder} is a reference embedder, which has no calibration"
+    try:
+        checkpoint = load_checkpoint(args.checkpoint, args.device)
+    except (CheckpointError, OSError) as error:
+        raise SystemExit(f"radmatch evaluate: {error}") from None
+    embed = network_embedder(checkpoint.embedder, checkpoint.preprocessing)
+    reason = "the checkpoint carries no calibration (radmatch calibrate adds one)"
+    return embed, checkpoint.info.get("calibration") or reason

@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.support.databases import new_postgres_database
-from tests.support.servers import Server, new_server, seeded_checkpoint
+from tests.support.servers import Server, calibrated, new_server, seeded_checkpoint
 from training.phantom.cohort import CohortSpec, synthesize
 
 
@@ -57,9 +57,18 @@ def write_chestxray14(root: Path, patients: int, test_patients: set[int], visits
 
 
 @pytest.fixture(scope="session")
-def checkpoint(tmp_path_factory) -> Path:
-    """A seeded ResNet-18 embedder at 64 px: untrained, but a fixed, real model."""
-    return seeded_checkpoint(tmp_path_factory.mktemp("model") / "checkpoint.pt")
+def calibration_manifest(tmp_path_factory) -> Path:
+    """Other phantom people (PNG only), for calibrations: 6 people, every visit, both knees."""
+    out = tmp_path_factory.mktemp("phantom-calibration")
+    return synthesize(CohortSpec(out=out, subjects=6, seed=11, dicom=False), workers=1)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory, calibration_manifest) -> Path:
+    """A seeded ResNet-18 embedder at 64 px: untrained, but a fixed, real model, calibrated on
+    phantom people other than those the tests search."""
+    path = seeded_checkpoint(tmp_path_factory.mktemp("model") / "checkpoint.pt")
+    return calibrated(path, calibration_manifest)
 
 
 @pytest.fixture

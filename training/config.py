@@ -47,6 +47,9 @@ class TrainConfig:
     device: str = "auto"  # "auto" = CUDA when present, else CPU
     amp: bool = True  # bfloat16 autocast on GPU (never on CPU)
     channels_last: bool = True  # memory format on GPU
+    # calibration of the best checkpoint (training/calibration/fitting.py): on this cohort's
+    # people never trained on; when unset, on the validation people
+    calibration_manifest: str | None = None
 
     @property
     def batch_size(self) -> int:

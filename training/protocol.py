@@ -68,7 +68,14 @@ def protocol_groups(
 def evaluate_by_interval(
     records: Sequence[ImageRecord], embed: Callable[[Sequence[ImageRecord]], torch.Tensor]
 ) -> dict[str, Any]:
-    """Embed every record once, then score each interval's queries against the baseline gallery.
+    """Embed every record once, then score each interval's queries against the baseline gallery
+    (evaluate_embeddings)."""
+    protocol_groups(records)  # a cohort without follow-ups is refused before the slow part
+    return evaluate_embeddings(records, embed(records))
+
+
+def evaluate_embeddings(records: Sequence[ImageRecord], embeddings: torch.Tensor) -> dict[str, Any]:
+    """Score each interval's queries against the baseline gallery, one embedding per record.
 
     Returns {"gallery_images": n, "intervals": {"12": {...}, ..., "all": {...}}, "verification":
     {...}}: each interval has mAP, mAP@R, cmc and cmc_all_shots at KS (fractions, k as string
@@ -76,7 +83,6 @@ def evaluate_by_interval(
     queries; verification scores every (follow-up, baseline) image pair (verification_metrics).
     """
     labels, gallery, groups = protocol_groups(records)
-    embeddings = embed(records)
     ranks = range(1, CURVE_RANKS + 1)
     intervals = {}
     for name, queries in groups.items():

@@ -4,7 +4,9 @@ Each epoch trains on identity-balanced batches, closes the loss's epoch (AutoMar
 held-out people by the paper's protocol, keeps the best model by validation mAP in
 DIR/checkpoint.pt and everything needed to resume in DIR/last.pt. Run it under torchrun for several
 GPUs or nodes: each process trains on its share of every epoch's batches, DistributedDataParallel
-averages the gradients, and the first process validates and writes.
+averages the gradients, and the first process validates and writes. After the last epoch the first
+process calibrates the best checkpoint, similarity to likelihood ratio, on people it never trained
+on (training/calibration/fitting.py).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from model.checkpoint import save_checkpoint, write_atomically
 from model.inference import embed_inputs
 from model.network import Embedder
 from model.preprocess import Preprocessing
+from training.calibration.fitting import calibrate_run, people_to_calibrate_on
 from training.cohorts import read_cohort
 from training.config import ConfigError, TrainConfig
 from training.data import IdentityBatches, TrainingImages
@@ -41,7 +44,7 @@ from training.protocol import protocol_groups
 from training.records import ImageRecord
 
 # Options that may change when a run is resumed: they do not change what is learned.
-RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device"})
+RESUMABLE_CHANGES = frozenset({"epochs", "workers", "device", "calibration_manifest"})
 
 
 # Called after every training step with (epoch, step, steps per epoch); may raise to stop the run.
@@ -82,6 +85,12 @@ def train_on_records(
     process = _Process.start(config.device)
     torch.manual_seed(config.seed)  # the network's initial weights
     train_records, val_records = split_people(records, config.val_fraction, config.seed)
+    calibration_people = people_to_calibrate_on(
+        Path(config.calibration_manifest) if config.calibration_manifest else None,
+        val_records,
+        trained_on_sha256=cohort_sha256,
+        trained_people=frozenset(r.person_id for r in train_records),
+    )
     prep = Preprocessing(input_size=config.input_size)
     show = progress and process.is_main
     images = TrainingImages(train_records, prep, config.cache_images, show)
@@ -102,6 +111,10 @@ def train_on_records(
             run.record_epoch(epoch, summary, state, show)
         process.barrier()
     process.close()
+    if process.is_main:  # after the other processes are released: it takes a while on many images
+        calibrated = calibrate_run(out / "checkpoint.pt", calibration_people, str(process.device))
+        if show:
+            tqdm.write(calibrated)
     return out / "checkpoint.pt"
 
 

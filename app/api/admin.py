@@ -23,6 +23,7 @@ from app.api.schemas.admin import (
 )
 from app.api.schemas.common import NoNul, refusals
 from app.core.errors import NotFound, Unprocessable
+from app.evidence.calibrations import newest_row, summary
 from app.jobs.queue import enqueue, request_cancel
 from app.serving.model_versions import register
 from app.serving.service import Service
@@ -54,7 +55,7 @@ def start_training(body: TrainingJobCreate, service: ServiceDep, key: AdminKey) 
     from app.jobs.training import check_training_options  # loads the training code
 
     check_training_options(body.preset, body.overrides)
-    if body.manifest is not None and not _is_file(body.manifest):
+    if body.manifest is not None and not is_file(body.manifest):
         raise Unprocessable(f"no manifest file at {body.manifest!r} on the server")
     return _start(service, "training", body.model_dump(), key.id)
 
@@ -70,13 +71,26 @@ def list_models(service: ServiceDep, _: AdminKey) -> list[dict]:
     "/models", status_code=201, response_model=ModelVersionOut, responses=refusals(400, 422)
 )
 def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> dict:
-    """Register a checkpoint file from `radmatch train` (the same file twice is one version)."""
+    """Register a checkpoint file from `radmatch train` (the same file twice is one version),
+    with the calibration it carries; with a calibration manifest, a calibration job fits one on
+    that manifest's people (GET /admin/jobs?kind=calibration)."""
+    manifest = body.calibration_manifest
+    if manifest is not None and not is_file(manifest):
+        raise Unprocessable(f"no calibration manifest at {manifest!r} on the server")
     try:
         model = EmbeddingModel.load(Path(body.checkpoint_path), "cpu")
     except (CheckpointError, OSError) as error:
         raise Unprocessable(f"cannot register {body.checkpoint_path!r}: {error}") from None
     with service.records.sessions.begin() as session:
-        return _model_out(session, register(session, model, key.id))
+        version = register(session, model, key.id)
+        if manifest is not None:
+            parameters = {
+                "model_version_id": version.id,
+                "manifest": manifest,
+                "method": body.calibration_method,
+            }
+            enqueue(session, "calibration", parameters, key.id)
+        return _model_out(session, version)
 
 
 @router.post(
@@ -143,11 +157,15 @@ def _model_out(session: Session, version: ModelVersion) -> dict:
             Embedding.model_version_id == version.id, Embedding.removed_generation.is_(None)
         )
     )
-    columns = ModelVersionOut.model_fields.keys() - {"embedded_images"}
-    return {name: getattr(version, name) for name in columns} | {"embedded_images": embedded}
+    columns = ModelVersionOut.model_fields.keys() - {"embedded_images", "calibration"}
+    calibration = newest_row(session, version.id)
+    return {name: getattr(version, name) for name in columns} | {
+        "embedded_images": embedded,
+        "calibration": None if calibration is None else summary(calibration),
+    }
 
 
-def _is_file(path: str) -> bool:
+def is_file(path: str) -> bool:
     try:
         return Path(path).is_file()
     except OSError:  # a name too long for the file system, for one

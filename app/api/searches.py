@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
@@ -37,6 +38,23 @@ def search_request(
         float | None,
         Form(ge=0.001, le=10, description="When the file does not say (PNG, JPEG)"),
     ] = None,
+    query_date: Annotated[
+        date | None,
+        Form(
+            description="When the query radiograph was taken, where the file does not say; "
+            "overrides the file's date. The years between it and each candidate's image choose "
+            "the calibration"
+        ),
+    ] = None,
+    prior: Annotated[
+        float | None,
+        Form(
+            gt=0,
+            lt=1,
+            description="Probability, before the search, that the person is in the gallery "
+            "(default: the case's, else 0.5)",
+        ),
+    ] = None,
 ) -> SearchQuery:
     """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
     if k > service.settings.max_search_k:
@@ -49,7 +67,7 @@ def search_request(
         side=side,
     )
     data = read_upload(file, service.settings.max_upload_bytes)
-    return SearchQuery(data, k, filters, pixel_spacing_mm)
+    return SearchQuery(data, k, filters, pixel_spacing_mm, query_date, prior)
 
 
 SearchForm = Annotated[SearchQuery, Depends(search_request)]

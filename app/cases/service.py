@@ -192,6 +192,7 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         "number": case.number,
         "description": case.description,
         "status": case.status,
+        "prior_in_gallery": case.prior_in_gallery,
         "created_at": case.created_at,
         "updated_at": case.updated_at,
         "searches": [SearchAnswer.from_json(search.response).as_json() for search in searches],

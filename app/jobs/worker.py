@@ -40,10 +40,17 @@ def _train_model(service: Service, job: RunningJob) -> dict[str, Any]:
     return train_model(service, job)
 
 
+def _calibrate_model(service: Service, job: RunningJob) -> dict[str, Any]:
+    from app.jobs.calibration import calibrate_model  # as training: torch code loads when needed
+
+    return calibrate_model(service, job)
+
+
 KINDS: dict[str, Handler] = {
     "index_rebuild": rebuild_index,
     "model_activation": activate_model,
     "training": _train_model,
+    "calibration": _calibrate_model,
 }
 
 

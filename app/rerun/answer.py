@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from app.evidence.open_set import OpenSet
 from app.rerun.causes import Difference
 from app.search.answer import Candidate, ModelVersionRef
 
@@ -17,6 +18,10 @@ class RerunPart:
     index_size: int
     # The largest change of a person's similarity to the same best image.
     max_similarity_difference: float | None
+    open_set: OpenSet | None = None
+    # The candidates' evidence and the open-set answer exactly as stored; None where the stored
+    # search carried no evidence.
+    evidence_identical: bool | None = None
 
     @property
     def identical(self) -> bool:
@@ -35,6 +40,8 @@ class RerunPart:
             "max_similarity_difference": self.max_similarity_difference,
             "unexplained": self.unexplained,
             "differences": [d.as_json() for d in self.differences],
+            "open_set": None if self.open_set is None else self.open_set.as_json(),
+            "evidence_identical": self.evidence_identical,
         }
 
 

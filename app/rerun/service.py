@@ -27,6 +27,7 @@ from app.rerun.answer import RerunAnswer, RerunPart
 from app.rerun.causes import Cause, Change, Difference
 from app.rerun.compare import compare, max_similarity_difference, size_difference
 from app.rerun.context import Context
+from app.rerun.evidence import RerunEvidence, evidence_identical, weigh_replay
 from app.rerun.gallery import Gallery, load_gallery
 from app.rerun.replay import Replay, replay, rounding
 from app.rerun.words import model_change
@@ -51,7 +52,8 @@ def rerun(*, records: Records, matcher: Matcher, search_id: int, key_id: int | N
             record,
             stored.candidates + replayed.then.candidates + replayed.now.candidates,
         )
-    at_original = _at_original(stored, replayed, gallery, version)
+    weighed = weigh_replay(records, record, stored, replayed)
+    at_original = _at_original(stored, replayed, gallery, version, weighed)
     answer = RerunAnswer(
         search_id=record.id,
         rerun_at=utcnow().isoformat(),
@@ -63,7 +65,7 @@ def rerun(*, records: Records, matcher: Matcher, search_id: int, key_id: int | N
         index=stored.index,
         parameters=record.parameters,
         at_original=at_original,
-        now=_now(stored, replayed, gallery, version, at_original),
+        now=_now(stored, replayed, gallery, version, at_original, weighed),
         now_model_version=ModelVersionRef(replayed.now_version.id, replayed.now_version.sha256),
         now_index_generation=replayed.now.index_generation,
     )
@@ -80,7 +82,11 @@ def _context(
 
 
 def _at_original(
-    stored: SearchAnswer, replayed: Replay, gallery: Gallery, version: ModelVersion
+    stored: SearchAnswer,
+    replayed: Replay,
+    gallery: Gallery,
+    version: ModelVersion,
+    weighed: RerunEvidence,
 ) -> RerunPart:
     context = _context(stored, replayed, gallery, replayed.then_model)
     then = replayed.then
@@ -88,10 +94,12 @@ def _at_original(
     if then.index_size != stored.index_size:
         differences.insert(0, size_difference(stored, version, then.index_size))
     return RerunPart(
-        then.candidates,
+        weighed.then.candidates,
         tuple(differences),
         then.index_size,
         max_similarity_difference(stored.candidates, then.candidates),
+        weighed.then.open_set,
+        evidence_identical(stored, weighed.then),
     )
 
 
@@ -101,6 +109,7 @@ def _now(
     gallery: Gallery,
     version: ModelVersion,
     at_original: RerunPart,
+    weighed: RerunEvidence,
 ) -> RerunPart:
     """Against today's gallery and model; what the original state already explains is inherited."""
     context = _context(
@@ -117,10 +126,12 @@ def _now(
     if context.model_change is not None:
         differences.insert(0, Difference(Change.MODEL, Cause.MODEL, context.model_change))
     return RerunPart(
-        now.candidates,
+        weighed.now.candidates,
         tuple(differences),
         now.index_size,
         max_similarity_difference(stored.candidates, now.candidates),
+        weighed.now.open_set,
+        evidence_identical(stored, weighed.now),
     )
 
 

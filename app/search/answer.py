@@ -8,6 +8,9 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from app.evidence.open_set import OpenSet
+from app.evidence.weight import Evidence
+
 
 def distance(similarity: float) -> float:
     """Euclidean distance between unit vectors with this cosine similarity."""
@@ -35,6 +38,8 @@ class Candidate:
     similarity: float
     distance: float
     images: tuple[ImageMatch, ...]
+    # None where the model version has no calibration, and on searches stored before evidence.
+    evidence: Evidence | None = None
 
     @property
     def best_image_id(self) -> int:
@@ -45,12 +50,22 @@ class Candidate:
         return f"{self.external_ref} (person {self.person_id})"
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self) | {"images": [asdict(match) for match in self.images]}
+        return asdict(self) | {
+            "images": [asdict(match) for match in self.images],
+            "evidence": None if self.evidence is None else self.evidence.as_json(),
+        }
 
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> Candidate:
         images = tuple(ImageMatch(**match) for match in stored["images"])
-        return cls(**{**stored, "images": images})
+        evidence = stored.get("evidence")
+        return cls(
+            **{
+                **stored,
+                "images": images,
+                "evidence": None if evidence is None else Evidence.from_json(evidence),
+            }
+        )
 
 
 @dataclass(frozen=True)
@@ -79,9 +94,16 @@ class SearchAnswer:
     index: dict[str, Any]
     parameters: dict[str, Any]
     candidates: tuple[Candidate, ...] = field(default=())
+    # {id, method, model_version_id} of the calibration that weighed the candidates, if any.
+    calibration: dict[str, Any] | None = None
+    query_date: str | None = None  # ISO date the years between images are counted from
+    open_set: OpenSet | None = None
 
     def as_json(self) -> dict[str, Any]:
-        return asdict(self) | {"candidates": [c.as_json() for c in self.candidates]}
+        return asdict(self) | {
+            "candidates": [c.as_json() for c in self.candidates],
+            "open_set": None if self.open_set is None else self.open_set.as_json(),
+        }
 
     @classmethod
     def from_json(cls, stored: dict[str, Any]) -> SearchAnswer:
@@ -97,4 +119,7 @@ class SearchAnswer:
             index=EXACT_INDEX | (stored.get("index") or {}),
             parameters=stored["parameters"],
             candidates=tuple(Candidate.from_json(c) for c in stored["candidates"]),
+            calibration=stored.get("calibration"),
+            query_date=stored.get("query_date"),
+            open_set=OpenSet.from_json(stored["open_set"]) if stored.get("open_set") else None,
         )

@@ -4,6 +4,7 @@ sent, with the model version and index generation it came from."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from datetime import date
 from functools import cached_property
 
 from sqlalchemy.orm import Session
@@ -11,13 +12,17 @@ from sqlalchemy.orm import Session
 from app.audit.entries import record_entry
 from app.core.errors import NotFound
 from app.core.metrics import Metrics
+from app.evidence.calibrations import current_calibration
+from app.evidence.open_set import DEFAULT_PRIOR, Prior
+from app.evidence.service import Assessed, Searched, assess
 from app.search.answer import ModelVersionRef, SearchAnswer
 from app.search.filters import SearchFilters
 from app.search.ranking import Ranking, rank_people
 from app.serving.matcher import Matcher, Serving
 from app.storage.originals import sha256_of
 from app.storage.records import Records
-from app.storage.tables import Search, SearchResult, utcnow
+from app.storage.tables import Case, Search, SearchResult, utcnow
+from model.image import DecodedImage
 
 
 @dataclass(frozen=True)
@@ -28,16 +33,27 @@ class SearchQuery:
     k: int
     filters: SearchFilters
     pixel_spacing_mm: float | None
+    # When the query radiograph was taken, where the file does not say (a post-mortem image's
+    # date, say); it overrides the file's own date.
+    query_date: date | None = None
+    prior: float | None = None  # that the person is in the gallery; else the case's, else 0.5
 
     @classmethod
     def from_stored(cls, data: bytes, parameters: dict) -> SearchQuery:
         """The query a stored search ran with: its original and the parameters it recorded."""
+        stored_date = parameters.get("query_date")
         return cls(
             data,
             int(parameters["k"]),
             SearchFilters.from_stored(parameters.get("filters") or {}),
             parameters.get("pixel_spacing_mm"),
+            date.fromisoformat(stored_date) if stored_date else None,
+            parameters.get("prior"),
         )
+
+    def date_of(self, decoded: DecodedImage) -> date | None:
+        """The date the years between images count from: given, or the file's own."""
+        return self.query_date or decoded.metadata.acquisition_date
 
     @cached_property
     def sha256(self) -> str:
@@ -49,6 +65,8 @@ class SearchQuery:
             "k": self.k,
             "filters": asdict(self.filters),
             "pixel_spacing_mm": self.pixel_spacing_mm,
+            "query_date": None if self.query_date is None else self.query_date.isoformat(),
+            "prior": self.prior,
         }
 
 
@@ -70,10 +88,46 @@ def search(
         ranking = rank_people(
             session, index=serving.index, vector=vector, k=query.k, filters=query.filters
         )
+    query_date = query.date_of(decoded)
+    with metrics.timed("search", "evidence"), records.sessions() as session:
+        searched = Searched(serving.version.id, ranking.index_generation, query.filters)
+        prior = search_prior(session, query, case_id)
+        assessed = assess(
+            session,
+            ranking.candidates,
+            searched,
+            calibration=current_calibration(session, serving.version.id),
+            query_date=query_date,
+            prior=prior,
+        )
     with metrics.timed("search", "store"):
-        answer = _record(records, serving, query, ranking, key_id=key_id, case_id=case_id)
+        answer = _record(
+            records,
+            serving,
+            query,
+            ranking,
+            Weighed(assessed, query_date),
+            key_id=key_id,
+            case_id=case_id,
+        )
     metrics.searches.inc()
     return answer
+
+
+def search_prior(session: Session, query: SearchQuery, case_id: int | None) -> Prior:
+    """The search's own prior, else its case's, else the default."""
+    if query.prior is not None:
+        return Prior(query.prior, "request")
+    case_prior = None if case_id is None else session.get(Case, case_id).prior_in_gallery
+    if case_prior is not None:
+        return Prior(case_prior, "case")
+    return Prior(DEFAULT_PRIOR, "default")
+
+
+@dataclass(frozen=True)
+class Weighed:
+    assessed: Assessed
+    query_date: date | None
 
 
 def _record(
@@ -81,6 +135,7 @@ def _record(
     serving: Serving,
     query: SearchQuery,
     ranking: Ranking,
+    weighed: Weighed,
     *,
     key_id: int | None,
     case_id: int | None,
@@ -103,12 +158,19 @@ def _record(
                 index_size=ranking.index_size,
                 index=serving.index.description(),
                 parameters=row.parameters,
-                candidates=ranking.candidates,
+                candidates=weighed.assessed.candidates,
+                calibration=_calibration_ref(weighed.assessed),
+                query_date=None if weighed.query_date is None else weighed.query_date.isoformat(),
+                open_set=weighed.assessed.open_set,
             )
             row.response = answer.as_json()
             _add_results(session, answer, key_id=key_id)
         writing.needed = True
     return answer
+
+
+def _calibration_ref(assessed: Assessed) -> dict | None:
+    return None if assessed.calibration is None else assessed.calibration.ref
 
 
 def _search_row(

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
 from app.core.config import Settings
+from app.evidence.calibrations import add_calibration
 from app.storage.tables import ModelVersion, utcnow
 from model.checkpoint import CheckpointError
 from model.inference import EmbeddingModel
@@ -20,11 +21,14 @@ def active_version(session: Session) -> ModelVersion | None:
 
 
 def register(session: Session, model: EmbeddingModel, key_id: int | None) -> ModelVersion:
-    """The version of this checkpoint, registered now unless it already was (same sha256)."""
+    """The version of this checkpoint, registered now unless it already was (same sha256), with
+    the calibration the checkpoint carries, if any."""
     version = session.scalar(select(ModelVersion).where(ModelVersion.sha256 == model.sha256))
     if version is not None:
         return version
-    info = model.checkpoint.info
+    # The calibration (with the pairs it was fitted on) is kept in its own table.
+    calibration = model.checkpoint.info.get("calibration")
+    info = {k: v for k, v in model.checkpoint.info.items() if k != "calibration"}
     version = ModelVersion(
         sha256=model.sha256,
         checkpoint_path=str(Path(model.path).resolve()),
@@ -43,6 +47,8 @@ def register(session: Session, model: EmbeddingModel, key_id: int | None) -> Mod
         target_id=version.id,
         details={"sha256": model.sha256, "checkpoint": version.checkpoint_path},
     )
+    if calibration is not None:
+        add_calibration(session, model_version_id=version.id, payload=calibration, key_id=key_id)
     return version
 
 

@@ -129,6 +129,24 @@ class ModelVersion(Base):
     activated_at: Mapped[datetime | None]
 
 
+class ModelCalibration(Base):
+    """How a model version's similarities become likelihood ratios: fitted on scored pairs of
+    people it was never trained on. Never updated: a refit is a new row, and the newest row is the
+    version's current calibration; a search records the one it used."""
+
+    __tablename__ = "calibrations"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    model_version_id: Mapped[int] = mapped_column(ForeignKey("model_versions.id"), index=True)
+    method: Mapped[str] = mapped_column(String(20))  # "logistic" or "kde"
+    source: Mapped[dict[str, Any]]  # validation people or a manifest, with its sha256 and counts
+    fit: Mapped[dict[str, Any]]  # training.calibration.Calibration.as_json()
+    pairs: Mapped[dict[str, Any]]  # training.calibration.Pairs.as_json(): what it was fitted on
+    validation: Mapped[dict[str, Any]]  # cross-validated over people: Cllr, ELUB, per band
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+
+
 class Embedding(Base):
     __tablename__ = "embeddings"
     __table_args__ = (
@@ -155,6 +173,9 @@ class Case(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The probability, before any search, that this person is in the gallery at all; a search's
+    # open-set answer uses it unless the search gives its own. None: the default, 0.5.
+    prior_in_gallery: Mapped[float | None] = mapped_column(Float)
 
 
 class Search(Base):

@@ -1,9 +1,11 @@
 """The examiner's page in a real browser (Debian's chromium, driven by Playwright) against a real
-`radmatch serve`: a case from search to conclusion, a refused file, a blind review, and the admin
-view with its jobs."""
+`radmatch serve`: a case from search to conclusion with each candidate's likelihood ratio and the
+open-set answer, a refused file, a blind review, and the admin view with its calibration's
+validation and its jobs."""
 
 from __future__ import annotations
 
+import math
 import re
 import shutil
 from pathlib import Path
@@ -20,6 +22,13 @@ SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
 SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 # Two cores may be shared with other test runs: allow the page more than the default 5 s.
 expect.set_options(timeout=15_000)
+# The gallery's radiographs are dated; the query, five years later, is dated in the search form.
+GALLERY_DATE = "2019-03-01"
+QUERY_DATE = "2024-03-01"
+VERBAL = re.compile(
+    r"^((weak|moderate|moderately strong|strong|very strong|extremely strong) support: "
+    r"(same person|different people)|no support either way)$"
+)
 
 
 def chromium_executable() -> str:
@@ -87,6 +96,7 @@ def put_gallery(server, baselines: list[ImageRecord]) -> dict[str, int]:
                 data={
                     "side": record.side,
                     "body_part": "knee",
+                    "acquisition_date": GALLERY_DATE,
                     "visit_months": record.visit_months,
                     "pixel_spacing_mm": record.pixel_spacing_mm,
                 },
@@ -132,6 +142,26 @@ def history_table(page: Page):
     return page.get_by_role("table", name=re.compile(r"^Conclusions"))
 
 
+def lr_text(log10_lr: float) -> str:
+    """An LR as the page writes it: two significant figures, "1/x" below 1."""
+
+    def two_figures(value: float) -> str:
+        rounded = float(f"{value:.2g}")
+        return f"{rounded:,.0f}" if rounded >= 10 else f"{rounded:g}"
+
+    if log10_lr >= 0:
+        return f"LR {two_figures(10**log10_lr)}"
+    inverse = two_figures(10**-log10_lr)
+    return "LR 1" if inverse == "1" else f"LR 1/{inverse}"
+
+
+def test_lr_text_rounds_to_two_significant_figures():
+    assert lr_text(math.log10(2345)) == "LR 2,300"
+    assert lr_text(math.log10(1 / 40)) == "LR 1/40"
+    assert lr_text(math.log10(1.34)) == "LR 1.3"
+    assert lr_text(math.log10(0.97)) == "LR 1"
+
+
 def record_conclusion(page: Page, conclusion: str, comment: str) -> None:
     page.get_by_label("Conclusion", exact=True).select_option(label=conclusion)
     page.get_by_label("Comment").fill(comment)
@@ -158,20 +188,29 @@ def test_search_compare_and_conclude(server, baselines, page):
     case_id = int(re.search(r"#/cases/(\d+)", page.url).group(1))
 
     page.get_by_label("Pixel spacing (mm)").fill(str(query.pixel_spacing_mm))
+    page.get_by_label("Date of the query radiograph").fill(QUERY_DATE)
+    prior = page.get_by_label("Prior probability that the person is in the gallery")
+    prior.fill("1")  # certainty is no prior
+    assert not prior.evaluate("input => input.validity.valid")
+    prior.fill("0.3")
     page.get_by_label("Choose a radiograph").set_input_files(query.path)
     first = candidates_table(page).get_by_role("row").nth(1)
     expect(first.get_by_role("cell").nth(0)).to_have_text("1")
     expect(first.get_by_role("cell").nth(1)).to_have_text(query.person_id)
-    expect(first.get_by_role("cell").nth(2)).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
+    expect(first.get_by_role("cell").nth(3)).to_have_text(re.compile(r"^-?\d\.\d{3}$"))
     expect(candidates_table(page).get_by_role("row")).to_have_count(1 + len(people))
     expect(page.get_by_text("exact search", exact=False).first).to_be_visible()
     expect(page.get_by_text("embedded on cpu in fp32", exact=False).first).to_be_visible()
+    expect(page.get_by_text(f"query dated {QUERY_DATE}", exact=False).first).to_be_visible()
+    search = stored_search(server, page)
+    candidates_show_their_evidence(page, search)
+    open_set_answer_is_shown(page, search)
     images_loaded(page)
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     page.screenshot(path=SCREENSHOTS / "case-page.png", full_page=True)
 
     refused_file_is_reported(server, page, case_id)
-    compare_and_conclude(page, query)
+    compare_and_conclude(page, query, search)
 
     # The conclusion is in the case's history after a reload, signed by the examiner.
     page.get_by_role("link", name="Case UID-2024-031").click()
@@ -181,6 +220,52 @@ def test_search_compare_and_conclude(server, baselines, page):
     expect(entry).to_contain_text("Identification")
     expect(entry).to_contain_text("Same trabecular pattern and tibial spine outline.")
     expect(entry).to_contain_text(query.person_id)
+
+
+def stored_search(server, page: Page) -> dict:
+    """The search on the page, as the API answers it."""
+    heading = page.get_by_role("heading", name=re.compile(r"^Search #\d+$"))
+    search_id = int(heading.inner_text().removeprefix("Search #"))
+    with server.examiner() as client:
+        answer = client.get(f"{API}/searches/{search_id}")
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def candidates_show_their_evidence(page: Page, search: dict) -> None:
+    """Each candidate's LR, rounded, with its verbal scale, and "bounded" exactly where the
+    calibration's bounds capped it; the similarity beside it."""
+    rows = candidates_table(page).get_by_role("row")
+    for candidate in search["candidates"]:
+        evidence = candidate["evidence"]
+        assert evidence is not None, candidate
+        cell = rows.nth(candidate["rank"]).get_by_role("cell").nth(2)
+        expect(cell.locator(".lr")).to_have_text(lr_text(evidence["log10_lr"]))
+        expect(cell.locator(".verbal")).to_have_text(VERBAL)
+        if evidence["supports"] != "neither":
+            expect(cell.locator(".verbal")).to_have_text(
+                f"{evidence['verbal']} support: {evidence['supports']}"
+            )
+        expect(cell.locator(".badge-bounded")).to_have_count(1 if evidence["bounded"] else 0)
+    if any(c["evidence"]["bounded"] for c in search["candidates"]):
+        marker = candidates_table(page).locator(".badge-bounded").first
+        expect(marker).to_have_attribute("title", re.compile("no stronger value"))
+
+
+def open_set_answer_is_shown(page: Page, search: dict) -> None:
+    answer = search["open_set"]
+    assert answer["prior"] == 0.3 and answer["prior_source"] == "request", answer
+    decision = page.get_by_text(re.compile(r"^Open-set answer: "))
+    expect(decision).to_have_text(f"Open-set answer: {answer['decision'].capitalize()}")
+    expect(decision).to_have_text(
+        re.compile(r": (Candidate supported|Inconclusive|Probably not in the gallery)$")
+    )
+    expect(fact(page, "Prior probability")).to_have_text("0.3 (given with this search)")
+    expect(fact(page, "Probability the person is in the gallery")).to_have_text(
+        re.compile(r"^(0\.\d\d|above 0\.99|below 0\.01)$")
+    )
+    expect(page.get_by_text(answer["statement"])).to_be_visible()
+    expect(page.get_by_text("radmatch never declares an identification").first).to_be_visible()
 
 
 def refused_file_is_reported(server, page: Page, case_id: int) -> None:
@@ -210,12 +295,13 @@ def refused_file_is_reported(server, page: Page, case_id: int) -> None:
     expect(alert).to_be_hidden()
 
 
-def compare_and_conclude(page: Page, query: ImageRecord) -> None:
+def compare_and_conclude(page: Page, query: ImageRecord, search: dict) -> None:
     first = candidates_table(page).get_by_role("row").nth(1)
     first.get_by_role("link", name=re.compile(r"^Compare")).click()
     heading = page.get_by_role("heading", level=1)
     expect(heading).to_have_text(re.compile(rf"candidate 1 of \d+: {query.person_id}$"))
     expect(page.get_by_role("heading", name="Keyboard shortcuts")).to_be_visible()
+    evaluative_statement_is_shown(page, search, rank=1)
 
     invert = page.get_by_role("button", name="Invert", exact=True)
     expect(invert).to_have_attribute("aria-pressed", "false")
@@ -228,6 +314,7 @@ def compare_and_conclude(page: Page, query: ImageRecord) -> None:
     page.keyboard.press("ArrowRight")
     expect(heading).to_have_text(re.compile(r"candidate 2 of"))
     expect(page).to_have_url(re.compile(r"/compare/2$"))
+    evaluative_statement_is_shown(page, search, rank=2)
     page.keyboard.press("p")
     expect(heading).to_have_text(re.compile(rf"candidate 1 of \d+: {query.person_id}$"))
 
@@ -241,6 +328,50 @@ def compare_and_conclude(page: Page, query: ImageRecord) -> None:
     record_conclusion(page, "Identification", "Same trabecular pattern and tibial spine outline.")
     images_loaded(page)
     page.screenshot(path=SCREENSHOTS / "comparison.png", full_page=True)
+
+
+def evaluative_statement_is_shown(page: Page, search: dict, rank: int) -> None:
+    """The ENFSI-form sentence for the candidate, and what it holds under: the model version, the
+    years between the images (or why the pooled calibration), the calibration, its bounds."""
+    evidence = search["candidates"][rank - 1]["evidence"]
+    panel = page.get_by_role("region", name="Strength of evidence")
+    ratio = lr_text(abs(evidence["log10_lr"])).removeprefix("LR ")
+    if ratio == "1":
+        sentence = "is about as probable if the query and the candidate's image are of the same"
+    elif evidence["log10_lr"] > 0:
+        sentence = (
+            f"is about {ratio} times more probable if the query and the candidate's image are of "
+            "the same person than if they are of different people."
+        )
+    else:
+        sentence = (
+            f"is about {ratio} times more probable if the query and the candidate's image are of "
+            "different people than if they are of the same person."
+        )
+    statement = panel.locator(".evaluative")
+    expect(statement).to_contain_text(f"The similarity observed {sentence}")
+    expect(statement).to_contain_text(
+        re.compile(
+            r"This (is [a-z ]+ support for (the same person|different people) rather than|"
+            r"supports neither)"
+        )
+    )
+    expect(statement).to_contain_text(
+        evidence["verbal"] if evidence["verbal"] != "no support" else "neither"
+    )
+    expect(fact(page, "Model version")).to_have_text(f"#{search['model_version']['id']}")
+    years = fact(page, "Years between the images")
+    assert evidence["years_between"] == 5.0, evidence
+    expect(years).to_contain_text("5.0 years")
+    if evidence["note"]:
+        expect(years).to_contain_text("pooled")
+    expect(fact(page, "Calibration")).to_have_text(
+        f"#{evidence['calibration_id']} ({search['calibration']['method']}), "
+        f"curve {evidence['band']}"
+    )
+    bounds = fact(page, "Bounds (ELUB)")
+    expect(bounds).to_contain_text(" to ")
+    expect(bounds.locator(".badge-bounded")).to_have_count(1 if evidence["bounded"] else 0)
 
 
 def both_panes_move_together(page: Page) -> None:
@@ -313,7 +444,7 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
 
 
 @SQLITE
-def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page):
+def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page, calibration_manifest):
     put_gallery(server, baselines[:3])
     with server.admin() as client:
         ready = client.get("/readyz").json()["checks"]
@@ -329,6 +460,8 @@ def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page):
     models = page.get_by_role("table", name="Registered model versions")
     expect(models.get_by_role("row").nth(1)).to_contain_text("Active")
     expect(models.get_by_role("row").nth(1)).to_contain_text("0.000")  # val_mAP
+    calibration_is_validated(server, page, active)
+    calibration_is_refitted(page, active, calibration_manifest)
 
     # No worker runs beside this server, so the rebuild stays queued until cancelled here.
     page.get_by_role("button", name="Rebuild index").click()
@@ -340,6 +473,64 @@ def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page):
     expect(job).to_contain_text("Cancelled")
     expect(job.get_by_role("button")).to_have_count(0)
     network_failure_is_reported(server, page)
+
+
+def calibration_is_validated(server, page: Page, active: dict) -> None:
+    """The active version's calibration, its validation numbers as the API reports them, and the
+    four plots, fetched with the key."""
+    calibration = active["calibration"]
+    assert calibration is not None, active
+    models = page.get_by_role("table", name="Registered model versions")
+    expect(models.get_by_role("row").nth(1)).to_contain_text(
+        f"#{calibration['id']} ({calibration['method']})"
+    )
+    panel = page.get_by_role("region", name="Calibration and validation")
+    expect(panel.get_by_label("Model version", exact=True)).to_have_value(str(active["id"]))
+    curves = panel.get_by_role("table", name=re.compile(r"^Curves of calibration"))
+    expect(curves.get_by_role("row")).to_have_count(1 + len(calibration["curves"]))
+    expect(curves.get_by_role("row").nth(1)).to_contain_text("pooled")
+
+    with server.admin() as client:
+        answer = client.get(f"{API}/admin/models/{active['id']}/validation")
+    assert answer.status_code == 200, answer.text
+    report = answer.json()["report"]
+    panel.get_by_role("button", name=re.compile(r"^Show the validation report")).click()
+    expect(fact(page, "Cllr")).to_have_text(f"{report['cllr']:.3f}")
+    expect(fact(page, "Cllr_min (discrimination)")).to_have_text(f"{report['cllr_min']:.3f}")
+    expect(fact(page, "Cllr_cal (calibration loss)")).to_have_text(f"{report['cllr_cal']:.3f}")
+    expect(fact(page, "Equal error rate")).to_have_text(f"{report['eer'] * 100:.1f}%")
+    expect(fact(page, "Bounds (ELUB), as LRs")).to_have_text(
+        f"{lr_text(report['elub'][0])} to {lr_text(report['elub'][1])}".replace("LR ", "")
+    )
+    misleading = report["misleading"]["same_person_below_1"]
+    expect(fact(page, "Same-person pairs with LR below 1")).to_have_text(f"{misleading * 100:.1f}%")
+    bands = panel.get_by_role("table", name=re.compile(r"^Validation by years"))
+    expect(bands.get_by_role("row")).to_have_count(1 + len(report["bands"]))
+
+    plots = panel.get_by_role("list", name=re.compile(r"^Validation plots"))
+    expect(plots.get_by_role("img")).to_have_count(4)
+    page.wait_for_function(
+        """() => {
+            const plots = [...document.querySelectorAll(".plots img")];
+            return plots.length === 4 && plots.every((img) => img.complete && img.naturalWidth > 0);
+        }"""
+    )
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    panel.screenshot(path=SCREENSHOTS / "admin-validation.png")
+
+
+def calibration_is_refitted(page: Page, active: dict, manifest: Path) -> None:
+    """A refit is a job; none runs here (no worker), so it is cancelled."""
+    panel = page.get_by_role("region", name="Calibration and validation")
+    panel.get_by_label("Calibration manifest path").fill(str(manifest))
+    panel.get_by_label("Method", exact=True).select_option("kde")
+    panel.get_by_role("button", name="Refit the calibration").click()
+    expect(panel.get_by_text(re.compile(r"^Calibration job #\d+ is queued"))).to_be_visible()
+    job = page.get_by_role("table", name=re.compile(r"^Jobs")).get_by_role("row").nth(1)
+    expect(job).to_contain_text("calibration")
+    expect(job).to_contain_text("Queued")
+    job.get_by_role("button", name=re.compile(r"^Cancel")).click()
+    expect(job).to_contain_text("Cancelled")
 
 
 def network_failure_is_reported(server, page: Page) -> None:

@@ -22,6 +22,7 @@ from app.storage.database import make_engine, session_factory, upgrade
 from model.checkpoint import save_checkpoint
 from model.network import Embedder
 from model.preprocess import Preprocessing
+from training.calibration.fitting import calibrate_checkpoint, manifest_calibration_records
 
 REPO = Path(__file__).resolve().parents[2]
 API = "/api/v1"
@@ -187,6 +188,13 @@ def seeded_checkpoint(path: Path, input_size: int = 64) -> Path:
         path, Embedder(), Preprocessing(input_size=input_size), metrics={"val_mAP": 0.0}
     )
     return path
+
+
+def calibrated(checkpoint: Path, manifest: Path) -> Path:
+    """The checkpoint, calibrated in place on a phantom manifest's people."""
+    records, source = manifest_calibration_records(manifest)
+    calibrate_checkpoint(checkpoint, records, source=source)
+    return checkpoint
 
 
 def load_bench(name: str):

@@ -18,7 +18,7 @@ class JobOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
     id: int
-    kind: str = Field(description="index_rebuild, model_activation or training")
+    kind: str = Field(description="index_rebuild, model_activation, training or calibration")
     status: str = Field(description="queued, running, succeeded, failed or cancelled")
     parameters: dict[str, Any]
     result: dict[str, Any] | None
@@ -58,12 +58,60 @@ class TrainingJobCreate(BaseModel):
     )
 
 
+CalibrationMethod = Literal["logistic", "kde"]
+
+
 class ModelRegister(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     checkpoint_path: Text = Field(
         min_length=1, max_length=4096, description="A checkpoint file on the server's disk"
     )
+    calibration_manifest: OptionalText = Field(
+        default=None,
+        max_length=4096,
+        description="A manifest of people the model was never trained on: a calibration job "
+        "fits the version's calibration on them (else the checkpoint's own is used, if any)",
+    )
+    calibration_method: CalibrationMethod = "logistic"
+
+
+class CalibrationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    manifest: Text = Field(
+        min_length=1,
+        max_length=4096,
+        description="A cohort manifest on the server's disk, of people the model was never "
+        "trained on",
+    )
+    method: CalibrationMethod = "logistic"
+
+
+class CalibrationCurve(BaseModel):
+    label: str = Field(description="An interval band of years between the images, or pooled")
+    years: list[float | None] | None = Field(description="[from, to) in years; null: pooled")
+    elub: list[float] = Field(description="Empirical lower and upper bounds, log10 LR")
+    same_pairs: int
+    different_pairs: int
+
+
+class CalibrationOut(BaseModel):
+    id: int
+    method: CalibrationMethod
+    created_at: datetime
+    source: dict[str, Any] = Field(description="What it was fitted on")
+    curves: list[CalibrationCurve] = Field(description="Pooled first, then each fitted band")
+
+
+class ValidationOut(BaseModel):
+    model_version_id: int
+    calibration: CalibrationOut
+    report: dict[str, Any] = Field(
+        description="Cross-validated over people: cllr, cllr_min, cllr_cal, eer, elub, "
+        "misleading-evidence rates, pair counts, and the same per band"
+    )
+    plots: dict[str, str] = Field(description="Tippett, ECE, PAV and score plots (PNG)")
 
 
 class ModelVersionOut(BaseModel):
@@ -80,3 +128,6 @@ class ModelVersionOut(BaseModel):
     created_at: datetime
     activated_at: datetime | None
     embedded_images: int = Field(description="Live images with this version's embedding")
+    calibration: CalibrationOut | None = Field(
+        description="The current calibration (similarity to likelihood ratio), if any"
+    )

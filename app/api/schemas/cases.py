@@ -28,6 +28,13 @@ class CaseCreate(BaseModel):
 
     number: Text = Field(min_length=1, max_length=100, description="The lab's case number")
     description: Text = Field(default="", max_length=10_000)
+    prior_in_gallery: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Probability, before any search, that this person is in the gallery; "
+        "searches in the case use it unless they give their own (default 0.5)",
+    )
 
 
 class CaseUpdate(BaseModel):
@@ -35,6 +42,13 @@ class CaseUpdate(BaseModel):
 
     status: CaseStatus | None = None
     description: OptionalText = Field(default=None, max_length=10_000)
+    prior_in_gallery: float | None = Field(
+        default=None,
+        gt=0,
+        lt=1,
+        description="Probability, before any search, that this person is in the gallery; "
+        "searches in the case use it unless they give their own (default 0.5)",
+    )
 
 
 class CaseOut(BaseModel):
@@ -44,6 +58,7 @@ class CaseOut(BaseModel):
     number: str
     description: str
     status: str
+    prior_in_gallery: float | None = None
     created_at: datetime
     updated_at: datetime
 

@@ -15,6 +15,32 @@ class ImageMatch(BaseModel):
     distance: float = Field(description="Euclidean distance between the unit embeddings")
 
 
+class Evidence(BaseModel):
+    """How much more probable the similarity is if the query and the candidate are the same
+    person than if they are different people."""
+
+    log10_lr: float = Field(description="log10 of the likelihood ratio, within the ELUB bounds")
+    lr: float = Field(description="The likelihood ratio")
+    bounded: bool = Field(description="True where the empirical bounds (ELUB) capped it")
+    verbal: Literal[
+        "no support",
+        "weak",
+        "moderate",
+        "moderately strong",
+        "strong",
+        "very strong",
+        "extremely strong",
+    ] = Field(description="The ENFSI-style verbal scale of the strength")
+    supports: Literal["same person", "different people", "neither"]
+    years_between: float | None = Field(
+        description="Between the query's and the candidate image's dates; null if one is unknown"
+    )
+    band: str = Field(description="The calibration curve used: an interval band, or pooled")
+    elub: list[float] = Field(description="That curve's lower and upper bounds, log10")
+    calibration_id: int
+    note: str | None = Field(description="Why the pooled calibration was used, where it was")
+
+
 class Candidate(BaseModel):
     rank: int
     person_id: int
@@ -22,6 +48,33 @@ class Candidate(BaseModel):
     similarity: float = Field(description="The person's best image's cosine similarity")
     distance: float
     images: list[ImageMatch] = Field(description="The person's retrieved images, best first")
+    evidence: Evidence | None = Field(
+        default=None, description="Null where the model version has no calibration"
+    )
+
+
+class CalibrationRef(BaseModel):
+    id: int
+    method: Literal["logistic", "kde"]
+    model_version_id: int
+
+
+class OpenSet(BaseModel):
+    """Is the person in the searched gallery at all? radmatch never declares an
+    identification: that is the examiner's conclusion."""
+
+    prior: float = Field(description="Probability, before the search, that they are")
+    prior_source: Literal["request", "case", "default"]
+    gallery_people: int = Field(description="The people the search could have returned")
+    people_beyond_candidates: int
+    beyond_log10_lr: float | None = Field(
+        description="Each person not returned counted with this log10 LR, an upper bound"
+    )
+    p_in_gallery: float
+    p_top_candidate: float | None = Field(description="That the first candidate is the person")
+    decision: Literal["candidate supported", "inconclusive", "probably not in the gallery"]
+    thresholds: dict[str, float]
+    statement: str
 
 
 class ModelVersionRef(BaseModel):
@@ -61,6 +114,15 @@ class SearchOut(BaseModel):
     )
     parameters: dict[str, Any]
     candidates: list[Candidate]
+    calibration: CalibrationRef | None = Field(
+        default=None, description="The calibration that weighed the candidates, if any"
+    )
+    query_date: str | None = Field(
+        default=None, description="The query's date (given, or the file's), if known"
+    )
+    open_set: OpenSet | None = Field(
+        default=None, description="Null where the model version has no calibration"
+    )
 
 
 class RerunDifference(BaseModel):
@@ -88,6 +150,13 @@ class RerunPart(BaseModel):
     )
     unexplained: int = Field(description="Differences nothing accounts for")
     differences: list[RerunDifference]
+    open_set: OpenSet | None = Field(default=None, description="The open-set answer re-run")
+    evidence_identical: bool | None = Field(
+        default=None,
+        description="The candidates' evidence and the open-set answer exactly as stored (at "
+        "the original state: with the calibration, query date and prior the search recorded); "
+        "null where the stored search carried no evidence",
+    )
 
 
 class RerunNow(RerunPart):

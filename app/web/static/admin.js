@@ -1,7 +1,18 @@
 // The admin view: the service's state, model versions, the index, and the jobs that change them.
 
 import { api, readiness } from "./api.js";
-import { badge, capitalise, field, formatSimilarity, formatTime, h, table, title } from "./dom.js";
+import { calibrationPanel, METHODS } from "./admin-calibration.js";
+import {
+  badge,
+  capitalise,
+  field,
+  formatSimilarity,
+  formatTime,
+  h,
+  select,
+  table,
+  title,
+} from "./dom.js";
 import { announce, clearError, guarded, report, submitting } from "./messages.js";
 
 const POLL_MS = 2000;
@@ -25,6 +36,7 @@ export async function adminView(ctx) {
     unfinished: new Set(),
   };
   ctx.onLeave(() => clearTimeout(admin.timer));
+  admin.calibration = calibrationPanel(ctx, () => refreshJobs(admin));
 
   ctx.root.replaceChildren(
     h("div", { class: "page-head" }, title(1, "Administration")),
@@ -46,6 +58,7 @@ export async function adminView(ctx) {
       h("h2", { id: "models-title" }, "Model versions"),
       admin.models,
     ),
+    admin.calibration.element,
     h(
       "section",
       { class: "panel", "aria-labelledby": "jobs-title" },
@@ -92,6 +105,7 @@ async function refreshService(admin) {
     ),
   );
   admin.models.replaceChildren(modelTable(admin, models));
+  admin.calibration.update(models);
 }
 
 function valMap(model) {
@@ -108,6 +122,13 @@ function modelTable(admin, models) {
       h("td", { class: "mono", title: model.sha256 }, `${model.sha256.slice(0, 12)}…`),
       h("td", { class: "mono" }, model.checkpoint_path),
       h("td", { class: "number" }, valMap(model)),
+      h(
+        "td",
+        {},
+        model.calibration
+          ? `#${model.calibration.id} (${model.calibration.method})`
+          : h("span", { class: "muted" }, "None"),
+      ),
       h("td", { class: "number" }, String(model.dimension)),
       h("td", { class: "number" }, String(model.embedded_images)),
       h("td", {}, formatTime(model.created_at)),
@@ -145,6 +166,7 @@ function modelTable(admin, models) {
       "SHA-256",
       "Checkpoint",
       { text: "val_mAP", class: "number" },
+      "Calibration",
       { text: "Dimension", class: "number" },
       { text: "Embedded images", class: "number" },
       "Registered",
@@ -163,6 +185,13 @@ function registerForm(admin) {
     autocomplete: "off",
     spellcheck: "false",
   });
+  const manifest = h("input", {
+    type: "text",
+    maxlength: 4096,
+    autocomplete: "off",
+    spellcheck: "false",
+  });
+  const method = select(METHODS);
   const submit = h("button", { type: "submit" }, "Register model");
   return h(
     "section",
@@ -172,19 +201,34 @@ function registerForm(admin) {
       "form",
       {
         onSubmit: submitting(submit, async () => {
-          const model = await api("/admin/models", {
-            method: "POST",
-            body: { checkpoint_path: path.value.trim() },
-          });
+          const body = { checkpoint_path: path.value.trim() };
+          if (manifest.value.trim()) {
+            Object.assign(body, {
+              calibration_manifest: manifest.value.trim(),
+              calibration_method: method.value,
+            });
+          }
+          const model = await api("/admin/models", { method: "POST", body });
           path.value = "";
+          manifest.value = "";
           announce(`Model version ${model.id} registered`);
-          await refreshService(admin);
+          await Promise.all([refreshService(admin), refreshJobs(admin)]);
         }),
       },
       field(
         "Checkpoint path",
         path,
         "A file from radmatch train, on the server's disk; it is registered, not activated",
+      ),
+      h(
+        "div",
+        { class: "field-row" },
+        field(
+          "Calibration manifest (optional)",
+          manifest,
+          "People never trained on, to fit its calibration on; blank: the checkpoint's own",
+        ),
+        field("Calibration method", method),
       ),
       submit,
     ),

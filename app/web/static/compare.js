@@ -16,6 +16,15 @@ import {
   separator,
   title,
 } from "./dom.js";
+import {
+  boundedMarker,
+  elubText,
+  likelihoodSentence,
+  lrText,
+  supportSentence,
+  verbalText,
+  yearsText,
+} from "./evidence.js";
 import { announce, report, submitting } from "./messages.js";
 import { PairViewer } from "./viewer.js";
 
@@ -65,6 +74,7 @@ export async function compareView(ctx) {
   );
   state.visits = h("div");
   state.conclusion = h("div");
+  state.evidence = h("div");
 
   ctx.root.replaceChildren(
     h(
@@ -102,7 +112,7 @@ export async function compareView(ctx) {
         ),
         state.conclusion,
       ),
-      shortcutList(),
+      h("div", {}, state.evidence, shortcutList()),
     ),
   );
   state.viewer.panes[QUERY].caption.textContent =
@@ -148,9 +158,13 @@ async function showCandidate(state, rank) {
   state.summary.replaceChildren(
     "Person ",
     h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
+    candidate.evidence
+      ? ` · ${lrText(candidate.evidence)}, ${verbalText(candidate.evidence)}`
+      : " · no calibration",
     ` · similarity ${formatSimilarity(candidate.similarity)} (best image) · `,
     `${candidate.images.length} of their images retrieved by search #${state.search.search_id}`,
   );
+  renderEvidence(state);
   state.viewer.show(CANDIDATE, null, "Loading…");
   state.visits.replaceChildren(h("p", { class: "loading" }, "Loading…"));
   renderConclusion(state);
@@ -244,6 +258,63 @@ function renderVisits(state) {
       ),
     ),
   );
+}
+
+// ---- Strength of evidence -----------------------------------------------------------------------
+
+const BOUNDED_SENTENCE =
+  "The value is bounded: the calibration data support no stronger value (its empirical lower " +
+  "and upper bounds, ELUB).";
+
+/** The evaluative statement for the candidate's best image, and the conditions it holds under. */
+function renderEvidence(state) {
+  const { candidate, search } = state;
+  const evidence = candidate.evidence;
+  const body = evidence
+    ? [
+        h(
+          "p",
+          { class: "evaluative" },
+          likelihoodSentence(evidence),
+          " ",
+          supportSentence(evidence),
+          evidence.bounded ? ` ${BOUNDED_SENTENCE}` : null,
+        ),
+        h("dl", { class: "facts" }, evidenceConditions(search, evidence)),
+        h(
+          "p",
+          { class: "hint" },
+          "For the query and the candidate's best image in this search. Whether the candidate is " +
+            "the person is the examiner's conclusion: radmatch never declares an identification.",
+        ),
+      ]
+    : h(
+        "p",
+        { class: "note" },
+        `No calibration: model version #${search.model_version.id} had none when this search ` +
+          "ran, so there is no likelihood ratio for this candidate. The similarity ranks the " +
+          "candidates; it is not a strength of evidence.",
+      );
+  state.evidence.replaceChildren(
+    h(
+      "section",
+      { class: "panel evidence-panel", "aria-labelledby": "evidence-title" },
+      h("h2", { id: "evidence-title" }, "Strength of evidence"),
+      body,
+    ),
+  );
+}
+
+function evidenceConditions(search, evidence) {
+  const method = search.calibration ? ` (${search.calibration.method})` : "";
+  const rows = [
+    ["Likelihood ratio", `${lrText(evidence)} · ${verbalText(evidence)}`],
+    ["Model version", `#${search.model_version.id}`],
+    ["Years between the images", yearsText(evidence)],
+    ["Calibration", `#${evidence.calibration_id}${method}, curve ${evidence.band}`],
+    ["Bounds (ELUB)", [elubText(evidence.elub), evidence.bounded ? [" ", boundedMarker()] : null]],
+  ];
+  return rows.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]);
 }
 
 // ---- Controls -----------------------------------------------------------------------------------

@@ -5,7 +5,7 @@ import { field, h, plural, select, uid } from "./dom.js";
 import { announce, clearError, report, showError } from "./messages.js";
 
 export function searchPanel(page) {
-  const options = searchOptions(page.limits.max_search_k);
+  const options = searchOptions(page.limits.max_search_k, page.detail.prior_in_gallery);
   const input = h("input", {
     type: "file",
     class: "visually-hidden",
@@ -103,7 +103,7 @@ export function searchPanel(page) {
   );
 }
 
-function searchOptions(maxCandidates) {
+function searchOptions(maxCandidates, casePrior) {
   const k = h("input", {
     type: "number",
     min: 1,
@@ -136,6 +136,7 @@ function searchOptions(maxCandidates) {
     placeholder: "e.g. KNEE",
     autocomplete: "off",
   });
+  const evidence = evidenceOptions(casePrior);
   const element = h(
     "fieldset",
     {},
@@ -153,10 +154,11 @@ function searchOptions(maxCandidates) {
       field("Sex", sex),
       field("Body part", bodyPart),
     ),
+    evidence.element,
   );
   return {
     element,
-    valid: () => [k, spacing].every((input) => input.reportValidity()),
+    valid: () => [k, spacing, ...evidence.inputs].every((input) => input.reportValidity()),
     form(file) {
       const form = new FormData();
       form.append("file", file, file.name);
@@ -165,7 +167,50 @@ function searchOptions(maxCandidates) {
       if (side.value) form.append("side", side.value);
       if (sex.value) form.append("sex", sex.value);
       if (bodyPart.value.trim()) form.append("body_part", bodyPart.value.trim());
+      evidence.addTo(form);
       return form;
+    },
+  };
+}
+
+/** What the evidence of the candidates depends on: the query's date and the prior. */
+function evidenceOptions(casePrior) {
+  const queryDate = h("input", { type: "date", name: "query_date" });
+  const prior = h("input", {
+    type: "number",
+    name: "prior",
+    min: 0,
+    max: 1,
+    step: "any",
+    inputmode: "decimal",
+  });
+  // 0 and 1 are no priors: no evidence could move them.
+  prior.addEventListener("input", () => {
+    const value = Number(prior.value);
+    const outside = prior.value !== "" && (value <= 0 || value >= 1);
+    prior.setCustomValidity(outside ? "Enter a probability above 0 and below 1." : "");
+  });
+  const fallback = casePrior ? `the case's, ${casePrior}` : "0.5 (the case sets none)";
+  return {
+    inputs: [queryDate, prior],
+    element: h(
+      "div",
+      { class: "field-row" },
+      field(
+        "Date of the query radiograph",
+        queryDate,
+        "Optional; overrides a DICOM file's date. The years between it and each candidate's " +
+          "image choose the calibration",
+      ),
+      field(
+        "Prior probability that the person is in the gallery",
+        prior,
+        `Optional, above 0 and below 1; blank: ${fallback}`,
+      ),
+    ),
+    addTo(form) {
+      if (queryDate.value) form.append("query_date", queryDate.value);
+      if (prior.value) form.append("prior", prior.value);
     },
   };
 }

@@ -38,6 +38,12 @@ def add_commands(commands: Subcommands) -> None:
     search.add_argument("--k", type=int, default=10, help="how many people (default 10)")
     search.add_argument("--url", default="http://127.0.0.1:8000", help="the service")
     search.add_argument("--pixel-spacing-mm", type=float, help="when the file does not say")
+    search.add_argument(
+        "--query-date", help="YYYY-MM-DD the radiograph was taken, when the file does not say"
+    )
+    search.add_argument(
+        "--prior", type=float, help="probability that the person is in the gallery (0.5)"
+    )
     search.set_defaults(run=_search)
 
 
@@ -69,17 +75,33 @@ def ingest(settings: Settings, records: Sequence[ImageRecord], baseline_only: bo
 
 
 def print_ranking(answer: dict) -> None:
-    """A search's ranked people, as a table for a terminal."""
+    """A search's ranked people with their evidence, and the open-set answer, for a terminal."""
     print(
         f"search {answer['search_id']}: model version {answer['model_version']['id']}, "
         f"{answer['index_size']} images"
     )
-    print("rank  similarity  distance  person (external reference)")
+    print(
+        "rank  similarity  log10 LR  evidence                          person (external reference)"
+    )
     for c in answer["candidates"]:
         print(
-            f"{c['rank']:>4}  {c['similarity']:>10.4f}  {c['distance']:>8.4f}  "
+            f"{c['rank']:>4}  {c['similarity']:>10.4f}  {_evidence(c.get('evidence'))}  "
             f"{c['person_id']} ({c['external_ref']})"
         )
+    open_set = answer.get("open_set")
+    if open_set is not None:
+        print(f"open set: {open_set['decision']}. {open_set['statement']}")
+    else:
+        print("no calibration for this model version: similarities only")
+
+
+def _evidence(evidence: dict | None) -> str:
+    if evidence is None:
+        return f"{'-':>8}  {'no calibration':<32}"
+    words = f"{evidence['verbal']}: {evidence['supports']}"
+    if evidence["bounded"]:
+        words += " (bounded)"
+    return f"{evidence['log10_lr']:>8.2f}  {words:<32}"
 
 
 def _ingest(args: argparse.Namespace) -> int:
@@ -99,8 +121,12 @@ def _search(args: argparse.Namespace) -> int:
             "radmatch search: set RADMATCH_API_KEY to an API key (radmatch keys create)"
         )
     form = {"k": args.k}
-    if args.pixel_spacing_mm is not None:
-        form["pixel_spacing_mm"] = args.pixel_spacing_mm
+    optional = {
+        "pixel_spacing_mm": args.pixel_spacing_mm,
+        "query_date": args.query_date,
+        "prior": args.prior,
+    }
+    form |= {name: value for name, value in optional.items() if value is not None}
     try:
         with args.file.open("rb") as file:
             response = httpx.post(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Response
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
@@ -27,6 +27,8 @@ from app.api.schemas.cases import (
 from app.api.schemas.common import NoNul, refusals
 from app.api.schemas.searches import SearchOut
 from app.api.searches import SearchForm, run_search
+from app.cases.report import case_report_pdf, report_filename, stored_query_preview
+from app.cases.report_contents import report_contents
 from app.cases.service import (
     audit,
     case_detail,
@@ -45,7 +47,12 @@ router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 50
 def create_case(body: CaseCreate, service: ServiceDep, key: AnyKey) -> Case:
     try:
         with service.records.sessions.begin() as session:
-            case = Case(number=body.number, description=body.description, created_by_key_id=key.id)
+            case = Case(
+                number=body.number,
+                description=body.description,
+                prior_in_gallery=body.prior_in_gallery,
+                created_by_key_id=key.id,
+            )
             session.add(case)
             session.flush()
             audit(session, key.id, "case.create", case.id, number=case.number)
@@ -145,3 +152,28 @@ def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key
     with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
         return request_review(session, case, body.search_id, body.reviewer_key_id, key)
+
+
+@router.get(
+    "/cases/{case_id}/report.pdf",
+    response_class=Response,
+    responses={200: {"content": {"application/pdf": {}}}, **refusals(404)},
+)
+def get_case_report(case_id: PathId, service: ServiceDep, key: AnyKey) -> Response:
+    """The case as a PDF for an identification board: its searches with their candidates,
+    evidence and open-set answers, the conclusions and reviews you may see, the calibrations'
+    validation and the audit chain's head. The report is itself an audit entry, naming the head
+    it printed."""
+    with service.records.sessions() as session:
+        contents = report_contents(session, live_case(session, case_id), key.id)
+    pdf = case_report_pdf(
+        contents, stored_query_preview(service.records.originals, service.matcher)
+    )
+    with service.records.sessions.begin() as session:
+        audit(session, key.id, "case.report", case_id, **contents.audit.as_details())
+    filename = report_filename(contents.number)
+    return Response(
+        pdf,
+        media_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )

@@ -5,6 +5,7 @@ current calibration; a search records the one it used, so that its evidence can 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 from typing import Any
 
 from sqlalchemy import select
@@ -92,6 +93,13 @@ def newest_row(session: Session, model_version_id: int) -> ModelCalibration | No
     )
 
 
+def shown_source(source: dict[str, Any]) -> dict[str, Any]:
+    """What a calibration was fitted on, as answers show it: a manifest by its file name and
+    sha256, never by the server's path."""
+    manifest = source.get("manifest")
+    return source | {"manifest": None if manifest is None else PurePath(manifest).name}
+
+
 def summary(row: ModelCalibration) -> dict[str, Any]:
     """The calibration as the admin view shows it: what it was fitted on, and each curve's
     bounds and pair counts."""
@@ -100,7 +108,7 @@ def summary(row: ModelCalibration) -> dict[str, Any]:
         "id": row.id,
         "method": row.method,
         "created_at": row.created_at,
-        "source": row.source,
+        "source": shown_source(row.source),
         "curves": [
             {
                 "label": curve.label,

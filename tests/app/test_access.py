@@ -61,6 +61,9 @@ ADMIN_ONLY = {
     ("GET", f"{API}/admin/models"),
     ("POST", f"{API}/admin/models"),
     ("POST", f"{API}/admin/models/{{version_id}}/activate"),
+    ("POST", f"{API}/admin/models/{{version_id}}/calibrations"),
+    ("GET", f"{API}/admin/models/{{version_id}}/validation"),
+    ("GET", f"{API}/admin/models/{{version_id}}/validation/{{plot}}.png"),
     ("GET", f"{API}/admin/jobs"),
     ("GET", f"{API}/admin/jobs/{{job_id}}"),
     ("POST", f"{API}/admin/jobs/{{job_id}}/cancel"),
@@ -286,6 +289,7 @@ class Objects:
             "search_id": found.json()["search_id"],
             "job_id": job.json()["id"],
             "version_id": admin.get(f"{API}/admin/models").json()[0]["id"],
+            "plot": "tippett",
         }
         self.admin_key_id = admin.get(f"{API}/me").json()["id"]
         self.calls = 0

@@ -1,7 +1,7 @@
 // The case page: its details, searches with their ranked candidates, blind reviews and the
 // conclusion history.
 
-import { api } from "./api.js";
+import { api, ImageScope } from "./api.js";
 import { STATUSES } from "./cases.js";
 import {
   badge,
@@ -16,6 +16,7 @@ import {
   table,
   title,
 } from "./dom.js";
+import { BOUNDED_MEANING, evidenceCell, openSetPanel } from "./evidence.js";
 import { announce, submitting } from "./messages.js";
 import { preventStrayDrops, searchPanel } from "./search-upload.js";
 
@@ -79,6 +80,7 @@ function renderCase(page) {
   page.head.replaceChildren(
     title(1, `Case ${detail.number}`),
     badge(capitalise(detail.status), detail.status),
+    reportButton(page),
   );
   page.facts.replaceChildren(
     h("dt", {}, "Created"),
@@ -90,6 +92,33 @@ function renderCase(page) {
   );
   renderSearches(page);
   page.history.replaceChildren(...conclusionHistory(page).filter(Boolean));
+}
+
+// ---- Case report --------------------------------------------------------------------------------
+
+/**
+ * The case report (PDF) for an identification board. It needs the key, which a plain link would
+ * not send: it is fetched as a blob and saved under the name the service gives it.
+ */
+function reportButton(page) {
+  const button = h("button", { type: "button", class: "button-quiet" }, "Report (PDF)");
+  button.addEventListener(
+    "click",
+    submitting(button, async () => {
+      const url = await new ImageScope().fetchBlob(`/cases/${page.caseId}/report.pdf`);
+      h("a", { href: url, download: reportFileName(page.detail.number) }).click();
+      // The download keeps its own copy once it has started.
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      announce(`Report of case ${page.detail.number} downloaded`);
+    }),
+  );
+  return button;
+}
+
+/** As the service names it (app/cases/report.py, report_filename). */
+function reportFileName(number) {
+  const safe = [...number].map((c) => (/[A-Za-z0-9._-]/.test(c) ? c : "_")).join("");
+  return `case-${safe.replace(/^[._]+|[._]+$/g, "") || "report"}-report.pdf`;
 }
 
 /** Status and description, editable; the case number is the lab's and stays as it is. */
@@ -198,7 +227,9 @@ function searchSection(page, search, latest) {
         "div",
         {},
         h("p", { class: "search-meta" }, searchFacts(search)),
+        openSetPanel(search),
         candidateTable(page, search, latest),
+        boundedNote(search),
         reviewsOf(page, search),
         reviewForm(page, search),
       ),
@@ -226,6 +257,10 @@ function searchFacts(search) {
   if (search.inference) {
     facts.push(`embedded on ${search.inference.device} in ${search.inference.precision}`);
   }
+  if (search.calibration) {
+    facts.push(`calibration #${search.calibration.id} (${search.calibration.method})`);
+  }
+  facts.push(search.query_date ? `query dated ${search.query_date}` : "query date unknown");
   if (parameters.pixel_spacing_mm) facts.push(`pixel spacing ${parameters.pixel_spacing_mm} mm`);
   const filters = Object.entries(parameters.filters || {}).filter(([, value]) => value !== null);
   if (filters.length) {
@@ -249,7 +284,14 @@ function candidateTable(page, search, latest) {
         { class: "nowrap" },
         h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
       ),
-      h("td", {}, similarityCell(candidate.similarity)),
+      h("td", {}, evidenceCell(candidate.evidence)),
+      h(
+        "td",
+        {},
+        candidate.evidence
+          ? h("span", { class: "similarity-small" }, formatSimilarity(candidate.similarity))
+          : similarityCell(candidate.similarity),
+      ),
       h(
         "td",
         {},
@@ -289,6 +331,7 @@ function candidateTable(page, search, latest) {
     [
       { text: "Rank", class: "number" },
       "Person",
+      "Evidence (likelihood ratio)",
       "Similarity",
       "Best image",
       "Latest conclusion",
@@ -297,6 +340,14 @@ function candidateTable(page, search, latest) {
     rows,
     "No candidates: no image in the gallery matches this search's options.",
   );
+}
+
+/** What "bounded" means, in words under the table, for those who cannot hover over the marker. */
+function boundedNote(search) {
+  if (!search.candidates.some((candidate) => candidate.evidence && candidate.evidence.bounded)) {
+    return null;
+  }
+  return h("p", { class: "hint" }, BOUNDED_MEANING);
 }
 
 /** The cosine similarity as a number, and as a bar from 0 to 1 (a negative one shows empty). */

@@ -186,6 +186,7 @@ def test_search_compare_and_conclude(server, baselines, page):
     page.get_by_role("button", name="Create case").click()
     expect(page.get_by_role("heading", name="Case UID-2024-031")).to_be_visible()
     case_id = int(re.search(r"#/cases/(\d+)", page.url).group(1))
+    case_prior_is_saved(server, page, case_id)
 
     page.get_by_label("Pixel spacing (mm)").fill(str(query.pixel_spacing_mm))
     page.get_by_label("Date of the query radiograph").fill(QUERY_DATE)
@@ -220,6 +221,15 @@ def test_search_compare_and_conclude(server, baselines, page):
     expect(entry).to_contain_text("Identification")
     expect(entry).to_contain_text("Same trabecular pattern and tibial spine outline.")
     expect(entry).to_contain_text(query.person_id)
+
+
+def case_prior_is_saved(server, page: Page, case_id: int) -> None:
+    """The case's prior, set in its details; a search that gives its own prior still wins."""
+    page.get_by_label("Prior for this case").fill("0.2")
+    page.get_by_role("button", name="Save case details").click()
+    expect(page.get_by_label("Prior for this case")).to_have_value("0.2")
+    with server.examiner() as client:
+        assert client.get(f"{API}/cases/{case_id}").json()["prior_in_gallery"] == 0.2
 
 
 def stored_search(server, page: Page) -> dict:

@@ -121,13 +121,15 @@ function reportFileName(number) {
   return `case-${safe.replace(/^[._]+|[._]+$/g, "") || "report"}-report.pdf`;
 }
 
-/** Status and description, editable; the case number is the lab's and stays as it is. */
+/** Status, description and prior, editable; the case number is the lab's and stays as it is. */
 function detailsPanel(page) {
   const { detail } = page;
   const status = select(STATUSES);
   status.value = detail.status;
   const description = h("textarea", { maxlength: 10000, rows: 4 });
   description.value = detail.description;
+  const prior = h("input", { type: "number", min: "0.001", max: "0.999", step: "any" });
+  prior.value = detail.prior_in_gallery ?? "";
   const save = h("button", { type: "submit" }, "Save case details");
   return h(
     "section",
@@ -141,7 +143,11 @@ function detailsPanel(page) {
         onSubmit: submitting(save, async () => {
           const updated = await api(`/cases/${page.caseId}`, {
             method: "PATCH",
-            body: { status: status.value, description: description.value },
+            body: {
+              status: status.value,
+              description: description.value,
+              ...(prior.value === "" ? {} : { prior_in_gallery: Number(prior.value) }),
+            },
           });
           Object.assign(page.detail, updated);
           renderCase(page);
@@ -150,6 +156,12 @@ function detailsPanel(page) {
       },
       h("div", { class: "field-row" }, field("Status", status)),
       field("Description", description),
+      field(
+        "Prior for this case: probability the person is in the gallery",
+        prior,
+        "Between 0 and 1, for the open-set answer of this case's searches that give none of " +
+          "their own; 0.5 while it is not set",
+      ),
       save,
     ),
   );

@@ -24,6 +24,7 @@ from app.storage.database import make_engine, session_factory
 from app.storage.originals import OriginalStore
 from app.storage.tables import AuditEntry
 from model.checkpoint import load_checkpoint, save_checkpoint
+from tests.app.test_cases import conclude as post_conclusion
 from tests.support.servers import Server, new_server
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
@@ -130,13 +131,7 @@ def case_search(client: httpx.Client, case_id: int, record: ImageRecord, **field
 
 
 def conclude(client: httpx.Client, case_id: int, search: dict, conclusion: str, comment: str):
-    body = {
-        "search_id": search["search_id"],
-        "person_id": search["candidates"][0]["person_id"],
-        "conclusion": conclusion,
-        "comment": comment,
-    }
-    response = client.post(f"{API}/cases/{case_id}/conclusions", json=body)
+    response = post_conclusion(client, case_id, search, conclusion, comment)
     assert response.status_code == 201, response.text
     return response.json()
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -20,6 +20,16 @@ from app.api.schemas.searches import (
 CaseStatus = Literal["open", "identified", "closed"]
 
 
+PriorInGallery = Annotated[
+    float | None,
+    Field(
+        gt=0,
+        lt=1,
+        description="Probability, before any search, that this person is in the gallery; "
+        "searches in the case use it unless they give their own (default 0.5)",
+    ),
+]
+
 ConclusionScale = Literal["identification", "probable", "possible", "insufficient", "excluded"]
 
 
@@ -28,13 +38,7 @@ class CaseCreate(BaseModel):
 
     number: Text = Field(min_length=1, max_length=100, description="The lab's case number")
     description: Text = Field(default="", max_length=10_000)
-    prior_in_gallery: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="Probability, before any search, that this person is in the gallery; "
-        "searches in the case use it unless they give their own (default 0.5)",
-    )
+    prior_in_gallery: PriorInGallery = None
 
 
 class CaseUpdate(BaseModel):
@@ -42,13 +46,7 @@ class CaseUpdate(BaseModel):
 
     status: CaseStatus | None = None
     description: OptionalText = Field(default=None, max_length=10_000)
-    prior_in_gallery: float | None = Field(
-        default=None,
-        gt=0,
-        lt=1,
-        description="Probability, before any search, that this person is in the gallery; "
-        "searches in the case use it unless they give their own (default 0.5)",
-    )
+    prior_in_gallery: PriorInGallery = None
 
 
 class CaseOut(BaseModel):

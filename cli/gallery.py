@@ -147,13 +147,16 @@ def _search(args: argparse.Namespace) -> int:
 
 def bulk_image(record: ImageRecord):
     """A cohort record as the case database takes it: the cohort's person id is the person's
-    external reference."""
+    external reference, and the acquisition date is its DICOM twin's, where it has one (the
+    years between images choose a search's calibration)."""
     from app.gallery.bulk import BulkImage
     from app.gallery.images import ImageFields
+    from model.dicom import file_acquisition_date
 
     fields = ImageFields(
         body_part=record.body_part,
         side=record.side,
+        acquisition_date=file_acquisition_date(record.dicom_path) if record.dicom_path else None,
         visit_months=record.visit_months,
         pixel_spacing_mm=record.pixel_spacing_mm,
         filename=record.path.name,

@@ -509,7 +509,7 @@ def _metadata(ds: Dataset, header: _PixelHeader, syntax: UID) -> ImageMetadata:
         body_part=_text(ds, "BodyPartExamined"),
         laterality=_laterality(ds),
         view_position=_text(ds, "ViewPosition"),
-        acquisition_date=_acquisition_date(ds),
+        acquisition_date=acquisition_date(ds),
         patient_id=_text(ds, "PatientID"),
         patient_sex=_text(ds, "PatientSex"),
         patient_age_years=_age_years(_text(ds, "PatientAge")),
@@ -529,7 +529,13 @@ def _laterality(ds: Dataset) -> str | None:
     return None
 
 
-def _acquisition_date(ds: Dataset) -> date | None:
+def file_acquisition_date(path) -> date | None:
+    """The date a DICOM file's image was acquired (or its content made, or its study), read from
+    the header alone."""
+    return acquisition_date(pydicom.dcmread(path, stop_before_pixels=True))
+
+
+def acquisition_date(ds: Dataset) -> date | None:
     for keyword in ("AcquisitionDate", "ContentDate", "StudyDate"):
         text = _text(ds, keyword) or ""
         if re.fullmatch(r"\d{8}", text):

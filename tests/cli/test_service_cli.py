@@ -7,10 +7,13 @@ import subprocess
 import sys
 import time
 
+import pydicom
 import pytest
 
+from cli.gallery import bulk_image
 from tests.support.servers import REPO
 from training.cohorts import read_knee_manifest
+from training.phantom.cohort import CohortSpec, synthesize
 
 
 def radmatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -55,12 +58,24 @@ def test_ingest_beside_a_running_server_then_search(server, phantom_manifest):
     lines = found.stdout.splitlines()
     assert lines[2].split()[0] == "1" and f"({query.person_id})" in lines[2]
     assert float(lines[2].split()[1]) == pytest.approx(1.0, abs=1e-4)
-    assert len(lines) == 2 + 3
+    assert ": same person" in lines[2]  # the test checkpoint is calibrated: rows carry evidence
+    assert len(lines) == 2 + 3 + 1 and lines[-1].startswith("open set: ")
 
     refused = radmatch(env, "search", str(phantom_manifest), "--url", server.url)
     assert refused.returncode != 0 and "415" in refused.stderr
     no_key = radmatch(server.env, "search", str(query.path), "--url", server.url)
     assert no_key.returncode != 0 and "RADMATCH_API_KEY" in no_key.stderr
+
+
+def test_a_cohort_image_is_dated_by_its_dicom_twin(tmp_path):
+    """`radmatch ingest` dates each image by its DICOM twin's header, so that searches weigh
+    the years between images."""
+    manifest = synthesize(CohortSpec(out=tmp_path, subjects=1, seed=8), progress=False)
+    records = sorted(read_knee_manifest(manifest), key=lambda r: r.visit_months)
+    dates = [bulk_image(r).fields.acquisition_date for r in records]
+    for record, when in zip(records, dates, strict=True):
+        assert when.strftime("%Y%m%d") == pydicom.dcmread(record.dicom_path).AcquisitionDate
+    assert dates == sorted(dates) and dates[-1] > dates[0]
 
 
 @pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)

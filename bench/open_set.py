@@ -83,6 +83,7 @@ def main() -> None:
         "people": len(people),
         "gallery_people": len(gallery),
         "k": args.k,
+        "p_in_gallery_auc": separation(outcomes),
         **summarise(outcomes),
     }
     print(json.dumps(result, indent=2))
@@ -143,6 +144,15 @@ def search_follow_ups(
     return outcomes
 
 
+def separation(outcomes: list[dict]) -> float:
+    """The probability that a gallery person's query gets a higher p_in_gallery than a
+    stranger's (ties count half): 0.5 tells them apart no better than chance."""
+    inside = [o["p_in_gallery"] for o in outcomes if o["in_gallery"]]
+    outside = [o["p_in_gallery"] for o in outcomes if not o["in_gallery"]]
+    wins = sum((a > b) + 0.5 * (a == b) for a in inside for b in outside)
+    return round(wins / (len(inside) * len(outside)), 4)
+
+
 def summarise(outcomes: list[dict]) -> dict:
     groups: dict[str, dict[str, list[dict]]] = {"in gallery": {}, "not in gallery": {}}
     for outcome in outcomes:
@@ -162,6 +172,9 @@ def _shares(items: list[dict]) -> dict:
         "queries": len(items),
         "decisions": {d: round(counts[d] / len(items), 4) for d in DECISIONS},
         "mean_p_in_gallery": round(sum(i["p_in_gallery"] for i in items) / len(items), 4),
+        "p_in_gallery_below_prior": round(
+            sum(i["p_in_gallery"] < 0.5 for i in items) / len(items), 4
+        ),
         "top1": round(sum(i["own_rank"] == 1 for i in ranked) / len(items), 4),
         "own_log10_lr_median": _median([i["own_log10_lr"] for i in ranked]),
     }

@@ -21,8 +21,6 @@ from app.evidence.calibrations import newest_row, summary
 from app.jobs.queue import enqueue
 from app.storage.tables import Job, ModelCalibration, ModelVersion
 from training.calibration.pairs import Pairs
-from training.calibration.plots import write_plots
-from training.calibration.validation import cross_validated
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], responses=refusals(401, 403, 503))
 
@@ -80,6 +78,11 @@ def get_validation_plot(
 ) -> Response:
     """One plot of the report, drawn from the calibration's pairs and their cross-validated
     likelihood ratios."""
+    # Fitting (scikit-learn) and drawing (matplotlib) load only when a plot is asked for: every
+    # server process would otherwise pay for importing them at start.
+    from training.calibration.plots import write_plots
+    from training.calibration.validation import cross_validated
+
     with service.records.sessions() as session:
         row = _calibration(session, version_id)
         stored_pairs = session.scalar(

@@ -13,9 +13,9 @@ from training.calibration.calibration import (
     MIN_PAIRS_PER_BAND,
     Calibration,
     band_label,
-    fit_calibration,
     year_bands,
 )
+from training.calibration.fit import fit_calibration
 from training.calibration.metrics import cllr, cllr_min, eer, elub, misleading_rates
 from training.calibration.pairs import Pairs, scored_pairs
 from training.calibration.validation import cross_validated, person_folds, report_on, validate

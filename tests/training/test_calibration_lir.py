@@ -17,7 +17,7 @@ from lir.data.models import LLRData
 from lir.metrics import cllr as lir_cllr
 from lir.metrics import cllr_min as lir_cllr_min
 
-from training.calibration.calibration import fit_curve
+from training.calibration.fit import fit_curve
 from training.calibration.metrics import cllr, cllr_min, elub
 
 SAME, DIFFERENT = 400, 1500

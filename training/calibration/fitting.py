@@ -19,17 +19,16 @@ from training.calibration.calibration import (
     POOLED,
     Calibration,
     band_label,
-    fit_calibration,
     in_band,
     year_bands,
 )
+from training.calibration.fit import METHODS, fit_calibration
 from training.calibration.pairs import Pairs, scored_pairs
 from training.calibration.validation import validate
 from training.cohorts import read_cohort
 from training.embedders import RecordEmbedder, network_embedder
 from training.records import ImageRecord
 
-METHODS = ("logistic", "kde")
 # Cross-validation deals the people into at most this many folds, and into fewer so that every
 # fold holds two people or more: a fold of one person would assess no different-people pair.
 VALIDATION_FOLDS = 5

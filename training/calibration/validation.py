@@ -17,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from training.calibration.calibration import band_label, fit_calibration, in_band, year_bands
+from training.calibration.calibration import band_label, in_band, year_bands
+from training.calibration.fit import fit_calibration
 from training.calibration.metrics import cllr, cllr_min, eer, elub, misleading_rates
 from training.calibration.pairs import Pairs
 

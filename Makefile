@@ -18,7 +18,9 @@ lint: $(INSTALLED)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
-# A fresh machine lacks Debian packages the tests need (chromium for the browser tests).
+# A fresh machine lacks Debian packages the tests need (chromium for the browser tests, poppler
+# for the case reports). The tests spend much of their time waiting on the servers they start, so
+# they run in one process per core, a test file at a time each (module-scoped servers stay shared).
 test: lint
 	scripts/install-test-packages
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n auto --dist loadfile

@@ -32,7 +32,7 @@ PLOTS: tuple[str, ...] = Plot.__args__
     "/models/{version_id}/calibrations",
     status_code=202,
     response_model=JobOut,
-    responses=refusals(404, 422),
+    responses=refusals(400, 404, 422),
 )
 def refit_calibration(
     version_id: PathId, body: CalibrationCreate, service: ServiceDep, key: AdminKey

@@ -30,29 +30,41 @@ class StoredCalibration:
 
 
 def current_calibration(session: Session, model_version_id: int) -> StoredCalibration | None:
-    calibration_id = _newest_id(session, model_version_id)
-    return None if calibration_id is None else calibration_by_id(session, calibration_id)
+    """The version's newest calibration, in one query (every search asks)."""
+    return _stored(session, ModelCalibration.id == _newest_id_query(model_version_id))
 
 
-def _newest_id(session: Session, model_version_id: int) -> int | None:
-    return session.scalar(
+def calibration_by_id(session: Session, calibration_id: int) -> StoredCalibration:
+    stored = _stored(session, ModelCalibration.id == calibration_id)
+    if stored is None:
+        raise NotFound(f"no calibration with id {calibration_id}")
+    return stored
+
+
+def _newest_id_query(model_version_id: int):
+    return (
         select(ModelCalibration.id)
         .where(ModelCalibration.model_version_id == model_version_id)
         .order_by(ModelCalibration.id.desc())
         .limit(1)
+        .scalar_subquery()
     )
 
 
-def calibration_by_id(session: Session, calibration_id: int) -> StoredCalibration:
+def _stored(session: Session, condition) -> StoredCalibration | None:
+    """The calibration fitted, without its pairs (large, and needed only by the admin's plots)."""
     row = session.execute(
         select(
-            ModelCalibration.model_version_id, ModelCalibration.method, ModelCalibration.fit
-        ).where(ModelCalibration.id == calibration_id)
+            ModelCalibration.id,
+            ModelCalibration.model_version_id,
+            ModelCalibration.method,
+            ModelCalibration.fit,
+        ).where(condition)
     ).one_or_none()
     if row is None:
-        raise NotFound(f"no calibration with id {calibration_id}")
+        return None
     return StoredCalibration(
-        calibration_id, row.model_version_id, row.method, Calibration.from_json(row.fit)
+        row.id, row.model_version_id, row.method, Calibration.from_json(row.fit)
     )
 
 
@@ -89,7 +101,7 @@ def newest_row(session: Session, model_version_id: int) -> ModelCalibration | No
     return session.scalar(
         select(ModelCalibration)
         .options(defer(ModelCalibration.pairs))
-        .where(ModelCalibration.id == _newest_id(session, model_version_id))
+        .where(ModelCalibration.id == _newest_id_query(model_version_id))
     )
 
 

@@ -84,22 +84,22 @@ def search(
         decoded = matcher.decode(query.data)
     with metrics.timed("search", "embed"):
         vector = matcher.batcher.embed(serving.model, decoded, query.pixel_spacing_mm)
-    with metrics.timed("search", "search"), records.sessions() as session:
-        ranking = rank_people(
-            session, index=serving.index, vector=vector, k=query.k, filters=query.filters
-        )
     query_date = query.date_of(decoded)
-    with metrics.timed("search", "evidence"), records.sessions() as session:
-        searched = Searched(serving.version.id, ranking.index_generation, query.filters)
-        prior = search_prior(session, query, case_id)
-        assessed = assess(
-            session,
-            ranking.candidates,
-            searched,
-            calibration=current_calibration(session, serving.version.id),
-            query_date=query_date,
-            prior=prior,
-        )
+    with records.sessions() as session:
+        with metrics.timed("search", "search"):
+            ranking = rank_people(
+                session, index=serving.index, vector=vector, k=query.k, filters=query.filters
+            )
+        with metrics.timed("search", "evidence"):
+            searched = Searched(serving.version.id, ranking.index_generation, query.filters)
+            assessed = assess(
+                session,
+                ranking.candidates,
+                searched,
+                calibration=current_calibration(session, serving.version.id),
+                query_date=query_date,
+                prior=search_prior(session, query, case_id),
+            )
     with metrics.timed("search", "store"):
         answer = _record(
             records,

@@ -20,7 +20,18 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from app.api import admin, calibrations, cases, health, images, keys, people, searches
+from app.api import (
+    admin,
+    calibrations,
+    cases,
+    dicom_sources,
+    health,
+    images,
+    inbox,
+    keys,
+    people,
+    searches,
+)
 from app.core.errors import ClientError, TooLarge
 from app.core.metrics import Metrics
 from app.serving.service import Service
@@ -122,9 +133,11 @@ def create_app(service: Service) -> FastAPI:
         images.router,
         searches.router,
         cases.router,
+        inbox.router,
         keys.router,
         admin.router,
         calibrations.router,
+        dicom_sources.router,
         health.router,
     ):
         app.include_router(router)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 
@@ -25,9 +26,25 @@ from app.storage.tables import Search
 router = APIRouter(prefix=API_PREFIX, tags=["search"], responses=refusals(401, 503))
 
 
-def search_request(
+@dataclass(frozen=True)
+class SearchOptions:
+    """How to search, from a search form; the radiograph comes separately (an upload, or an item
+    of a case's inbox)."""
+
+    k: int
+    filters: SearchFilters
+    pixel_spacing_mm: float | None
+    query_date: date | None
+    prior: float | None
+
+    def query(self, data: bytes) -> SearchQuery:
+        return SearchQuery(
+            data, self.k, self.filters, self.pixel_spacing_mm, self.query_date, self.prior
+        )
+
+
+def search_options(
     service: ServiceDep,
-    file: Annotated[UploadFile, File(description="The unknown person's radiograph")],
     k: Annotated[int, Form(ge=1, description="How many people to return")] = 10,
     sex: Annotated[Sex | None, Form()] = None,
     birth_year_min: Annotated[int | None, Form(ge=1850, le=2100)] = None,
@@ -55,8 +72,8 @@ def search_request(
             "(default: the case's, else 0.5)",
         ),
     ] = None,
-) -> SearchQuery:
-    """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
+) -> SearchOptions:
+    """The options of a search form, checked."""
     if k > service.settings.max_search_k:
         raise Unprocessable(f"k is {k}; at most {service.settings.max_search_k} people per search")
     filters = SearchFilters(
@@ -66,8 +83,19 @@ def search_request(
         body_part=normal_body_part(body_part),
         side=side,
     )
-    data = read_upload(file, service.settings.max_upload_bytes)
-    return SearchQuery(data, k, filters, pixel_spacing_mm, query_date, prior)
+    return SearchOptions(k, filters, pixel_spacing_mm, query_date, prior)
+
+
+SearchOptionsForm = Annotated[SearchOptions, Depends(search_options)]
+
+
+def search_request(
+    service: ServiceDep,
+    options: SearchOptionsForm,
+    file: Annotated[UploadFile, File(description="The unknown person's radiograph")],
+) -> SearchQuery:
+    """The multipart form of a search, checked; shared by /search and /cases/{id}/searches."""
+    return options.query(read_upload(file, service.settings.max_upload_bytes))
 
 
 SearchForm = Annotated[SearchQuery, Depends(search_request)]

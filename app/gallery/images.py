@@ -50,6 +50,7 @@ class ImageFields:
             visit_months=self.visit_months,
             pixel_spacing_mm=self.pixel_spacing_mm
             or (meta.pixel_spacing_mm[1] if meta.pixel_spacing_mm else None),
+            sop_instance_uid=meta.sop_instance_uid,
             **known,
         )
 
@@ -78,9 +79,11 @@ def ingest_image(
     data: bytes,
     fields: ImageFields,
     key_id: int | None,
+    origin: dict[str, Any] | None = None,
 ) -> tuple[Image, bool]:
     """The image record, and whether it is new: the same bytes for the same person return the
-    image already stored."""
+    image already stored. `origin` says how the image came, for the audit log, where not by a
+    key's upload (a DICOM sender, a disc)."""
     sha256 = sha256_of(data)
     with records.sessions() as session:
         live_person(session, person_id)
@@ -107,7 +110,7 @@ def ingest_image(
     ):
         records.originals.put(sha256, data)
         try:
-            _commit_image(records, image, serving.version, vector, key_id=key_id)
+            _commit_image(records, image, serving.version, vector, key_id=key_id, origin=origin)
         except IntegrityError:
             # A concurrent upload of the same bytes for the same person committed first.
             with records.sessions() as session:
@@ -122,7 +125,13 @@ def ingest_image(
 
 
 def _commit_image(
-    records: Records, image: Image, version: ModelVersion, vector: np.ndarray, *, key_id: int | None
+    records: Records,
+    image: Image,
+    version: ModelVersion,
+    vector: np.ndarray,
+    *,
+    key_id: int | None,
+    origin: dict[str, Any] | None,
 ) -> None:
     with records.sessions.begin() as session:
         live_person(session, image.person_id)
@@ -145,6 +154,7 @@ def _commit_image(
                 "person_id": image.person_id,
                 "sha256": image.sha256,
                 "bytes": image.size_bytes,
+                **(origin or {}),
             },
             key_id=key_id,
         )

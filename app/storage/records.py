@@ -9,7 +9,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from app.storage.originals import OriginalStore
-from app.storage.tables import Image, Search
+from app.storage.tables import Image, InboxItem, Search
 
 
 @dataclass(frozen=True)
@@ -18,14 +18,15 @@ class Records:
     originals: OriginalStore
 
     def original_needed(self, sha256: str) -> bool:
-        """Whether a committed row needs this stored original: an image's (unless purged) or a
-        stored search's query."""
+        """Whether a committed row needs this stored original: an image's (unless purged), a
+        stored search's query, or a radiograph waiting in a case's inbox."""
         with self.sessions() as session:
             image = select(Image.id).where(
                 Image.sha256 == sha256, Image.original_purged_at.is_(None)
             )
             query = select(Search.id).where(Search.query_sha256 == sha256)
-            return session.scalar(select(exists(image) | exists(query)))
+            received = select(InboxItem.id).where(InboxItem.sha256 == sha256)
+            return session.scalar(select(exists(image) | exists(query) | exists(received)))
 
     def settle_abandoned(self) -> None:
         """Remove originals that writers killed between storing them and committing left."""

@@ -103,6 +103,9 @@ class Image(Base):
     acquisition_date: Mapped[date | None] = mapped_column(Date)
     visit_months: Mapped[float | None] = mapped_column(Float)
     pixel_spacing_mm: Mapped[float | None] = mapped_column(Float)
+    # A DICOM object's own identity: the same instance sent again, re-encoded on the way (a PACS
+    # transcoding it), is the same image.
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64), index=True)
     uploaded_at: Mapped[datetime] = mapped_column(default=utcnow)
     uploaded_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
     deleted_at: Mapped[datetime | None]
@@ -234,6 +237,66 @@ class Review(Base):
     requested_by_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+
+
+class DicomSource(Base):
+    """A DICOM application entity (a mortuary's or hospital's system) allowed to send radiographs
+    by C-STORE, and where its images go: a case's inbox, or the gallery with people grouped by
+    PatientID under `issuer`. Revoked rather than deleted: received images' audit names it."""
+
+    __tablename__ = "dicom_sources"
+    __table_args__ = (
+        Index(
+            "ix_dicom_sources_ae_title_live",
+            "ae_title",
+            unique=True,
+            sqlite_where=text("revoked_at IS NULL"),
+            postgresql_where=text("revoked_at IS NULL"),
+        ),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    ae_title: Mapped[str] = mapped_column(String(16))
+    case_id: Mapped[int | None] = mapped_column(ForeignKey("cases.id"))  # set: a case's inbox
+    issuer: Mapped[str | None] = mapped_column(String(64))  # set: the gallery
+    description: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    revoked_at: Mapped[datetime | None]
+
+
+class InboxItem(Base):
+    """A radiograph of a case's unknown person that arrived by DICOM (C-STORE, STOW-RS), kept
+    with the case until an examiner searches with it. Its original is in the original store."""
+
+    __tablename__ = "inbox_items"
+    __table_args__ = (Index("ix_inbox_items_case_sha256", "case_id", "sha256", unique=True),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    case_id: Mapped[int] = mapped_column(ForeignKey("cases.id"), index=True)
+    sha256: Mapped[str] = mapped_column(String(64), index=True)
+    size_bytes: Mapped[int]
+    sop_instance_uid: Mapped[str | None] = mapped_column(String(64))
+    image_metadata: Mapped[dict[str, Any]]  # what decoding read from the file
+    received_via: Mapped[str] = mapped_column(String(20))  # "c-store", "stow-rs", ...
+    sender: Mapped[str] = mapped_column(String(200))  # calling AE title, API key name, ...
+    key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    received_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DicomWebServer(Base):
+    """A remote DICOMweb server (a hospital's PACS) radiographs can be pulled from. `auth` holds
+    how to authenticate, secrets included; the API never returns it."""
+
+    __tablename__ = "dicomweb_servers"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    base_url: Mapped[str] = mapped_column(Text)
+    auth: Mapped[dict[str, Any]]
+    issuer: Mapped[str] = mapped_column(String(64))  # whose PatientIDs the server's are
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    created_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
 
 
 class Job(Base):

@@ -1,6 +1,6 @@
 """Fixtures shared by the test packages: phantom and ChestX-ray14 cohorts, a model checkpoint, a
-database on SQLite or PostgreSQL, and a real `radmatch serve` process on a free port (one per
-test, or one that a module's tests share)."""
+database on SQLite or PostgreSQL, a real `radmatch serve` process on a free port (one per
+test, or one that a module's tests share), and a real Orthanc PACS for a module's tests."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 
 from tests.support.databases import new_postgres_database
+from tests.support.dicom_peers import Orthanc
 from tests.support.servers import Server, calibrated, new_server, seeded_checkpoint
 from training.phantom.cohort import CohortSpec, synthesize
 
@@ -112,3 +113,11 @@ def shared_server(module_database_url, tmp_path_factory, checkpoint) -> Iterator
     running = new_server(tmp_path_factory.mktemp("shared"), module_database_url, checkpoint)
     yield running
     running.stop()
+
+
+@pytest.fixture(scope="module")
+def orthanc(tmp_path_factory) -> Iterator[Orthanc]:
+    """A running Orthanc with DICOMweb, shared by a module's tests (it starts in a fraction of
+    a second, but what they store accumulates), stopped afterwards."""
+    with Orthanc(tmp_path_factory.mktemp("orthanc")) as running:
+        yield running

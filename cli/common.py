@@ -59,13 +59,17 @@ def log_to_stderr() -> None:
     )
 
 
-def add_cohort_options(parser: argparse.ArgumentParser, split: str) -> None:
-    """--manifest or --chestxray14; `split` says which of a ChestX-ray14 release's people count."""
+def add_cohort_options(
+    parser: argparse.ArgumentParser, split: str
+) -> argparse._MutuallyExclusiveGroup:
+    """--manifest or --chestxray14; `split` says which of a ChestX-ray14 release's people count.
+    Returns the group, to which a command may add other sources, one of which is required."""
     cohort = parser.add_mutually_exclusive_group(required=True)
     cohort.add_argument("--manifest", type=Path, help="knee manifest (phantom or OAI-style)")
     cohort.add_argument(
         "--chestxray14", type=Path, metavar="ROOT", help=f"NIH ChestX-ray14 release: {split}"
     )
+    return cohort
 
 
 def read_cohort_records(

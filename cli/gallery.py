@@ -23,11 +23,32 @@ if TYPE_CHECKING:
 
 def add_commands(commands: Subcommands) -> None:
     ingest = commands.add_parser(
-        "ingest", help="bulk-load a cohort's people and images into the case database (resumable)"
+        "ingest",
+        help="bulk-load a cohort, a CD's DICOMDIR or a folder of DICOM files into the case "
+        "database (resumable)",
     )
-    add_cohort_options(ingest, split="its test split")
+    source = add_cohort_options(ingest, split="its test split")
+    source.add_argument(
+        "--dicomdir",
+        type=Path,
+        metavar="PATH",
+        help="a CD or DVD's DICOMDIR, or the folder with it",
+    )
+    source.add_argument(
+        "--dicom-folder",
+        type=Path,
+        metavar="PATH",
+        help="every DICOM file in a folder tree, whatever the names; other files are skipped",
+    )
     ingest.add_argument(
-        "--baseline-only", action="store_true", help="only each person's first visit (a gallery)"
+        "--baseline-only",
+        action="store_true",
+        help="only each person's first visit (a gallery; with --manifest or --chestxray14)",
+    )
+    ingest.add_argument(
+        "--issuer",
+        help="whose PatientIDs DICOM objects without IssuerOfPatientID carry; people are "
+        "<issuer>:<PatientID> (default RADMATCH_DICOM_ISSUER, LOCAL)",
     )
     ingest.set_defaults(run=_ingest)
 
@@ -105,6 +126,16 @@ def _evidence(evidence: dict | None) -> str:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    if args.dicomdir is not None or args.dicom_folder is not None:
+        if args.baseline_only:
+            raise SystemExit("radmatch ingest: --baseline-only applies to a cohort, not to DICOM")
+        from cli.media import ingest_media
+
+        return ingest_media(
+            load_settings(), dicomdir=args.dicomdir, folder=args.dicom_folder, issuer=args.issuer
+        )
+    if args.issuer is not None:
+        raise SystemExit("radmatch ingest: --issuer applies to --dicomdir and --dicom-folder")
     records = read_cohort_records("ingest", args.manifest, args.chestxray14)
     ingest(load_settings(), records, args.baseline_only)
     return 0

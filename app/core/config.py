@@ -46,6 +46,19 @@ class Settings(BaseSettings):
     job_heartbeat_seconds: float = Field(default=5.0, gt=0)
     job_stale_seconds: float = Field(default=60.0, gt=0)
     worker_poll_seconds: float = Field(default=1.0, gt=0)
+    # The DICOM C-STORE receiver (`radmatch dicom-listen`): its port and AE title, the most
+    # associations it serves at once and the largest PDU it takes. TLS when a certificate and key
+    # are given; with a CA as well, a sender must present a certificate that chains to it.
+    dicom_port: int = Field(default=11112, gt=0, lt=65536)
+    dicom_ae_title: str = "RADMATCH"
+    dicom_max_associations: int = Field(default=10, gt=0)
+    dicom_max_pdu_bytes: int = Field(default=65536, ge=0)  # 0: as large as the sender likes
+    dicom_tls_cert: Path | None = None
+    dicom_tls_key: Path | None = None
+    dicom_tls_ca: Path | None = None
+    # Whose PatientIDs received DICOM objects carry when they name no IssuerOfPatientID: gallery
+    # people are "<issuer>:<PatientID>", so two hospitals' patient 123 stay two people.
+    dicom_issuer: str = Field(default="LOCAL", min_length=1, max_length=64)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -102,6 +102,12 @@ def _into_gallery(
     arrival: Arrival,
     filename: str | None,
 ) -> Received:
+    ref = found.person_ref(destination.issuer)
+    if _person(records, ref) is None:
+        # A person is created only for a radiograph that will be stored: checked first, so
+        # that a refused first image leaves no person without images behind.
+        matcher.require_serving()
+        matcher.decode(data)
     person_id = gallery_person(records, found, destination.issuer, arrival)
     with records.sessions() as session:
         same = session.scalar(

@@ -98,9 +98,10 @@ class DicomObject:
 
 def read_object(data: bytes) -> DicomObject:
     """The object's header facts; Refused when the bytes are not a DICOM object with a SOP class
-    and instance."""
+    and instance. Forced, because older files have no preamble and file meta (the decoder reads
+    them too); bytes that are not DICOM at all name no SOP class and are refused for it."""
     try:
-        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=False)
+        ds = pydicom.dcmread(BytesIO(data), stop_before_pixels=True, force=True)
         return _facts(ds)
     except (InvalidDicomError, ValueError, TypeError, EOFError, KeyError) as error:
         raise Refused(CANNOT_UNDERSTAND, f"not a readable DICOM object: {error}") from None

@@ -197,3 +197,13 @@ def test_without_an_active_model_a_radiograph_is_refused_as_out_of_resources(
         service.close()
     assert refused.status == OUT_OF_RESOURCES
     assert "no model is active" in refused.reason
+
+
+def test_a_first_radiograph_that_does_not_decode_leaves_no_person_behind(
+    service: Service,
+) -> None:
+    truncated = knee("cut", person_id="P-11")[:-4000]
+    refused = refusal(service, truncated)
+    assert refused.status == CANNOT_UNDERSTAND
+    with service.records.sessions() as session:
+        assert session.scalar(select(Person.id)) is None

@@ -38,6 +38,7 @@ from app.cases.service import (
     request_review,
 )
 from app.core.errors import Conflict
+from app.dicom.export import export_case
 from app.storage.tables import Case, utcnow
 
 router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 503))
@@ -176,4 +177,40 @@ def get_case_report(case_id: PathId, service: ServiceDep, key: AnyKey) -> Respon
         pdf,
         media_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+@router.get(
+    "/cases/{case_id}/export.zip",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}, **refusals(404, 409, 410, 413, 422)},
+)
+def export_case_zip(
+    case_id: PathId,
+    service: ServiceDep,
+    key: AnyKey,
+    deidentify: Annotated[
+        bool,
+        Query(
+            description="De-identify with PS3.15 Annex E's Basic Application Level "
+            "Confidentiality Profile, keeping the intervals between dates but not the dates"
+        ),
+    ] = True,
+) -> Response:
+    """The case for another lab: a zip of a DICOM File-set (DICOMDIR and objects) holding, for
+    each conclusion you may see, the query radiograph of its search and the candidate's image
+    it compared. DICOM originals go in as stored, PNG, JPEG and TIFF ones as Secondary Capture
+    images. 409 for a case without conclusions, or an object with burned-in annotation when
+    de-identifying; 410 when an original was purged. The export is an audit entry."""
+    exported = export_case(
+        records=service.records,
+        matcher=service.matcher,
+        case_id=case_id,
+        key_id=key.id,
+        deidentify=deidentify,
+    )
+    return Response(
+        exported.data,
+        media_type="application/zip",
+        headers={"Content-Disposition": f'attachment; filename="{exported.filename}"'},
     )

@@ -81,6 +81,7 @@ function renderCase(page) {
     title(1, `Case ${detail.number}`),
     badge(capitalise(detail.status), detail.status),
     reportButton(page),
+    exportControl(page),
   );
   page.facts.replaceChildren(
     h("dt", {}, "Created"),
@@ -113,6 +114,33 @@ function reportButton(page) {
     }),
   );
   return button;
+}
+
+/**
+ * The case as a DICOM File-set for another lab (a zip), de-identified unless the examiner unticks
+ * it. Fetched with the key, as the report is; the service refuses, with a reason shown here, a
+ * case without conclusions or an image whose pixels carry burned-in text when de-identifying.
+ */
+function exportControl(page) {
+  const deidentify = h("input", { type: "checkbox", checked: true });
+  const button = h("button", { type: "button", class: "button-quiet" }, "Export DICOM");
+  button.addEventListener(
+    "click",
+    submitting(button, async () => {
+      const query = `deidentify=${deidentify.checked}`;
+      const url = await new ImageScope().fetchBlob(`/cases/${page.caseId}/export.zip?${query}`);
+      h("a", { href: url, download: `case-${page.caseId}.zip` }).click();
+      setTimeout(() => URL.revokeObjectURL(url), 60_000);
+      const how = deidentify.checked ? "de-identified" : "as stored";
+      announce(`DICOM export of case ${page.detail.number} downloaded, ${how}`);
+    }),
+  );
+  return h(
+    "span",
+    { class: "export-control" },
+    button,
+    h("label", { class: "check-label" }, deidentify, " de-identify"),
+  );
 }
 
 /** As the service names it (app/cases/report.py, report_filename). */

@@ -2,6 +2,7 @@
 
 import { upload } from "./api.js";
 import { field, h, plural, select, uid } from "./dom.js";
+import { inboxList } from "./inbox.js";
 import { announce, clearError, report, showError } from "./messages.js";
 
 export function searchPanel(page) {
@@ -44,19 +45,33 @@ export function searchPanel(page) {
       input.value = "";
       return;
     }
+    await submit(file.name, `/cases/${page.caseId}/searches`, options.form(file));
+  };
+
+  const searchWith = async (item, name) => {
+    if (busy) {
+      showError("A search is running; wait for its results before starting another.");
+      return;
+    }
+    if (options.valid()) {
+      await submit(name, `/cases/${page.caseId}/inbox/${item.id}/searches`, options.form(null));
+    }
+  };
+
+  const submit = async (name, path, form) => {
     busy = true;
     clearError();
     input.disabled = true;
     zone.setAttribute("aria-disabled", "true");
     status.hidden = false;
     progress.value = 0;
-    progressText.textContent = `Uploading ${file.name}…`;
+    progressText.textContent = `Uploading ${name}…`;
     try {
-      const result = await upload(`/cases/${page.caseId}/searches`, options.form(file), {
+      const result = await upload(path, form, {
         onProgress: (fraction) => {
           if (fraction === null) return;
           progress.value = Math.round(fraction * 100);
-          progressText.textContent = `Uploading ${file.name}: ${Math.round(fraction * 100)}%`;
+          progressText.textContent = `Uploading ${name}: ${Math.round(fraction * 100)}%`;
         },
         onSent: () => {
           progress.removeAttribute("value"); // indeterminate while the server works
@@ -100,6 +115,7 @@ export function searchPanel(page) {
     options.element,
     zone,
     status,
+    inboxList(page, searchWith),
   );
 }
 
@@ -159,9 +175,10 @@ function searchOptions(maxCandidates, casePrior) {
   return {
     element,
     valid: () => [k, spacing, ...evidence.inputs].every((input) => input.reportValidity()),
+    /** The options as a search's form, with the file to search with, if it is uploaded. */
     form(file) {
       const form = new FormData();
-      form.append("file", file, file.name);
+      if (file) form.append("file", file, file.name);
       form.append("k", k.value);
       if (spacing.value) form.append("pixel_spacing_mm", spacing.value);
       if (side.value) form.append("side", side.value);

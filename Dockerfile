@@ -1,4 +1,5 @@
-# One image for the API, the worker and training: `radmatch serve | worker | train`.
+# One image for the API, the DICOM receiver, the worker and training:
+# `radmatch serve | dicom-listen | worker | train`.
 #
 # A slim Python base is enough on GPU hosts: PyPI's Linux torch wheels bundle the CUDA runtime
 # libraries, and the `gpu` extra brings FAISS's GPU build with its own. The host needs only the
@@ -22,6 +23,7 @@ COPY pyproject.toml README.md ./
 # hadolint ignore=DL3013
 RUN pip install --no-cache-dir ".[${FAISS_EXTRA}]"
 COPY app ./app
+COPY cli ./cli
 COPY model ./model
 COPY training ./training
 COPY migrations ./migrations
@@ -49,7 +51,8 @@ USER 10001:10001
 # Declared after /data is created and chowned: a new named volume copies the image's /data,
 # owner included, so the non-root user can write to it.
 VOLUME ["/data"]
-EXPOSE 8000
+# The API, and the DICOM receiver (`radmatch dicom-listen`).
+EXPOSE 8000 11112
 
 # The service loads its model and index before /readyz answers 200; start-period covers that.
 HEALTHCHECK --interval=30s --timeout=10s --start-period=120s --retries=3 \

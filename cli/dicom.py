@@ -90,7 +90,7 @@ def _listen(args: argparse.Namespace) -> int:
 
 def _add_source(args: argparse.Namespace) -> int:
     from app.core.errors import ClientError
-    from app.dicom.intake import Destination
+    from app.dicom.arrival import Destination
     from app.dicom.sources import register_source
 
     with database_sessions("dicom-sources add", load_settings()).begin() as session:

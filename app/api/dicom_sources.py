@@ -8,7 +8,7 @@ from app.api import API_PREFIX
 from app.api.deps import AdminKey, PathId, ServiceDep
 from app.api.schemas.common import refusals
 from app.api.schemas.dicom import DicomSourceCreate, DicomSourceOut
-from app.dicom.intake import Destination
+from app.dicom.arrival import Destination
 from app.dicom.sources import live_sources, register_source, revoke_source
 from app.storage.tables import DicomSource
 

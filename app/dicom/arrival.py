@@ -1,4 +1,4 @@
-"""How a radiograph came in, for its row and the audit log."""
+"""How a radiograph came in, for its row and the audit log, and where it goes."""
 
 from __future__ import annotations
 
@@ -19,3 +19,21 @@ class Arrival:
     @property
     def audit_details(self) -> dict[str, Any]:
         return {"via": self.via, "sender": self.sender}
+
+
+@dataclass(frozen=True)
+class Destination:
+    """Where received radiographs go: a case's inbox (the unknown person's images), or the gallery
+    (known people's, grouped by PatientID under `issuer` unless an object names its own)."""
+
+    case_id: int | None = None
+    issuer: str | None = None
+
+    def __post_init__(self) -> None:
+        if (self.case_id is None) == (self.issuer is None):
+            raise ValueError("a destination is a case's inbox or the gallery under an issuer")
+
+    def describe(self) -> str:
+        if self.case_id is not None:
+            return f"the inbox of case {self.case_id}"
+        return f"the gallery (PatientIDs issued by {self.issuer})"

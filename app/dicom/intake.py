@@ -12,7 +12,7 @@ from sqlalchemy import select
 
 from app.core.errors import ClientError, Conflict
 from app.core.metrics import Metrics
-from app.dicom.arrival import Arrival
+from app.dicom.arrival import Arrival, Destination
 from app.dicom.inbox import receive_for_case
 from app.dicom.objects import (
     CANNOT_UNDERSTAND,
@@ -27,24 +27,6 @@ from app.gallery.people import add_person
 from app.serving.matcher import Matcher
 from app.storage.records import Records
 from app.storage.tables import Image, Person
-
-
-@dataclass(frozen=True)
-class Destination:
-    """Where received radiographs go: a case's inbox (the unknown person's images), or the gallery
-    (known people's, grouped by PatientID under `issuer` unless an object names its own)."""
-
-    case_id: int | None = None
-    issuer: str | None = None
-
-    def __post_init__(self) -> None:
-        if (self.case_id is None) == (self.issuer is None):
-            raise ValueError("a destination is a case's inbox or the gallery under an issuer")
-
-    def describe(self) -> str:
-        if self.case_id is not None:
-            return f"the inbox of case {self.case_id}"
-        return f"the gallery (PatientIDs issued by {self.issuer})"
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from sqlalchemy import func, select
 from tqdm import tqdm
 
 from app.core.metrics import Metrics
-from app.dicom.arrival import Arrival
-from app.dicom.intake import Destination, receive
+from app.dicom.arrival import Arrival, Destination
+from app.dicom.intake import receive
 from app.dicom.objects import OUT_OF_RESOURCES, Refused
 from app.serving.matcher import Matcher
 from app.storage.records import Records

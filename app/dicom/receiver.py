@@ -28,8 +28,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from app.core.config import Settings
 from app.core.errors import ClientError
 from app.core.metrics import Metrics
-from app.dicom.arrival import Arrival
-from app.dicom.intake import Destination, Received, receive
+from app.dicom.arrival import Arrival, Destination
+from app.dicom.intake import Received, receive
 from app.dicom.objects import OUT_OF_RESOURCES, Refused
 from app.dicom.sources import destination_of, normal_ae_title, source_for
 from app.serving.matcher import Matcher, StartupError

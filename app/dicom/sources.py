@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from app.audit.entries import record_entry
 from app.cases.service import live_case
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.dicom.intake import Destination
+from app.dicom.arrival import Destination
 from app.storage.tables import DicomSource, utcnow
 
 AE_TITLE_MAX = 16

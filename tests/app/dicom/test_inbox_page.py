@@ -11,8 +11,8 @@ import numpy as np
 from playwright.sync_api import Page, expect
 
 from app.core.config import Settings
-from app.dicom.arrival import Arrival
-from app.dicom.intake import Destination, receive
+from app.dicom.arrival import Arrival, Destination
+from app.dicom.intake import receive
 from app.serving.service import Service
 from tests.app.test_web_page import SCREENSHOTS, SQLITE, browser, images_loaded, page, sign_in
 from tests.support.images import phantom_dicom

@@ -18,8 +18,8 @@ from pydicom.uid import ImplicitVRLittleEndian
 from sqlalchemy import select
 
 from app.core.config import Settings
-from app.dicom.arrival import Arrival
-from app.dicom.intake import Destination, receive
+from app.dicom.arrival import Arrival, Destination
+from app.dicom.intake import receive
 from app.dicom.objects import (
     CANNOT_UNDERSTAND,
     DATASET_DOES_NOT_MATCH,

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from app.core.config import Settings
-from app.dicom.arrival import Arrival
-from app.dicom.intake import Destination, receive
+from app.dicom.arrival import Arrival, Destination
+from app.dicom.intake import receive
 from app.serving.service import Service
 from tests.support.images import phantom_dicom
 from tests.support.servers import Server

@@ -25,6 +25,8 @@ from app.api import (
     calibrations,
     cases,
     dicom_sources,
+    dicomweb,
+    dicomweb_servers,
     health,
     images,
     inbox,
@@ -34,6 +36,7 @@ from app.api import (
 )
 from app.core.errors import ClientError, TooLarge
 from app.core.metrics import Metrics
+from app.dicom import stow
 from app.serving.service import Service
 
 log = logging.getLogger("radmatch")
@@ -63,7 +66,8 @@ class LimitRequestBody:
     """Refuses a request body over the limit before it is read whole: at once when its declared
     Content-Length is too large, else by counting the body as it streams in, so that a chunked
     upload (no Content-Length) is cut off at the limit too. Uploads (multipart/form-data) may be
-    RADMATCH_MAX_UPLOAD_BYTES plus the form around the file; any other body OTHER_BODY_LIMIT."""
+    RADMATCH_MAX_UPLOAD_BYTES plus the form around the file, STOW-RS bodies (multipart/related)
+    several instances of that size (app.dicom.stow.body_limit); any other body OTHER_BODY_LIMIT."""
 
     def __init__(self, app: ASGIApp, max_upload_bytes: int):
         self.app = app
@@ -71,7 +75,13 @@ class LimitRequestBody:
 
     def _limit(self, headers: Headers) -> tuple[int, str]:
         """The body limit for this request, and how a refusal explains it."""
-        if headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        content_type = headers.get("content-type", "").lower()
+        if content_type.startswith("multipart/related"):  # STOW-RS: several DICOM instances
+            return stow.body_limit(self.max_upload_bytes), (
+                f"a STOW-RS request holds at most {stow.INSTANCES_PER_REQUEST} instances of "
+                f"RADMATCH_MAX_UPLOAD_BYTES ({self.max_upload_bytes} bytes) each"
+            )
+        if content_type.startswith("multipart/form-data"):
             return self.max_upload_bytes + MULTIPART_OVERHEAD, (
                 f"uploads are limited to {self.max_upload_bytes} bytes (RADMATCH_MAX_UPLOAD_BYTES)"
             )
@@ -138,6 +148,8 @@ def create_app(service: Service) -> FastAPI:
         admin.router,
         calibrations.router,
         dicom_sources.router,
+        dicomweb.router,
+        dicomweb_servers.router,
         health.router,
     ):
         app.include_router(router)

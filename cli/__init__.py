@@ -6,10 +6,10 @@ from __future__ import annotations
 import argparse
 
 from app.core.allocator import limit_heap_growth
-from cli import audit, cohorts, database, demo, dicom, gallery, keys, service
+from cli import audit, cohorts, database, demo, dicom, dicomweb, gallery, keys, service
 
 # In the order `radmatch --help` lists them.
-COMMAND_GROUPS = (cohorts, service, database, keys, audit, gallery, dicom, demo)
+COMMAND_GROUPS = (cohorts, service, database, keys, audit, gallery, dicom, dicomweb, demo)
 
 
 def main(argv: list[str] | None = None) -> int:

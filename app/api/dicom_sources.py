@@ -16,7 +16,10 @@ router = APIRouter(prefix=f"{API_PREFIX}/admin/dicom", tags=["admin"], responses
 
 
 @router.post(
-    "/sources", status_code=201, response_model=DicomSourceOut, responses=refusals(404, 409, 422)
+    "/sources",
+    status_code=201,
+    response_model=DicomSourceOut,
+    responses=refusals(400, 404, 409, 422),
 )
 def add_source(body: DicomSourceCreate, service: ServiceDep, key: AdminKey) -> DicomSource:
     """Allow a calling AE title to send; its images go to a case's inbox or to the gallery."""

@@ -46,11 +46,18 @@ def _calibrate_model(service: Service, job: RunningJob) -> dict[str, Any]:
     return calibrate_model(service, job)
 
 
+def _pull_from_server(service: Service, job: RunningJob) -> dict[str, Any]:
+    from app.jobs.pull import pull_from_server  # the DICOMweb client loads when a pull runs
+
+    return pull_from_server(service, job)
+
+
 KINDS: dict[str, Handler] = {
     "index_rebuild": rebuild_index,
     "model_activation": activate_model,
     "training": _train_model,
     "calibration": _calibrate_model,
+    "dicomweb_pull": _pull_from_server,
 }
 
 

@@ -29,10 +29,19 @@ def load_settings() -> Settings:
 def open_service(
     command: str, settings: Settings, with_index: bool, with_model: bool = True
 ) -> Service:
+    import tempfile
+
     from app.serving.matcher import StartupError
     from app.serving.service import Service
     from app.storage.database import SchemaOutOfDate
 
+    # The process's temporary files (python-multipart's, pydicom's, our own) go to the data
+    # directory: a process that serves the case database writes nowhere else.
+    try:
+        settings.scratch_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SystemExit(f"radmatch {command}: cannot use the data directory: {error}") from None
+    tempfile.tempdir = str(settings.scratch_dir)
     try:
         return Service.open(settings, with_index=with_index, with_model=with_model)
     except (SchemaOutOfDate, StartupError) as error:

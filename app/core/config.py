@@ -83,3 +83,10 @@ class Settings(BaseSettings):
     @property
     def index_dir(self) -> Path:
         return self.data_dir / "index"
+
+    @property
+    def scratch_dir(self) -> Path:
+        """Where a radmatch process keeps its temporary files (uploads and STOW-RS bodies while
+        they arrive, an export while it is zipped): radiographs are never written outside the
+        data directory, and a full or read-only /tmp cannot fail a request."""
+        return self.data_dir / "scratch"

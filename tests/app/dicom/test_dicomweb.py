@@ -624,3 +624,48 @@ def test_a_kill_during_stow_rs_loses_nothing_acknowledged(
     problems = load_bench("crash_harness").store_and_row_problems(sessions, originals)
     engine.dispose()
     assert problems == []
+
+
+@pytest.mark.slow
+def test_a_killed_pull_resumes_with_every_radiograph_in_once(
+    shared_server, orthanc: Orthanc, tag, tmp_path
+) -> None:
+    """`radmatch pull` killed (SIGKILL) part-way: what it committed stays whole, and pulling again
+    brings in the rest, each radiograph once, with no original or row left half-done."""
+    patient = f"KILL-{tag}"
+    radiographs = [radiograph(f"kill-pull-{tag}-{n}", patient) for n in range(24)]
+    for data in radiographs:
+        orthanc.upload(data)
+    name = f"kill-{tag}"
+    body = {"name": name, "base_url": orthanc.dicomweb_url, "issuer": "KILLHOSP"}
+    with shared_server.admin() as client:
+        assert client.post(f"{API}/admin/dicomweb/servers", json=body).status_code == 201
+    command = [sys.executable, "-m", "cli", "pull", "--server", name, "--patient-id", patient]
+    env = {**shared_server.env, "PYTHONPATH": str(REPO)}
+    pulling = subprocess.Popen(command, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+    ref = f"KILLHOSP:{patient}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and pulling.poll() is None:
+        found = person(shared_server, ref)
+        if found is not None and len(found["images"]) >= 3:
+            break
+        time.sleep(0.05)
+    pulling.kill()
+    pulling.wait()
+    stored_before = len(person(shared_server, ref)["images"])
+    assert 3 <= stored_before < len(radiographs), f"the kill came too late: {stored_before}"
+
+    resumed = run_cli(shared_server, tmp_path, "pull", "--server", name, "--patient-id", patient)
+
+    assert resumed.returncode == 0, resumed.stderr
+    after = person(shared_server, ref)
+    assert sop_uids(after) == sorted(uids(data).SOPInstanceUID for data in radiographs)
+    engine = make_engine(shared_server.env["RADMATCH_DATABASE_URL"])
+    try:
+        originals = Path(shared_server.env["RADMATCH_DATA_DIR"]) / "originals"
+        problems = load_bench("crash_harness").store_and_row_problems(
+            session_factory(engine), originals
+        )
+    finally:
+        engine.dispose()
+    assert problems == []

@@ -58,7 +58,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.serving.index import VectorIndex, check_consistency, snapshot_path
 from app.storage.database import make_engine, session_factory
-from app.storage.tables import AuditEntry, Embedding, Image, ModelVersion, Search
+from app.storage.tables import AuditEntry, Embedding, Image, InboxItem, ModelVersion, Search
 from tests.support.images import phantom_dicom, png_bytes
 from tests.support.servers import Server, prepare_database, seeded_checkpoint, service_env
 
@@ -522,7 +522,7 @@ def store_and_row_problems(
     """("orphan_files" or "orphan_rows", what) for every file in the originals store that no row
     needs (and every temporary file or unsettled marker), and every row that lacks what it needs:
     an image (not purged) its original, a live image a live embedding of the active model or its
-    upload audit entry, a search its query original or its audit entry."""
+    upload audit entry, a search its query original or its audit entry, an inbox item its original."""
     files: set[str] = set()
     strays: list[str] = []
     if originals.is_dir():
@@ -541,6 +541,7 @@ def store_and_row_problems(
         active = session.scalar(select(ModelVersion.id).where(ModelVersion.active))
         kept = set(session.scalars(select(Image.sha256).where(Image.original_purged_at.is_(None))))
         queries = set(session.scalars(select(Search.query_sha256)))
+        received = set(session.scalars(select(InboxItem.sha256)))
         embedded = select(Embedding.image_id).where(
             Embedding.model_version_id == active, Embedding.removed_generation.is_(None)
         )
@@ -563,12 +564,16 @@ def store_and_row_problems(
         ).all()
     problems = [
         ("orphan_files", f"original {name[:12]} is needed by no row")
-        for name in sorted(files - kept - queries)
+        for name in sorted(files - kept - queries - received)
     ]
     problems += [("orphan_files", stray) for stray in strays]
     problems += [
         ("orphan_rows", f"an image's original {sha[:12]} is missing")
         for sha in sorted(kept - files)
+    ]
+    problems += [
+        ("orphan_rows", f"an inbox item's original {sha[:12]} is missing")
+        for sha in sorted(received - files)
     ]
     problems += [
         ("orphan_rows", f"a search's query {sha[:12]} is missing")

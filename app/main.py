@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 import uuid
 from contextlib import asynccontextmanager
@@ -20,6 +21,7 @@ from starlette.datastructures import Headers
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from app.access.throttle import FailedKeyLimiter
 from app.api import (
     admin,
     calibrations,
@@ -27,6 +29,7 @@ from app.api import (
     dicom_sources,
     dicomweb,
     dicomweb_servers,
+    docs,
     health,
     images,
     inbox,
@@ -34,6 +37,7 @@ from app.api import (
     people,
     searches,
 )
+from app.api.headers import SecurityHeaders
 from app.core.errors import ClientError, TooLarge
 from app.core.metrics import Metrics
 from app.dicom import stow
@@ -120,7 +124,7 @@ class LimitRequestBody:
 
 class AsciiJSONResponse(JSONResponse):
     def render(self, content: Any) -> bytes:
-        return json.dumps(content, separators=(",", ":")).encode("ascii")
+        return json.dumps(content, separators=(",", ":"), allow_nan=False).encode("ascii")
 
 
 def create_app(service: Service) -> FastAPI:
@@ -136,8 +140,15 @@ def create_app(service: Service) -> FastAPI:
         summary="Forensic radiograph matching: rank known people for an unknown person's radiograph",
         version="1",
         lifespan=lifespan,
+        # Served by app.api.docs, from the service's own files and behind a key.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
     )
     app.state.service = service
+    app.state.key_limiter = FailedKeyLimiter(
+        service.settings.key_failures_allowed, service.settings.key_failure_window_seconds
+    )
     for router in (
         people.router,
         images.router,
@@ -150,11 +161,12 @@ def create_app(service: Service) -> FastAPI:
         dicom_sources.router,
         dicomweb.router,
         dicomweb_servers.router,
-        health.router,
+        health.probes(service.settings.open_endpoints),
     ):
         app.include_router(router)
 
     app.mount("/static", StaticFiles(directory=WEB / "static"), name="static")
+    docs.serve_docs(app, service.settings.open_endpoints)
 
     @app.get("/", include_in_schema=False)
     def page() -> FileResponse:
@@ -163,6 +175,7 @@ def create_app(service: Service) -> FastAPI:
     # Added before the measuring middleware so that it runs inside it: refusals are counted too.
     app.add_middleware(LimitRequestBody, max_upload_bytes=service.settings.max_upload_bytes)
     _measure_requests(app, service.metrics)
+    app.add_middleware(SecurityHeaders)
     for error_type, handler in ERROR_HANDLERS.items():
         app.add_exception_handler(error_type, handler)
     return app
@@ -183,7 +196,20 @@ def _measure_requests(app: FastAPI, metrics: Metrics) -> None:
 async def _invalid_request(_: Request, error: RequestValidationError) -> JSONResponse:
     # FastAPI's own answer, but in ASCII: the errors echo the input, which may hold
     # characters that UTF-8 cannot encode (a lone surrogate escape in JSON).
-    return AsciiJSONResponse({"detail": jsonable_encoder(error.errors())}, status_code=422)
+    return AsciiJSONResponse({"detail": _finite(jsonable_encoder(error.errors()))}, status_code=422)
+
+
+def _finite(value: Any) -> Any:
+    """The echoed input with NaN and the infinities as strings: Python's JSON parser accepts them
+    in a request, but bare NaN or Infinity in the answer is not JSON, and strict clients fail
+    on the whole refusal."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite(item) for item in value]
+    return value
 
 
 async def _client_error(_: Request, error: ClientError) -> JSONResponse:

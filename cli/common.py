@@ -31,6 +31,7 @@ def open_service(
 ) -> Service:
     import tempfile
 
+    from app.audit.entries import command_line_actor
     from app.serving.matcher import StartupError
     from app.serving.service import Service
     from app.storage.database import SchemaOutOfDate
@@ -43,7 +44,12 @@ def open_service(
         raise SystemExit(f"radmatch {command}: cannot use the data directory: {error}") from None
     tempfile.tempdir = str(settings.scratch_dir)
     try:
-        return Service.open(settings, with_index=with_index, with_model=with_model)
+        return Service.open(
+            settings,
+            with_index=with_index,
+            with_model=with_model,
+            started_by=command_line_actor(f"radmatch {command}"),
+        )
     except (SchemaOutOfDate, StartupError) as error:
         raise SystemExit(f"radmatch {command}: {error}") from None
 

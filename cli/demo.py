@@ -181,9 +181,10 @@ def _step(title: str) -> None:
 
 def _new_key(settings: Settings, role: str, name: str) -> str:
     from app.access.keys import create_key
+    from app.audit.entries import command_line_actor
 
     with database_sessions("demo", settings).begin() as session:
-        _, key = create_key(session, name, role)
+        _, key = create_key(session, name, role, by=command_line_actor("radmatch demo"))
     return key
 
 

@@ -89,6 +89,7 @@ def _listen(args: argparse.Namespace) -> int:
 
 
 def _add_source(args: argparse.Namespace) -> int:
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.arrival import Destination
     from app.dicom.sources import register_source
@@ -104,6 +105,7 @@ def _add_source(args: argparse.Namespace) -> int:
                 destination=Destination(case_id=case_id, issuer=args.issuer),
                 description=args.description,
                 key_id=None,
+                by=command_line_actor("radmatch dicom-sources add"),
             )
         except ClientError as error:
             raise SystemExit(f"radmatch dicom-sources add: {error.message}") from None
@@ -133,12 +135,18 @@ def _list_sources(args: argparse.Namespace) -> int:
 
 
 def _revoke_source(args: argparse.Namespace) -> int:
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.sources import revoke_source
 
     with database_sessions("dicom-sources revoke", load_settings()).begin() as session:
         try:
-            source = revoke_source(session, source_id=args.id, key_id=None)
+            source = revoke_source(
+                session,
+                source_id=args.id,
+                key_id=None,
+                by=command_line_actor("radmatch dicom-sources revoke"),
+            )
         except ClientError as error:
             raise SystemExit(f"radmatch dicom-sources revoke: {error.message}") from None
     print(f"revoked {source.id} ({source.ae_title})")

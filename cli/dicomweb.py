@@ -45,6 +45,7 @@ def add_commands(commands: Subcommands) -> None:
 
 
 def _add(args: argparse.Namespace) -> int:
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.servers import public_auth, register_server
 
@@ -58,6 +59,7 @@ def _add(args: argparse.Namespace) -> int:
                 auth=auth,
                 issuer=args.issuer,
                 key_id=None,
+                by=command_line_actor("radmatch dicomweb-servers add"),
             )
             done = (
                 f"registered {server.name} at {server.base_url} (PatientIDs of {server.issuer}, "
@@ -109,12 +111,18 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _remove(args: argparse.Namespace) -> int:
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.servers import remove_server
 
     try:
         with database_sessions("dicomweb-servers remove", load_settings()).begin() as session:
-            server = remove_server(session, name=args.name, key_id=None)
+            server = remove_server(
+                session,
+                name=args.name,
+                key_id=None,
+                by=command_line_actor("radmatch dicomweb-servers remove"),
+            )
             done = f"removed {server.name} ({server.base_url})"
     except ClientError as error:
         raise SystemExit(f"radmatch dicomweb-servers remove: {error.message}") from None
@@ -125,6 +133,7 @@ def _remove(args: argparse.Namespace) -> int:
 def _pull(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.pull import pull_patient
 
@@ -144,6 +153,7 @@ def _pull(args: argparse.Namespace) -> int:
             server_name=args.server,
             patient_id=args.patient_id,
             key_id=None,
+            by=command_line_actor("radmatch pull"),
             progress=progress,
         )
     except ClientError as error:

@@ -70,6 +70,7 @@ def add_commands(commands: Subcommands) -> None:
 
 def ingest(settings: Settings, records: Sequence[ImageRecord], baseline_only: bool) -> None:
     """Add the records' people and images that the case database lacks; print how many."""
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.gallery.bulk import ingest_images
     from training.protocol import split_gallery_queries
@@ -84,6 +85,7 @@ def ingest(settings: Settings, records: Sequence[ImageRecord], baseline_only: bo
             matcher=service.matcher,
             metrics=service.metrics,
             images=[bulk_image(record) for record in records],
+            by=command_line_actor("radmatch ingest"),
         )
     except ClientError as error:
         raise SystemExit(f"radmatch ingest: {error.message}") from None

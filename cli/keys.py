@@ -23,9 +23,12 @@ def add_commands(commands: Subcommands) -> None:
 
 def _create(args: argparse.Namespace) -> int:
     from app.access.keys import create_key
+    from app.audit.entries import command_line_actor
 
     with database_sessions("keys create", load_settings()).begin() as session:
-        row, key = create_key(session, args.name, args.role)
+        row, key = create_key(
+            session, args.name, args.role, by=command_line_actor("radmatch keys create")
+        )
     print(f"created {row.role} key {row.id} for {row.name!r}; it is shown only now:")
     print(key)
     return 0
@@ -45,10 +48,11 @@ def _list(args: argparse.Namespace) -> int:
 
 def _revoke(args: argparse.Namespace) -> int:
     from app.access.keys import revoke_key
+    from app.audit.entries import command_line_actor
 
     with database_sessions("keys revoke", load_settings()).begin() as session:
         try:
-            row = revoke_key(session, args.id)
+            row = revoke_key(session, args.id, by=command_line_actor("radmatch keys revoke"))
         except LookupError as error:
             raise SystemExit(f"radmatch keys revoke: {error}") from None
     print(f"revoked key {row.id} ({row.name!r})")

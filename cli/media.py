@@ -21,6 +21,7 @@ def ingest_media(
 ) -> int:
     """Exit status 0 once every file was read, whatever was refused; a run that cannot start,
     or that a transient refusal stops (no active model, a full disk), exits with the reason."""
+    from app.audit.entries import command_line_actor
     from app.core.errors import ClientError
     from app.dicom.media import MediaError, dicomdir_media, folder_media
     from app.dicom.media import ingest_media as ingest
@@ -41,6 +42,7 @@ def ingest_media(
             media=media,
             issuer=issuer,
             max_bytes=settings.max_upload_bytes,
+            by=command_line_actor("radmatch ingest"),
         )
     except ClientError as error:
         raise SystemExit(f"radmatch ingest: {error.message}") from None

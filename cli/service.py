@@ -46,10 +46,24 @@ def _serve(args: argparse.Namespace) -> int:
             target=Worker(service).run, args=(stop,), name="worker", daemon=True
         ).start()
     try:
-        uvicorn.run(create_app(service), host=args.host, port=args.port)
+        uvicorn.run(create_app(service), host=args.host, port=args.port, log_config=_log_config())
     finally:
         stop.set()
     return 0
+
+
+def _log_config() -> dict:
+    """uvicorn's logging, with keys kept out of its access log (app.access.log_redaction)."""
+    import copy
+
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config.setdefault("filters", {})["redact_keys"] = {
+        "()": "app.access.log_redaction.RedactAccessLog"
+    }
+    config["loggers"]["uvicorn.access"]["filters"] = ["redact_keys"]
+    return config
 
 
 def _worker(args: argparse.Namespace) -> int:

@@ -15,6 +15,7 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps
 
+from model.completeness import check_png_complete, check_tiff_complete
 from model.image import (
     CorruptImage,
     DecodedImage,
@@ -59,6 +60,10 @@ def decode_raster(data: bytes, fmt: str, limits: DecodeLimits) -> DecodedImage:
         raise MultiFrameImage(f"{label} holds {frames} frames; upload a single radiograph")
     width, height = image.size
     check_dimensions(width, height, limits)
+    if fmt == "png":
+        check_png_complete(data)
+    elif fmt == "tiff":
+        check_tiff_complete(image)
     pixels, bits = _load_grey(image, label)
     return DecodedImage(
         pixels=pixels,

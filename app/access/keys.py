@@ -21,8 +21,11 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
-    """A new key row and the key itself, which is not stored anywhere."""
+def create_key(
+    session: Session, name: str, role: str, *, by: dict[str, str] | None = None
+) -> tuple[ApiKey, str]:
+    """A new key row and the key itself, which is not stored anywhere; `by` is who created it
+    from the command line (app.audit.entries.command_line_actor)."""
     if role not in ROLES:
         raise ValueError(f"unknown role {role!r}; choose {' or '.join(ROLES)}")
     if not name.strip():
@@ -38,6 +41,7 @@ def create_key(session: Session, name: str, role: str) -> tuple[ApiKey, str]:
         target_type="api_key",
         target_id=row.id,
         details={"name": row.name, "role": role},
+        by=by,
     )
     return row, key
 
@@ -53,13 +57,18 @@ def authenticate(session: Session, key: str) -> ApiKey | None:
     return row if hmac.compare_digest(row.key_hash, _hash(key)) else None
 
 
-def revoke_key(session: Session, key_id: int) -> ApiKey:
+def revoke_key(session: Session, key_id: int, *, by: dict[str, str] | None = None) -> ApiKey:
     row = session.get(ApiKey, key_id)
     if row is None:
         raise LookupError(f"no key with id {key_id}")
     if row.revoked_at is None:
         row.revoked_at = utcnow()
         record_entry(
-            session, action="key.revoke", target_type="api_key", target_id=row.id, details={}
+            session,
+            action="key.revoke",
+            target_type="api_key",
+            target_id=row.id,
+            details={},
+            by=by,
         )
     return row

@@ -25,7 +25,7 @@ from app.api.schemas.common import NoNul, refusals
 from app.core.errors import NotFound, Unprocessable
 from app.evidence.calibrations import newest_row, summary
 from app.jobs.queue import enqueue, request_cancel
-from app.serving.model_versions import register
+from app.serving.model_versions import register, registrable_checkpoint
 from app.serving.service import Service
 from app.storage.tables import Embedding, Job, ModelVersion
 from model.checkpoint import CheckpointError
@@ -77,10 +77,22 @@ def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> d
     manifest = body.calibration_manifest
     if manifest is not None and not is_file(manifest):
         raise Unprocessable(f"no calibration manifest at {manifest!r} on the server")
+    checkpoint = registrable_checkpoint(
+        body.checkpoint_path,
+        models_dir=service.settings.registrable_models_dir,
+        max_bytes=service.settings.max_checkpoint_bytes,
+    )
+    # torch's refusal quotes the file (its first byte: "Unsupported operand 37"): an admin
+    # learns what the file is not, never what is in it.
     try:
-        model = EmbeddingModel.load(Path(body.checkpoint_path), "cpu")
-    except (CheckpointError, OSError) as error:
-        raise Unprocessable(f"cannot register {body.checkpoint_path!r}: {error}") from None
+        model = EmbeddingModel.load(checkpoint, "cpu")
+    except CheckpointError:
+        raise Unprocessable(
+            f"{body.checkpoint_path!r} is not a radmatch checkpoint, or not the one its .sha256 "
+            f"file names"
+        ) from None
+    except OSError as error:
+        raise Unprocessable(f"cannot read {body.checkpoint_path!r}: {error.strerror}") from None
     with service.records.sessions.begin() as session:
         version = register(session, model, key.id)
         if manifest is not None:

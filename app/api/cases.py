@@ -24,7 +24,7 @@ from app.api.schemas.cases import (
     ReviewCreate,
     ReviewOut,
 )
-from app.api.schemas.common import NoNul, refusals
+from app.api.schemas.common import CASE_NUMBER_LENGTH, CaseNumber, NoNul, refusals
 from app.api.schemas.searches import SearchOut
 from app.api.searches import SearchForm, run_search
 from app.cases.report import case_report_pdf, report_filename, stored_query_preview
@@ -67,7 +67,12 @@ def list_cases(
     service: ServiceDep,
     _: AnyKey,
     status: CaseStatus | None = None,
-    number: Annotated[str | None, Query(max_length=100, description="exact match"), NoNul] = None,
+    number: Annotated[
+        str | None,
+        Query(max_length=CASE_NUMBER_LENGTH, description="exact match, after normalisation"),
+        NoNul,
+        CaseNumber,
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:

@@ -1,26 +1,28 @@
-"""Probes for orchestrators and Prometheus; no key needed, nothing private shown."""
+"""Probes for orchestrators and Prometheus: /healthz open to anyone; /readyz and /metrics need a
+key unless RADMATCH_OPEN_ENDPOINTS names them. Nothing private shown."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Response
+from collections.abc import Collection
+
+from fastapi import APIRouter, Depends, Response
+from fastapi.params import Depends as Dependency
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
-from app.api.deps import ServiceDep
+from app.api.deps import ServiceDep, current_key
 from app.serving.index import check_consistency
 
-router = APIRouter(tags=["health"])
+
+def key_unless_open(endpoint: str, open_endpoints: Collection[str]) -> list[Dependency]:
+    """The dependencies of an endpoint that needs a valid key unless the settings open it."""
+    return [] if endpoint in open_endpoints else [Depends(current_key)]
 
 
-@router.get("/healthz")
 def healthz() -> dict:
     return {"status": "alive"}
 
 
-@router.get(
-    "/readyz",
-    responses={503: {"description": "Not ready: `checks` says what is missing"}},
-)
 def readyz(service: ServiceDep) -> JSONResponse:
     checks: dict[str, object] = {}
     try:
@@ -44,6 +46,26 @@ def readyz(service: ServiceDep) -> JSONResponse:
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
 
 
-@router.get("/metrics", response_class=Response)
 def metrics(service: ServiceDep) -> Response:
     return Response(service.metrics.exposition(), media_type="text/plain; version=0.0.4")
+
+
+def probes(open_endpoints: Collection[str]) -> APIRouter:
+    """The probes' routes, each behind a key unless open_endpoints names it."""
+    router = APIRouter(tags=["health"])
+    router.add_api_route("/healthz", healthz, methods=["GET"])
+    router.add_api_route(
+        "/readyz",
+        readyz,
+        methods=["GET"],
+        responses={503: {"description": "Not ready: `checks` says what is missing"}},
+        dependencies=key_unless_open("readyz", open_endpoints),
+    )
+    router.add_api_route(
+        "/metrics",
+        metrics,
+        methods=["GET"],
+        response_class=Response,
+        dependencies=key_unless_open("metrics", open_endpoints),
+    )
+    return router

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Response
+from fastapi import APIRouter, Query, Request, Response
 
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, DeletionReason, PathId, ServiceDep
+from app.api.headers import ORIGINAL_CACHING, tagged_content
 from app.api.schemas.common import Deleted, refusals
 from app.api.schemas.people import ImageOut
 from app.gallery.deletion import delete_image
@@ -35,15 +36,18 @@ def get_image(image_id: PathId, service: ServiceDep, _: AnyKey) -> Image:
         **refusals(404, 410),
     },
 )
-def get_original(image_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
+@router.head("/images/{image_id}/original", include_in_schema=False)
+def get_original(image_id: PathId, request: Request, service: ServiceDep, _: AnyKey) -> Response:
     with service.records.sessions() as session:
         image = live_image(session, image_id)
-    return Response(
-        original_bytes(service.records, image),
+    return tagged_content(
+        request,
+        tag=image.sha256,
+        body=lambda: original_bytes(service.records, image),
         media_type=MEDIA_TYPES[image.format],
         headers={
+            **ORIGINAL_CACHING,
             "Content-Disposition": f'attachment; filename="{image.sha256}.{FILE_SUFFIXES[image.format]}"',
-            "ETag": f'"{image.sha256}"',
         },
     )
 
@@ -56,16 +60,20 @@ def get_original(image_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
         **refusals(404, 410),
     },
 )
+@router.head("/images/{image_id}/preview.png", include_in_schema=False)
 def get_preview(
     image_id: PathId,
+    request: Request,
     service: ServiceDep,
     _: AnyKey,
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
 ) -> Response:
     with service.records.sessions() as session:
         image = live_image(session, image_id)
-    return Response(
-        preview_png(service.matcher, original_bytes(service.records, image), size),
+    return tagged_content(
+        request,
+        tag=f"{image.sha256}.{size}",
+        body=lambda: preview_png(service.matcher, original_bytes(service.records, image), size),
         media_type="image/png",
         headers=PREVIEW_CACHING,
     )

@@ -11,7 +11,15 @@ from sqlalchemy import select
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, AnyKey, DeletionReason, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
-from app.api.schemas.common import Deleted, NoNul, Sex, Side, refusals
+from app.api.schemas.common import (
+    EXTERNAL_REF_LENGTH,
+    Deleted,
+    ExternalRef,
+    NoNul,
+    Sex,
+    Side,
+    refusals,
+)
 from app.api.schemas.people import (
     Appearance,
     ImageOut,
@@ -44,7 +52,10 @@ def list_people(
     limit: Limit = 50,
     offset: Offset = 0,
     external_ref: Annotated[
-        str | None, Query(max_length=200, description="exact match"), NoNul
+        str | None,
+        Query(max_length=EXTERNAL_REF_LENGTH, description="exact match, after normalisation"),
+        NoNul,
+        ExternalRef,
     ] = None,
     sex: Sex | None = None,
     birth_year_min: Annotated[int | None, Query(ge=1850, le=2100)] = None,

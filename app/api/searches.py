@@ -6,10 +6,11 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, File, Form, Query, Response, UploadFile
+from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, UploadFile
 
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, PathId, ServiceDep
+from app.api.headers import ORIGINAL_CACHING, tagged_content
 from app.api.schemas.common import NoNul, Sex, Side, refusals
 from app.api.schemas.searches import RerunOut, SearchOut
 from app.api.uploads import body_part as normal_body_part
@@ -144,14 +145,15 @@ def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     return answer.as_json()
 
 
-def _query_bytes(service: Service, search_id: int) -> bytes:
+def _query_sha256(service: Service, search_id: int) -> str:
+    """The sha256 of a search's query image, which is still stored."""
     with service.records.sessions() as session:
         record = session.get(Search, search_id)
     if record is None:
         raise NotFound(f"no search with id {search_id}")
     if not service.records.originals.exists(record.query_sha256):
         raise Gone(f"the query image of search {search_id} is no longer stored")
-    return service.records.originals.read(record.query_sha256)
+    return record.query_sha256
 
 
 @router.get(
@@ -159,9 +161,19 @@ def _query_bytes(service: Service, search_id: int) -> bytes:
     response_class=Response,
     responses={200: {"content": {"application/octet-stream": {}}}, **refusals(404, 410)},
 )
-def get_query_original(search_id: PathId, service: ServiceDep, _: AnyKey) -> Response:
+@router.head("/searches/{search_id}/query", include_in_schema=False)
+def get_query_original(
+    search_id: PathId, request: Request, service: ServiceDep, _: AnyKey
+) -> Response:
     """The query image exactly as uploaded."""
-    return Response(_query_bytes(service, search_id), media_type="application/octet-stream")
+    sha256 = _query_sha256(service, search_id)
+    return tagged_content(
+        request,
+        tag=sha256,
+        body=lambda: service.records.originals.read(sha256),
+        media_type="application/octet-stream",
+        headers=ORIGINAL_CACHING,
+    )
 
 
 @router.get(
@@ -172,13 +184,19 @@ def get_query_original(search_id: PathId, service: ServiceDep, _: AnyKey) -> Res
         **refusals(404, 410),
     },
 )
+@router.head("/searches/{search_id}/query/preview.png", include_in_schema=False)
 def get_query_preview(
     search_id: PathId,
+    request: Request,
     service: ServiceDep,
     _: AnyKey,
     size: Annotated[int, Query(ge=32, le=4096, description="Longest side in pixels")] = 1024,
 ) -> Response:
-    data = _query_bytes(service, search_id)
-    return Response(
-        preview_png(service.matcher, data, size), media_type="image/png", headers=PREVIEW_CACHING
+    sha256 = _query_sha256(service, search_id)
+    return tagged_content(
+        request,
+        tag=f"{sha256}.{size}",
+        body=lambda: preview_png(service.matcher, service.records.originals.read(sha256), size),
+        media_type="image/png",
+        headers=PREVIEW_CACHING,
     )

@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=60_000_000, gt=0)
     max_search_k: int = Field(default=100, gt=0)
+    # After this many wrong API keys from one client address within the window, the address gets
+    # 429 until the window frees up (app.access.throttle: each server process counts its own).
+    key_failures_allowed: int = Field(default=10, gt=0)
+    key_failure_window_seconds: float = Field(default=60.0, gt=0)
+    # POST /admin/models registers checkpoint files from this directory only (empty:
+    # <data_dir>/models), of at most max_checkpoint_bytes; `radmatch serve`'s own checkpoint
+    # setting above may name any file.
+    models_dir: Path | None = None
+    max_checkpoint_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     # How often a server looks for images that other processes committed.
     index_sync_seconds: float = Field(default=1.0, gt=0)
     # Jobs: a running job's worker writes a heartbeat this often; a job whose heartbeat is older
@@ -59,6 +68,10 @@ class Settings(BaseSettings):
     # Whose PatientIDs received DICOM objects carry when they name no IssuerOfPatientID: gallery
     # people are "<issuer>:<PatientID>", so two hospitals' patient 123 stay two people.
     dicom_issuer: str = Field(default="LOCAL", min_length=1, max_length=64)
+    # Which of the endpoints outside /api/v1 answer without a key (/healthz always does): the
+    # orchestrator's readiness probe by default; the metrics and the API document show the
+    # service's workings, and need one unless named here, e.g. '["readyz", "metrics"]'.
+    open_endpoints: set[Literal["readyz", "metrics", "openapi"]] = {"readyz"}
 
     @property
     def sqlalchemy_url(self) -> str:
@@ -79,6 +92,10 @@ class Settings(BaseSettings):
     @property
     def originals_dir(self) -> Path:
         return self.data_dir / "originals"
+
+    @property
+    def registrable_models_dir(self) -> Path:
+        return self.models_dir or self.data_dir / "models"
 
     @property
     def index_dir(self) -> Path:

@@ -50,6 +50,16 @@ class Metrics:
             buckets=(1, 2, 4, 8, 16, 32, 64, 128),
             registry=self.registry,
         )
+        self.refused_keys = Counter(
+            "radmatch_api_keys_refused",
+            "Requests refused for a wrong or revoked API key",
+            registry=self.registry,
+        )
+        self.throttled_keys = Counter(
+            "radmatch_api_key_requests_throttled",
+            "Requests refused unchecked (429): their address sent too many wrong keys lately",
+            registry=self.registry,
+        )
 
     @contextmanager
     def timed(self, operation: str, stage: str) -> Iterator[None]:

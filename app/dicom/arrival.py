@@ -10,15 +10,18 @@ from typing import Any
 class Arrival:
     """The way in ("c-store", "stow-rs", "dicomweb-pull", "dicomdir", "dicom-folder") and who sent
     it (a calling AE title, an API key's name, a DICOMweb server, a path), with the API key where
-    there is one."""
+    there is one, or who brought it in from the command line (app.audit.entries.command_line_actor)
+    where there is none."""
 
     via: str
     sender: str
     key_id: int | None = None
+    by: dict[str, str] | None = None
 
     @property
     def audit_details(self) -> dict[str, Any]:
-        return {"via": self.via, "sender": self.sender}
+        details: dict[str, Any] = {"via": self.via, "sender": self.sender}
+        return details if self.by is None else {**details, "by": self.by}
 
 
 @dataclass(frozen=True)

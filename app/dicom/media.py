@@ -247,11 +247,12 @@ def ingest_media(
     media: Media,
     issuer: str,
     max_bytes: int,
+    by: dict[str, str] | None = None,
     progress: bool = True,
 ) -> MediaSummary:
     """Each of the media's files into the gallery, in order; files over `max_bytes` are refused
     unread. People added are those whose first image this run added (also where an interrupted
-    run created their row)."""
+    run created their row). `by`: who, from the command line."""
     matcher.require_serving()  # before the first file can create its person
     with records.sessions() as session:
         newest_before = session.scalar(select(func.max(Image.id))) or 0
@@ -260,7 +261,7 @@ def ingest_media(
         matcher=matcher,
         metrics=metrics,
         destination=Destination(issuer=issuer),
-        arrival=Arrival(media.via, str(media.root)),
+        arrival=Arrival(media.via, str(media.root), by=by),
         max_bytes=max_bytes,
         sniff=media.via == VIA_FOLDER,
     )

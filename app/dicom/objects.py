@@ -18,6 +18,8 @@ from pydicom.uid import (
     SecondaryCaptureImageStorage,
 )
 
+from app.core.identifiers import EXTERNAL_REF_LENGTH, InvalidIdentifier, normalise_identifier
+
 # The storage SOP classes of a projection radiograph. Secondary capture is how scanned films and
 # converted PNG or JPEG radiographs travel; everything else (CT, MR, mammography, reports,
 # presentation states, encapsulated documents) is refused with its name.
@@ -93,7 +95,16 @@ class DicomObject:
                 f"{self.kind} {self.sop_instance_uid} has no PatientID; the gallery groups "
                 "images into people by PatientID",
             )
-        return f"{self.issuer_of_patient_id or issuer}:{self.patient_id}"
+        try:
+            return normalise_identifier(
+                f"{self.issuer_of_patient_id or issuer}:{self.patient_id}",
+                what="IssuerOfPatientID:PatientID",
+                max_length=EXTERNAL_REF_LENGTH,
+            )
+        except InvalidIdentifier as exc:
+            raise Refused(
+                DATASET_DOES_NOT_MATCH, f"{self.kind} {self.sop_instance_uid}: {exc}"
+            ) from None
 
 
 def read_object(data: bytes) -> DicomObject:

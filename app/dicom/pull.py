@@ -113,10 +113,12 @@ def pull_patient(
     server_name: str,
     patient_id: str,
     key_id: int | None,
+    by: dict[str, str] | None = None,
     progress: Progress = lambda done, total, message: None,
 ) -> PullReport:
     """Pull every radiograph of the server's patient `patient_id` into the gallery; RemoteError
-    when the server fails us, NotFound for a server not registered."""
+    when the server fails us, NotFound for a server not registered. `by`: who, from the command
+    line."""
     patient_id = check_patient_id(patient_id)
     with records.sessions() as session:
         server = server_named(session, server_name)
@@ -127,7 +129,7 @@ def pull_patient(
     listed = remote.instances_of(patient_id, report)
     have = _pulled_before(records, f"{server.issuer}:{patient_id}")
     destination = Destination(issuer=server.issuer)
-    arrival = Arrival("dicomweb-pull", server.name, key_id)
+    arrival = Arrival("dicomweb-pull", server.name, key_id, by)
     for done, instance in enumerate(listed):
         progress(done, len(listed), f"instance {instance.sop_instance_uid}")
         if instance.sop_instance_uid in have:
@@ -157,7 +159,7 @@ def pull_patient(
             report.already_stored += 1
         report.person_ids.add(received.person_id)
     progress(len(listed), len(listed), "done")
-    _audit(records, server, report, key_id)
+    _audit(records, server, report, arrival)
     return report
 
 
@@ -202,9 +204,7 @@ def _pulled_before(records: Records, person_ref: str) -> dict[str, int]:
         return {sop_instance_uid: person_id for sop_instance_uid, person_id in rows}
 
 
-def _audit(
-    records: Records, server: DicomWebServer, report: PullReport, key_id: int | None
-) -> None:
+def _audit(records: Records, server: DicomWebServer, report: PullReport, arrival: Arrival) -> None:
     summary = report.as_json()
     summary["refused"] = len(report.refused)
     with records.sessions.begin() as session:
@@ -214,7 +214,8 @@ def _audit(
             target_type="dicomweb_server",
             target_id=server.id,
             details=summary,
-            key_id=key_id,
+            key_id=arrival.key_id,
+            by=arrival.by,
         )
 
 

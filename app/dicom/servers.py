@@ -103,6 +103,7 @@ def register_server(
     auth: dict[str, Any],
     issuer: str,
     key_id: int | None,
+    by: dict[str, str] | None = None,
 ) -> DicomWebServer:
     if not 1 <= len(issuer) <= ISSUER_MAX or not issuer.isprintable():
         raise Unprocessable(f"the issuer must be 1 to {ISSUER_MAX} printable characters")
@@ -120,7 +121,7 @@ def register_server(
         raise Conflict(
             f"a DICOMweb server named {name!r} is registered already; remove it first to change it"
         ) from None
-    _audit(session, "dicomweb.server.register", server, key_id)
+    _audit(session, "dicomweb.server.register", server, key_id, by)
     return server
 
 
@@ -135,15 +136,23 @@ def all_servers(session: Session) -> list[DicomWebServer]:
     return list(session.scalars(select(DicomWebServer).order_by(DicomWebServer.name)))
 
 
-def remove_server(session: Session, *, name: str, key_id: int | None) -> DicomWebServer:
+def remove_server(
+    session: Session, *, name: str, key_id: int | None, by: dict[str, str] | None = None
+) -> DicomWebServer:
     """Forget a server and its credentials; what was pulled from it stays."""
     server = server_named(session, name)
-    _audit(session, "dicomweb.server.remove", server, key_id)
+    _audit(session, "dicomweb.server.remove", server, key_id, by)
     session.delete(server)
     return server
 
 
-def _audit(session: Session, action: str, server: DicomWebServer, key_id: int | None) -> None:
+def _audit(
+    session: Session,
+    action: str,
+    server: DicomWebServer,
+    key_id: int | None,
+    by: dict[str, str] | None,
+) -> None:
     record_entry(
         session,
         action=action,
@@ -156,6 +165,7 @@ def _audit(session: Session, action: str, server: DicomWebServer, key_id: int | 
             "auth": public_auth(server.auth),
         },
         key_id=key_id,
+        by=by,
     )
 
 

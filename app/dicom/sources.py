@@ -46,6 +46,7 @@ def register_source(
     destination: Destination,
     description: str,
     key_id: int | None,
+    by: dict[str, str] | None = None,
 ) -> DicomSource:
     title = normal_ae_title(ae_title)
     if destination.case_id is not None:
@@ -67,16 +68,25 @@ def register_source(
             f"AE title {title!r} is registered already; revoke it first to send its images "
             "elsewhere"
         ) from None
-    _audit(session, "dicom.source.register", source, key_id, destination=destination.describe())
+    _audit(
+        session,
+        "dicom.source.register",
+        source,
+        key_id,
+        by,
+        destination=destination.describe(),
+    )
     return source
 
 
-def revoke_source(session: Session, *, source_id: int, key_id: int | None) -> DicomSource:
+def revoke_source(
+    session: Session, *, source_id: int, key_id: int | None, by: dict[str, str] | None = None
+) -> DicomSource:
     source = session.get(DicomSource, source_id)
     if source is None or source.revoked_at is not None:
         raise NotFound(f"no registered DICOM source with id {source_id}")
     source.revoked_at = utcnow()
-    _audit(session, "dicom.source.revoke", source, key_id)
+    _audit(session, "dicom.source.revoke", source, key_id, by)
     return source
 
 
@@ -98,7 +108,12 @@ def source_for(session: Session, ae_title: str) -> DicomSource | None:
 
 
 def _audit(
-    session: Session, action: str, source: DicomSource, key_id: int | None, **details: str
+    session: Session,
+    action: str,
+    source: DicomSource,
+    key_id: int | None,
+    by: dict[str, str] | None,
+    **details: str,
 ) -> None:
     record_entry(
         session,
@@ -107,4 +122,5 @@ def _audit(
         target_id=source.id,
         details={"ae_title": source.ae_title, **details},
         key_id=key_id,
+        by=by,
     )

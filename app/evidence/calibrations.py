@@ -69,7 +69,12 @@ def _stored(session: Session, condition) -> StoredCalibration | None:
 
 
 def add_calibration(
-    session: Session, *, model_version_id: int, payload: dict[str, Any], key_id: int | None
+    session: Session,
+    *,
+    model_version_id: int,
+    payload: dict[str, Any],
+    key_id: int | None,
+    by: dict[str, str] | None = None,
 ) -> ModelCalibration:
     """Store a calibration payload (training.calibration.fitting's) as the version's newest."""
     fit = payload["calibration"]
@@ -92,6 +97,7 @@ def add_calibration(
         target_type="model_version",
         target_id=model_version_id,
         details={"calibration_id": row.id, "method": row.method, "source": row.source},
+        by=by,
     )
     return row
 

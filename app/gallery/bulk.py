@@ -43,9 +43,12 @@ def ingest_images(
     matcher: Matcher,
     metrics: Metrics,
     images: Sequence[BulkImage],
+    by: dict[str, str] | None = None,
     progress: bool = True,
 ) -> IngestSummary:
-    people = _people_for(records, images)
+    """`by`: who loads the cohort from the command line (app.audit.entries.command_line_actor)."""
+    attribution = {} if by is None else {"by": by}
+    people = _people_for(records, images, attribution)
     added = existing = 0
     for image in tqdm(images, desc="ingest", unit="img", disable=not progress):
         try:
@@ -57,6 +60,7 @@ def ingest_images(
                 data=image.path.read_bytes(),
                 fields=image.fields,
                 key_id=None,
+                origin=attribution or None,
             )
         except ClientError as error:
             raise ClientError(f"{image.path}: {error.message}") from None
@@ -66,7 +70,9 @@ def ingest_images(
     return IngestSummary(new_people, added, existing)
 
 
-def _people_for(records: Records, images: Sequence[BulkImage]) -> dict[str, tuple[int, bool]]:
+def _people_for(
+    records: Records, images: Sequence[BulkImage], attribution: dict[str, dict[str, str]]
+) -> dict[str, tuple[int, bool]]:
     """Each cohort person's id in the database (external_ref = the cohort's person id), created
     when missing; with whether it was created now."""
     refs = {image.person_ref: image.sex for image in images}
@@ -86,7 +92,7 @@ def _people_for(records: Records, images: Sequence[BulkImage]) -> dict[str, tupl
                     external_ref=ref,
                     sex=sex,
                     key_id=None,
-                    audit_details={"source": "radmatch ingest"},
+                    audit_details={"source": "radmatch ingest", **attribution},
                 )
                 people[ref] = (person.id, True)
     return people

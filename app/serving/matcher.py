@@ -52,6 +52,9 @@ class Matcher:
     batcher: EmbeddingBatcher
     metrics: Metrics
     with_index: bool = True
+    # Who started this process from the command line: the registration and activation of
+    # RADMATCH_CHECKPOINT at start are theirs (app.audit.entries.command_line_actor).
+    started_by: dict[str, str] | None = None
     serving: Serving | None = None
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -106,10 +109,10 @@ class Matcher:
         model = self._load_checkpoint()
         if model is not None:
             with self.records.sessions.begin() as session:
-                version = register(session, model, key_id=None)
+                version = register(session, model, key_id=None, by=self.started_by)
                 active = active_version(session)
                 if active is None:
-                    activate(session, version, key_id=None)
+                    activate(session, version, key_id=None, by=self.started_by)
                 elif active.id != version.id:
                     log.warning(
                         "RADMATCH_CHECKPOINT is model version %d; version %d stays active "

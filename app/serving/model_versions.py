@@ -3,6 +3,7 @@ active version is the model activation job's (app/jobs/activation.py): it re-emb
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 
 from sqlalchemy import select, update
@@ -10,19 +11,28 @@ from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
 from app.core.config import Settings
+from app.core.errors import Unprocessable
 from app.evidence.calibrations import add_calibration
 from app.storage.tables import ModelVersion, utcnow
-from model.checkpoint import CheckpointError
+from model.checkpoint import CheckpointError, sha256_path
 from model.inference import EmbeddingModel
+
+# A checkpoint's .sha256 holds one line: the digest, two spaces and the file's name.
+SHA256_FILE_BYTES = 4096
 
 
 def active_version(session: Session) -> ModelVersion | None:
     return session.scalar(select(ModelVersion).where(ModelVersion.active))
 
 
-def register(session: Session, model: EmbeddingModel, key_id: int | None) -> ModelVersion:
+def register(
+    session: Session,
+    model: EmbeddingModel,
+    key_id: int | None,
+    by: dict[str, str] | None = None,
+) -> ModelVersion:
     """The version of this checkpoint, registered now unless it already was (same sha256), with
-    the calibration the checkpoint carries, if any."""
+    the calibration the checkpoint carries, if any. `by`: who, from the command line."""
     version = session.scalar(select(ModelVersion).where(ModelVersion.sha256 == model.sha256))
     if version is not None:
         return version
@@ -46,13 +56,18 @@ def register(session: Session, model: EmbeddingModel, key_id: int | None) -> Mod
         target_type="model_version",
         target_id=version.id,
         details={"sha256": model.sha256, "checkpoint": version.checkpoint_path},
+        by=by,
     )
     if calibration is not None:
-        add_calibration(session, model_version_id=version.id, payload=calibration, key_id=key_id)
+        add_calibration(
+            session, model_version_id=version.id, payload=calibration, key_id=key_id, by=by
+        )
     return version
 
 
-def activate(session: Session, version: ModelVersion, key_id: int | None) -> None:
+def activate(
+    session: Session, version: ModelVersion, key_id: int | None, by: dict[str, str] | None = None
+) -> None:
     """Make this the one active version, inside the caller's transaction."""
     previous = active_version(session)
     session.execute(update(ModelVersion).values(active=False))
@@ -68,7 +83,52 @@ def activate(session: Session, version: ModelVersion, key_id: int | None) -> Non
             "sha256": version.sha256,
             "previous_version": previous.id if previous is not None else None,
         },
+        by=by,
     )
+
+
+def registrable_checkpoint(requested: str, *, models_dir: Path, max_bytes: int) -> Path:
+    """The file an admin asked to register (a name under the models directory, or a path in
+    it), once it is known to be a regular file of at most max_bytes inside that directory, its
+    links resolved, as is the .sha256 beside it: nothing else on the server is opened (a FIFO
+    would hang the request, a device or a huge file fill its memory). Nothing is read here."""
+    root = models_dir.resolve()
+    if not root.is_dir():
+        raise Unprocessable(
+            "the server has no models directory (RADMATCH_MODELS_DIR, by default "
+            "<data directory>/models); put checkpoints there to register them"
+        )
+    checkpoint = _file_inside(root, root / requested, max_bytes, requested)
+    beside = sha256_path(checkpoint)
+    if beside.is_symlink() or beside.exists():
+        _file_inside(root, beside, SHA256_FILE_BYTES, beside.name)
+    return checkpoint
+
+
+def _file_inside(root: Path, path: Path, max_bytes: int, named: str) -> Path:
+    # Whether a file outside the directory exists is none of the caller's business: where a
+    # path leads is settled before anything there is looked at.
+    try:
+        resolved = path.resolve()
+    except (OSError, RuntimeError, ValueError):  # a name too long, a link loop, a NUL
+        raise Unprocessable(f"no file {named!r} in the models directory") from None
+    if not resolved.is_relative_to(root):
+        raise Unprocessable(
+            f"{named!r} is outside the models directory: only checkpoints there can be "
+            f"registered through the API (RADMATCH_MODELS_DIR)"
+        )
+    try:
+        status = resolved.stat()
+    except OSError:
+        raise Unprocessable(f"no file {named!r} in the models directory") from None
+    if not stat.S_ISREG(status.st_mode):
+        raise Unprocessable(f"{named!r} in the models directory is not a regular file")
+    if status.st_size > max_bytes:
+        raise Unprocessable(
+            f"{named!r} is {status.st_size} bytes, over the limit of {max_bytes} bytes "
+            f"(RADMATCH_MAX_CHECKPOINT_BYTES)"
+        )
+    return resolved
 
 
 def load_model(version: ModelVersion, settings: Settings) -> EmbeddingModel:

@@ -34,9 +34,16 @@ class Service:
     _sync_thread: threading.Thread | None = None
 
     @classmethod
-    def open(cls, settings: Settings, with_index: bool = True, with_model: bool = True) -> Service:
+    def open(
+        cls,
+        settings: Settings,
+        with_index: bool = True,
+        with_model: bool = True,
+        started_by: dict[str, str] | None = None,
+    ) -> Service:
         """A server (with an index, following the active model), a bulk loader (model, no index)
-        or a worker (neither: each job loads what it needs)."""
+        or a worker (neither: each job loads what it needs). `started_by`: who, from the command
+        line (app.audit.entries.command_line_actor), registers the configured checkpoint."""
         engine = make_engine(settings.sqlalchemy_url)
         try:
             check_schema(engine)
@@ -46,7 +53,9 @@ class Service:
         metrics = Metrics()
         records = Records(session_factory(engine), OriginalStore(settings.originals_dir))
         batcher = EmbeddingBatcher(settings.embed_batch_max, settings.embed_wait_ms / 1000, metrics)
-        matcher = Matcher(settings, records, batcher, metrics, with_index=with_index)
+        matcher = Matcher(
+            settings, records, batcher, metrics, with_index=with_index, started_by=started_by
+        )
         service = cls(settings, records, matcher, metrics)
         records.settle_abandoned()
         if with_model:

@@ -5,6 +5,7 @@ search and reproduced by its re-run; the admin's calibration, validation report 
 from __future__ import annotations
 
 from datetime import date, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -186,7 +187,9 @@ def test_an_uncalibrated_version_answers_without_evidence_until_a_refit(
 ):
     """A checkpoint without a calibration registers; its validation is 404 and says how to fit
     one; the refit job fits one on a manifest, stored as the version's calibration."""
-    checkpoint = seeded_checkpoint(tmp_path / "plain.pt")
+    models = Path(shared_server.env["RADMATCH_DATA_DIR"]) / "models"  # where the API registers from
+    models.mkdir(exist_ok=True)
+    checkpoint = seeded_checkpoint(models / "plain.pt")
     with shared_server.admin() as admin:
         version = admin.post(f"{API}/admin/models", json={"checkpoint_path": str(checkpoint)})
         assert version.status_code == 201, version.text

@@ -282,7 +282,8 @@ def test_rerun_across_model_versions(server, cohort, tmp_path):
     gallery = upload_gallery(examiner, cohort, people=2)
     query = query_of(cohort, next(iter(gallery)))
     torch.manual_seed(1)
-    other = tmp_path / "other.pt"
+    other = Path(server.env["RADMATCH_DATA_DIR"]) / "models" / "other.pt"  # where the API reads
+    other.parent.mkdir(exist_ok=True)
     save_checkpoint(other, Embedder(), Preprocessing(input_size=64), metrics={"val_mAP": 0.0})
     with server.admin() as client:
         response = client.post(f"{API}/admin/models", json={"checkpoint_path": str(other)})

@@ -8,6 +8,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas.common import (
+    CASE_NUMBER_LENGTH,
+    CaseNumber,
     OptionalText,
     Page,
     RowId,
@@ -36,7 +38,12 @@ ConclusionScale = Literal["identification", "probable", "possible", "insufficien
 class CaseCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    number: Text = Field(min_length=1, max_length=100, description="The lab's case number")
+    number: Annotated[Text, CaseNumber] = Field(
+        min_length=1,
+        max_length=CASE_NUMBER_LENGTH,
+        description="The lab's case number: compared after Unicode NFKC and with surrounding "
+        "spaces removed; case matters",
+    )
     description: Text = Field(default="", max_length=10_000)
     prior_in_gallery: PriorInGallery = None
 

@@ -7,6 +7,8 @@ from typing import Annotated, Any, Generic, Literal, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from app.core.identifiers import CASE_NUMBER_LENGTH, EXTERNAL_REF_LENGTH, normalise_identifier
+
 Sex = Literal["F", "M", "X"]
 
 
@@ -40,6 +42,24 @@ Text = Annotated[str, NoNul]
 
 
 OptionalText = Annotated[str | None, NoNul]
+
+
+def identifier(what: str, max_length: int) -> AfterValidator:
+    """Validation to an identifier's one spelling (app.core.identifiers); None passes, so that
+    optional query parameters can use it."""
+
+    def normalised(text: str | None) -> str | None:
+        if text is None:
+            return None
+        return normalise_identifier(text, what=what, max_length=max_length)
+
+    return AfterValidator(normalised)
+
+
+ExternalRef = identifier("external_ref", EXTERNAL_REF_LENGTH)
+
+
+CaseNumber = identifier("case number", CASE_NUMBER_LENGTH)
 
 
 class Page(BaseModel, Generic[Item]):

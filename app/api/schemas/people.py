@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from app.api.schemas.common import (
+    EXTERNAL_REF_LENGTH,
+    ExternalRef,
     OptionalText,
     Page,
     Sex,
@@ -18,8 +20,11 @@ from app.api.schemas.common import (
 class PersonCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    external_ref: Text = Field(
-        min_length=1, max_length=200, description="A missing-person, case or record number"
+    external_ref: Annotated[Text, ExternalRef] = Field(
+        min_length=1,
+        max_length=EXTERNAL_REF_LENGTH,
+        description="A missing-person, case or record number: compared after Unicode NFKC and "
+        "with surrounding spaces removed; case matters",
     )
     sex: Sex | None = None
     birth_year: int | None = Field(default=None, ge=1850, le=2100)

@@ -463,7 +463,9 @@ def test_after_an_admin_activates_another_model_the_receiver_embeds_with_it(
     shared_server: Server, receiver: Listener, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:
     register(shared_server, "NEWMODELPACS", issuer="NEWMODEL")
-    other = seeded_checkpoint(tmp_path / "other.pt", input_size=96)
+    models = Path(shared_server.env["RADMATCH_DATA_DIR"]) / "models"  # where the API registers from
+    models.mkdir(exist_ok=True)
+    other = seeded_checkpoint(models / "other.pt", input_size=96)
     with shared_server.admin() as admin:
         registered = admin.post(f"{API}/admin/models", json={"checkpoint_path": str(other)})
         assert registered.status_code == 201, registered.text

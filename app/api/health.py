@@ -11,12 +11,18 @@ from fastapi.responses import JSONResponse
 from sqlalchemy import text
 
 from app.api.deps import ServiceDep, current_key
+from app.api.schemas.common import refusals
 from app.serving.index import check_consistency
 
 
 def key_unless_open(endpoint: str, open_endpoints: Collection[str]) -> list[Dependency]:
     """The dependencies of an endpoint that needs a valid key unless the settings open it."""
     return [] if endpoint in open_endpoints else [Depends(current_key)]
+
+
+def key_refusals(endpoint: str, open_endpoints: Collection[str]) -> dict:
+    """The answers an endpoint behind a key documents besides its own."""
+    return {} if endpoint in open_endpoints else refusals(401)
 
 
 def healthz() -> dict:
@@ -58,7 +64,10 @@ def probes(open_endpoints: Collection[str]) -> APIRouter:
         "/readyz",
         readyz,
         methods=["GET"],
-        responses={503: {"description": "Not ready: `checks` says what is missing"}},
+        responses={
+            503: {"description": "Not ready: `checks` says what is missing"},
+            **key_refusals("readyz", open_endpoints),
+        },
         dependencies=key_unless_open("readyz", open_endpoints),
     )
     router.add_api_route(
@@ -66,6 +75,7 @@ def probes(open_endpoints: Collection[str]) -> APIRouter:
         metrics,
         methods=["GET"],
         response_class=Response,
+        responses=key_refusals("metrics", open_endpoints),
         dependencies=key_unless_open("metrics", open_endpoints),
     )
     return router

@@ -340,12 +340,12 @@ def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
 def fill(folder: Path, leave: int = 0) -> Path:
     """Fill the filesystem of `folder` with one file, leaving about `leave` bytes free."""
     filler = folder / "filler"
-    with open(filler, "wb") as file:
+    # Unbuffered: a buffered file would keep the chunk that did not fit, and fail again on close.
+    with open(filler, "wb", buffering=0) as file:
         chunk = b"\0" * 65536
         try:
             while True:
                 file.write(chunk)
-                file.flush()
         except OSError:
             pass
     size = filler.stat().st_size

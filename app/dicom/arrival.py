@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.errors import Unprocessable
+
 
 @dataclass(frozen=True)
 class Arrival:
@@ -40,3 +42,13 @@ class Destination:
         if self.case_id is not None:
             return f"the inbox of case {self.case_id}"
         return f"the gallery (PatientIDs issued by {self.issuer})"
+
+
+ISSUER_MAX = 64
+
+
+def check_issuer(issuer: str | None) -> str:
+    """An issuer of PatientIDs as people's references carry it: 1 to 64 printable characters."""
+    if not issuer or len(issuer) > ISSUER_MAX or not issuer.isprintable():
+        raise Unprocessable(f"the issuer must be 1 to {ISSUER_MAX} printable characters")
+    return issuer

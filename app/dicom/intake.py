@@ -85,12 +85,13 @@ def _into_gallery(
     filename: str | None,
 ) -> Received:
     ref = found.person_ref(destination.issuer)
-    if _person(records, ref) is None:
+    person_id = _person(records, ref)
+    if person_id is None:
         # A person is created only for a radiograph that will be stored: checked first, so
         # that a refused first image leaves no person without images behind.
         matcher.require_serving()
         matcher.decode(data)
-    person_id = gallery_person(records, found, destination.issuer, arrival)
+        person_id = _new_person(records, ref, found, arrival)
     with records.sessions() as session:
         same = session.scalar(
             select(Image.id).where(
@@ -114,12 +115,8 @@ def _into_gallery(
     return Received(found.sop_class_uid, found.sop_instance_uid, stored, image.id, person_id)
 
 
-def gallery_person(records: Records, found: DicomObject, issuer: str, arrival: Arrival) -> int:
-    """The id of the gallery person the object's PatientID names, created at the first image."""
-    ref = found.person_ref(issuer)
-    existing = _person(records, ref)
-    if existing is not None:
-        return existing
+def _new_person(records: Records, ref: str, found: DicomObject, arrival: Arrival) -> int:
+    """The id of the gallery person `ref`, created now with the header's sex and birth year."""
     try:
         with records.sessions.begin() as session:
             return add_person(

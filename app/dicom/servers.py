@@ -15,11 +15,11 @@ from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
 from app.core.errors import Conflict, NotFound, Unprocessable
+from app.dicom.arrival import check_issuer
 from app.storage.tables import DicomWebServer
 
 NAME = re.compile(r"[A-Za-z0-9._-]{1,64}")
 URL_MAX = 2000
-ISSUER_MAX = 64
 CREDENTIAL_MAX = 4096
 # The fields each kind of authentication takes, and which of them are secret.
 AUTH_FIELDS = {
@@ -105,8 +105,7 @@ def register_server(
     key_id: int | None,
     by: dict[str, str] | None = None,
 ) -> DicomWebServer:
-    if not 1 <= len(issuer) <= ISSUER_MAX or not issuer.isprintable():
-        raise Unprocessable(f"the issuer must be 1 to {ISSUER_MAX} printable characters")
+    check_issuer(issuer)
     server = DicomWebServer(
         name=check_name(name),
         base_url=check_base_url(base_url),

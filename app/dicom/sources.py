@@ -11,11 +11,10 @@ from sqlalchemy.orm import Session
 from app.audit.entries import record_entry
 from app.cases.service import live_case
 from app.core.errors import Conflict, NotFound, Unprocessable
-from app.dicom.arrival import Destination
+from app.dicom.arrival import Destination, check_issuer
 from app.storage.tables import DicomSource, utcnow
 
 AE_TITLE_MAX = 16
-ISSUER_MAX = 64
 
 
 def normal_ae_title(text: str) -> str:
@@ -51,8 +50,8 @@ def register_source(
     title = normal_ae_title(ae_title)
     if destination.case_id is not None:
         live_case(session, destination.case_id)
-    elif not destination.issuer or len(destination.issuer) > ISSUER_MAX:
-        raise Unprocessable(f"the issuer must have 1 to {ISSUER_MAX} characters")
+    else:
+        check_issuer(destination.issuer)
     source = DicomSource(
         ae_title=title,
         case_id=destination.case_id,

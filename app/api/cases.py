@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
-from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 
 from app.api import API_PREFIX
+from app.api.audit import CheckpointerDep
 from app.api.deps import AnyKey, PathId, ServiceDep
-from app.api.paging import Limit, Offset, page
+from app.api.paging import Limit, Offset
 from app.api.schemas.cases import (
     CaseCreate,
     CaseDetail,
@@ -27,15 +27,30 @@ from app.api.schemas.cases import (
 from app.api.schemas.common import CASE_NUMBER_LENGTH, CaseNumber, NoNul, refusals
 from app.api.schemas.searches import SearchOut
 from app.api.searches import SearchForm, run_search
-from app.cases.report import case_report_pdf, report_filename, stored_query_preview
+from app.cases.report import (
+    case_report_pdf,
+    report_filename,
+    sign_report_checkpoint,
+    stored_query_preview,
+)
 from app.cases.report_contents import report_contents
+from app.cases.reviews import (
+    blind_sight,
+    refuse_while_blind,
+    request_review,
+    review_json,
+    withdraw_review,
+)
 from app.cases.service import (
     audit,
     case_detail,
+    case_search,
+    cases_page,
+    conclusion_json,
     conclusions_for,
+    key_names,
     live_case,
     record_conclusion,
-    request_review,
 )
 from app.core.errors import Conflict
 from app.dicom.export import export_case
@@ -65,7 +80,7 @@ def create_case(body: CaseCreate, service: ServiceDep, key: AnyKey) -> Case:
 @router.get("/cases", response_model=CasesPage)
 def list_cases(
     service: ServiceDep,
-    _: AnyKey,
+    key: AnyKey,
     status: CaseStatus | None = None,
     number: Annotated[
         str | None,
@@ -76,13 +91,11 @@ def list_cases(
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> dict:
-    query = select(Case)
-    if status is not None:
-        query = query.where(Case.status == status)
-    if number is not None:
-        query = query.where(Case.number == number)
+    """Cases, newest first; a case you review blind as it was when you were asked."""
     with service.records.sessions() as session:
-        return page(session, query, Case.id.desc(), limit, offset)
+        return cases_page(
+            session, key_id=key.id, status=status, number=number, limit=limit, offset=offset
+        )
 
 
 @router.get("/cases/{case_id}", response_model=CaseDetail, responses=refusals(404))
@@ -91,11 +104,13 @@ def get_case(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
         return case_detail(session, live_case(session, case_id), key.id)
 
 
-@router.patch("/cases/{case_id}", response_model=CaseOut, responses=refusals(400, 404))
+@router.patch("/cases/{case_id}", response_model=CaseOut, responses=refusals(400, 404, 409))
 def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
+    """Change the case's status, description or prior; not while you review it blind (409)."""
     changes = body.model_dump(exclude_none=True)
     with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
+        refuse_while_blind(blind_sight(session, case.id, key.id), "change the case")
         for name, value in changes.items():
             setattr(case, name, value)
         case.updated_at = utcnow()
@@ -106,7 +121,7 @@ def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: Any
 @router.post(
     "/cases/{case_id}/searches",
     response_model=SearchOut,
-    responses=refusals(400, 404, 413, 415, 422),
+    responses=refusals(400, 404, 413, 415, 422, 429),
 )
 def search_in_case(case_id: PathId, service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
     """A search (as POST /search) kept with the case."""
@@ -137,43 +152,63 @@ def add_conclusion(
         entry = record_conclusion(
             session, case, body.search_id, body.person_id, body.conclusion, body.comment, key
         )
-        return {
-            **{
-                name: getattr(entry, name)
-                for name in ConclusionOut.model_fields
-                if name != "examiner"
-            },
-            "examiner": key.name,
-        }
+        return conclusion_json(entry, {key.id: key.name})
 
 
 @router.post(
     "/cases/{case_id}/reviews",
     status_code=201,
     response_model=ReviewOut,
-    responses=refusals(400, 404, 422),
+    responses=refusals(400, 403, 404, 409, 422),
 )
 def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
-    """Ask another examiner to review a search blind."""
+    """Ask another examiner to review a search blind. You must have worked on the case (created
+    it, searched or concluded in it); the reviewer is an examiner's active key, not an admin's
+    and not yours, with no open request for this search and no conclusion on it yet."""
     with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
-        return request_review(session, case, body.search_id, body.reviewer_key_id, key)
+        review = request_review(
+            session,
+            case=case,
+            search=case_search(session, case, body.search_id),
+            reviewer_key_id=body.reviewer_key_id,
+            key=key,
+        )
+        return review_json(review, key_names(session))
+
+
+@router.post(
+    "/cases/{case_id}/reviews/{review_id}/withdraw",
+    response_model=ReviewOut,
+    responses=refusals(403, 404, 409),
+)
+def withdraw(case_id: PathId, review_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
+    """Withdraw an open request for a blind review: by the examiner who asked, or an admin.
+    Audited; the reviewer is no longer blind to the case unless another request is open."""
+    with service.records.sessions.begin() as session:
+        case = live_case(session, case_id)
+        review = withdraw_review(session, case=case, review_id=review_id, key=key)
+        return review_json(review, key_names(session))
 
 
 @router.get(
     "/cases/{case_id}/report.pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}, **refusals(404)},
+    responses={200: {"content": {"application/pdf": {}}}, **refusals(404, 413, 429)},
 )
-def get_case_report(case_id: PathId, service: ServiceDep, key: AnyKey) -> Response:
+def get_case_report(
+    case_id: PathId, service: ServiceDep, checkpointer: CheckpointerDep, key: AnyKey
+) -> Response:
     """The case as a PDF for an identification board: its searches with their candidates,
     evidence and open-set answers, the conclusions and reviews you may see, the calibrations'
-    validation and the audit chain's head. The report is itself an audit entry, naming the head
-    it printed."""
+    validation and the audit chain's head, signed as a checkpoint. The report is itself an audit
+    entry, naming the head it printed."""
     with service.records.sessions() as session:
         contents = report_contents(session, live_case(session, case_id), key.id)
     pdf = case_report_pdf(
-        contents, stored_query_preview(service.records.originals, service.matcher)
+        contents,
+        stored_query_preview(service.records.originals, service.matcher),
+        checkpoint=sign_report_checkpoint(checkpointer, contents),
     )
     with service.records.sessions.begin() as session:
         audit(session, key.id, "case.report", case_id, **contents.audit.as_details())
@@ -188,7 +223,7 @@ def get_case_report(case_id: PathId, service: ServiceDep, key: AnyKey) -> Respon
 @router.get(
     "/cases/{case_id}/export.zip",
     response_class=Response,
-    responses={200: {"content": {"application/zip": {}}}, **refusals(404, 409, 410, 413, 422)},
+    responses={200: {"content": {"application/zip": {}}}, **refusals(404, 409, 410, 413, 422, 429)},
 )
 def export_case_zip(
     case_id: PathId,

@@ -12,7 +12,8 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, defer
 
 from app.audit.chain import HEAD_ID
-from app.cases.service import conclusions_for, review_json
+from app.cases.reviews import blind_sight, review_json
+from app.cases.service import conclusions_for
 from app.evidence.calibrations import newest_row, shown_source
 from app.search.answer import SearchAnswer
 from app.storage.tables import (
@@ -83,7 +84,8 @@ class ReportContents:
 
 def report_contents(session: Session, case: Case, key_id: int) -> ReportContents:
     """Everything the report shows, as the requesting key may see it: a blind reviewer's report
-    leaves out the conclusions their review must not see yet, as the case page does."""
+    leaves out the conclusions their review must not see yet, and shows the case as it was when
+    they were asked, as the case page does."""
     names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
     searches = tuple(
         SearchAnswer.from_json(response)
@@ -94,14 +96,15 @@ def report_contents(session: Session, case: Case, key_id: int) -> ReportContents
     reviews = session.scalars(
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
+    view = blind_sight(session, case.id, key_id).case_view(case)
     return ReportContents(
         case_id=case.id,
         number=case.number,
-        status=case.status,
-        description=case.description,
+        status=view.status,
+        description=view.description,
         prior_in_gallery=case.prior_in_gallery,
         created_at=case.created_at,
-        updated_at=case.updated_at,
+        updated_at=view.updated_at,
         generated_at=utcnow(),
         requested_by=names.get(key_id, ""),
         searches=searches,

@@ -62,7 +62,9 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
         paragraph("Conclusions and reviews", "h2"),
         paragraph(
             "Each conclusion is signed by the examiner's key and never changed: a later entry "
-            "about the same candidate supersedes an earlier one, and both stay.",
+            "about the same candidate supersedes an earlier one, and both stay. A conclusion "
+            "marked (blind) was made while its examiner reviewed the case blind, shown no one "
+            "else's conclusions.",
             "note",
         ),
     ]
@@ -70,7 +72,8 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
         section.append(
             paragraph(
                 f"Blind review: {conclusions['hidden']} conclusion(s) by other examiners are left "
-                "out until the requesting examiner records their own on search "
+                "out, and the case's status and description are as they were when the review was "
+                "asked, until the requesting examiner records their own on search "
                 + ", ".join(f"#{i}" for i in conclusions["blind_searches"])
                 + ".",
                 "note",
@@ -87,7 +90,7 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
                 entry["examiner"],
                 f"#{entry['search_id']}",
                 who + rank,
-                entry["conclusion"],
+                entry["conclusion"] + (" (blind)" if entry["made_blind"] else ""),
                 entry["comment"] or "no comment",
             ]
         )
@@ -104,19 +107,21 @@ def reviews_table(reviews: tuple[dict, ...]) -> list[Flowable]:
     heading = paragraph("Blind reviews", "h3")
     if not reviews:
         return [heading, paragraph("No blind reviews were asked for.")]
-    rows = [["Search", "Reviewer", "Asked by", "Asked", "Concluded"]]
+    rows = [["Search", "Reviewer", "Asked by", "Asked", "Ended"]]
     rows += [
-        [
-            f"#{r['search_id']}",
-            r["reviewer"],
-            r["requested_by"],
-            when(r["created_at"]),
-            when(r["completed_at"]) if r["completed_at"] else "awaiting their conclusion",
-        ]
+        [f"#{r['search_id']}", r["reviewer"], r["requested_by"], when(r["created_at"]), ended(r)]
         for r in reviews
     ]
     widths = [14 * mm, 40 * mm, 40 * mm, 38 * mm]
     return [heading, table(rows, [*widths, CONTENT_WIDTH - sum(widths)])]
+
+
+def ended(review: dict) -> str:
+    if review["completed_at"]:
+        return f"concluded {when(review['completed_at'])}"
+    if review["withdrawn_at"]:
+        return f"withdrawn by {review['withdrawn_by']} {when(review['withdrawn_at'])}"
+    return "awaiting their conclusion"
 
 
 # ---- Validation and audit ----------------------------------------------------------------------

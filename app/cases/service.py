@@ -1,16 +1,16 @@
 """Cases: an unidentified person's file. Searches run in a case are kept with it; examiners record
 conclusions about candidates on the forensic scale, each signed by their key and never changed (a
-change of mind is a new entry); a second examiner can be asked for a blind review, and sees no one
-else's conclusion on that search until they have recorded their own."""
+change of mind is a new entry); what a blind reviewer may see of a case is app/cases/reviews.py's."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, aliased
 
 from app.audit.entries import record_entry
+from app.cases.reviews import blind_sight, complete_reviews, is_open, review_json
 from app.core.errors import NotFound, Unprocessable
 from app.search.answer import SearchAnswer
 from app.storage.tables import (
@@ -70,6 +70,8 @@ def record_conclusion(
     )
     if candidate is None:
         raise Unprocessable(f"person {person_id} is not a candidate of search {search_id}")
+    sight = blind_sight(session, case.id, key.id)
+    under = sight.review_for(search.id)
     entry = Conclusion(
         case_id=case.id,
         search_id=search.id,
@@ -78,10 +80,10 @@ def record_conclusion(
         comment=comment,
         key_id=key.id,
         created_at=utcnow(),
+        blind_review_id=None if under is None else under.id,
     )
     session.add(entry)
-    for review in _open_reviews(session, key.id, search.id):
-        review.completed_at = entry.created_at
+    complete_reviews(session, sight, search.id, entry.created_at)
     session.flush()
     audit(
         session,
@@ -92,91 +94,46 @@ def record_conclusion(
         search_id=search.id,
         person_id=person_id,
         conclusion=conclusion,
+        blind_review_id=entry.blind_review_id,
     )
     return entry
 
 
-def request_review(
-    session: Session, case: Case, search_id: int, reviewer_key_id: int, key: ApiKey
-) -> dict[str, Any]:
-    search = case_search(session, case, search_id)
-    reviewer = session.get(ApiKey, reviewer_key_id)
-    if reviewer is None or reviewer.revoked_at is not None:
-        raise Unprocessable(f"no active key with id {reviewer_key_id} to review")
-    if reviewer.id == key.id:
-        raise Unprocessable("a blind review is by another examiner, not by the one asking")
-    review = Review(
-        case_id=case.id,
-        search_id=search.id,
-        reviewer_key_id=reviewer.id,
-        requested_by_key_id=key.id,
-    )
-    session.add(review)
-    session.flush()
-    audit(
-        session,
-        key.id,
-        "case.review_request",
-        case.id,
-        review_id=review.id,
-        search_id=search.id,
-        reviewer_key_id=reviewer.id,
-    )
-    return review_json(review, {reviewer.id: reviewer.name, key.id: key.name})
-
-
-def review_json(review: Review, names: dict[int, str]) -> dict[str, Any]:
-    return {
-        "id": review.id,
-        "case_id": review.case_id,
-        "search_id": review.search_id,
-        "reviewer_key_id": review.reviewer_key_id,
-        "reviewer": names.get(review.reviewer_key_id, ""),
-        "requested_by_key_id": review.requested_by_key_id,
-        "requested_by": names.get(review.requested_by_key_id, ""),
-        "created_at": review.created_at,
-        "completed_at": review.completed_at,
-    }
-
-
-def _open_reviews(session: Session, key_id: int, search_id: int | None = None) -> list[Review]:
-    query = select(Review).where(Review.reviewer_key_id == key_id, Review.completed_at.is_(None))
-    if search_id is not None:
-        query = query.where(Review.search_id == search_id)
-    return list(session.scalars(query))
-
-
-def _key_names(session: Session) -> dict[int, str]:
+def key_names(session: Session) -> dict[int, str]:
     return dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+
+
+def conclusion_json(entry: Conclusion, names: dict[int, str]) -> dict[str, Any]:
+    return {
+        "id": entry.id,
+        "search_id": entry.search_id,
+        "person_id": entry.person_id,
+        "conclusion": entry.conclusion,
+        "comment": entry.comment,
+        "key_id": entry.key_id,
+        "examiner": names.get(entry.key_id, ""),
+        "created_at": entry.created_at,
+        "made_blind": entry.blind_review_id is not None,
+        "blind_review_id": entry.blind_review_id,
+    }
 
 
 def conclusions_for(
     session: Session, case: Case, key_id: int, names: dict[int, str] | None = None
 ) -> dict[str, Any]:
-    """The case's conclusions, oldest first, as this key may see them: on a search it has been
-    asked to review blind and has not yet concluded on, only its own (none, then)."""
-    blind = {review.search_id for review in _open_reviews(session, key_id)}
-    names = names if names is not None else _key_names(session)
+    """The case's conclusions, oldest first, as this key may see them: while it reviews any
+    search of the case blind, only its own."""
+    sight = blind_sight(session, case.id, key_id)
+    names = names if names is not None else key_names(session)
     visible, hidden = [], 0
     for entry in session.scalars(
         select(Conclusion).where(Conclusion.case_id == case.id).order_by(Conclusion.id)
     ):
-        if entry.search_id in blind and entry.key_id != key_id:
+        if sight.blind and entry.key_id != key_id:
             hidden += 1
-            continue
-        visible.append(
-            {
-                "id": entry.id,
-                "search_id": entry.search_id,
-                "person_id": entry.person_id,
-                "conclusion": entry.conclusion,
-                "comment": entry.comment,
-                "key_id": entry.key_id,
-                "examiner": names.get(entry.key_id, ""),
-                "created_at": entry.created_at,
-            }
-        )
-    return {"items": visible, "hidden": hidden, "blind_searches": sorted(blind)}
+        else:
+            visible.append(conclusion_json(entry, names))
+    return {"items": visible, "hidden": hidden, "blind_searches": sight.searches}
 
 
 def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
@@ -186,16 +143,67 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
     reviews = session.scalars(
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
-    names = _key_names(session)
+    names = key_names(session)
+    view = blind_sight(session, case.id, key_id).case_view(case)
     return {
         "id": case.id,
         "number": case.number,
-        "description": case.description,
-        "status": case.status,
+        "description": view.description,
+        "status": view.status,
         "prior_in_gallery": case.prior_in_gallery,
         "created_at": case.created_at,
-        "updated_at": case.updated_at,
+        "updated_at": view.updated_at,
         "searches": [SearchAnswer.from_json(search.response).as_json() for search in searches],
         "conclusions": conclusions_for(session, case, key_id, names),
         "reviews": [review_json(review, names) for review in reviews],
     }
+
+
+def cases_page(
+    session: Session,
+    *,
+    key_id: int,
+    status: str | None,
+    number: str | None,
+    limit: int,
+    offset: int,
+) -> dict[str, Any]:
+    """A page of cases, newest first, each as this key may see it: a case it reviews blind
+    shows (and is filtered by) the status it had when the earliest open review was asked."""
+    earliest = (
+        select(Review.case_id, func.min(Review.id).label("review_id"))
+        .where(Review.reviewer_key_id == key_id, is_open())
+        .group_by(Review.case_id)
+        .subquery()
+    )
+    asked = aliased(Review)
+    seen_status = func.coalesce(asked.case_status_when_asked, Case.status)
+    query = (
+        select(
+            Case,
+            seen_status.label("seen_status"),
+            func.coalesce(asked.case_description_when_asked, Case.description),
+            func.coalesce(asked.case_updated_at_when_asked, Case.updated_at),
+        )
+        .outerjoin(earliest, earliest.c.case_id == Case.id)
+        .outerjoin(asked, asked.id == earliest.c.review_id)
+    )
+    if status is not None:
+        query = query.where(seen_status == status)
+    if number is not None:
+        query = query.where(Case.number == number)
+    total = session.scalar(select(func.count()).select_from(query.subquery()))
+    rows = session.execute(query.order_by(Case.id.desc()).limit(limit).offset(offset)).all()
+    items = [
+        {
+            "id": case.id,
+            "number": case.number,
+            "description": description,
+            "status": seen,
+            "prior_in_gallery": case.prior_in_gallery,
+            "created_at": case.created_at,
+            "updated_at": updated_at,
+        }
+        for case, seen, description, updated_at in rows
+    ]
+    return {"items": items, "total": total, "limit": limit, "offset": offset}

@@ -14,6 +14,10 @@ class ClientError(Exception):
         self.message = message
 
 
+class Forbidden(ClientError):
+    status = 403
+
+
 class NotFound(ClientError):
     status = 404
 
@@ -36,6 +40,17 @@ class UnsupportedMediaType(ClientError):
 
 class Unprocessable(ClientError):
     status = 422
+
+
+class Busy(ClientError):
+    """The server is busy with others' work of the same kind; the same request can succeed
+    after Retry-After seconds."""
+
+    status = 429
+
+    def __init__(self, message: str, retry_after_seconds: int):
+        super().__init__(message)
+        self.headers = {"Retry-After": str(retry_after_seconds)}
 
 
 class Unavailable(ClientError):

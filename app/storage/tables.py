@@ -222,11 +222,15 @@ class Conclusion(Base):
     comment: Mapped[str] = mapped_column(Text, default="")
     key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))  # who signed it
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    # The open review its examiner was under when they signed it: a conclusion made blind.
+    blind_review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"))
 
 
 class Review(Base):
-    """A request that a second examiner review a search blind: until they record a conclusion on
-    it, they are not shown anyone else's."""
+    """A request that a second examiner review a search blind. While it is open (neither completed
+    nor withdrawn) the reviewer is shown no one else's conclusion in the case, and the case's
+    status and description as they were when it was asked (kept here). It completes when the
+    reviewer records a conclusion on its search; the one who asked, or an admin, may withdraw it."""
 
     __tablename__ = "reviews"
 
@@ -237,6 +241,11 @@ class Review(Base):
     requested_by_key_id: Mapped[int] = mapped_column(ForeignKey("api_keys.id"))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     completed_at: Mapped[datetime | None]
+    withdrawn_at: Mapped[datetime | None]
+    withdrawn_by_key_id: Mapped[int | None] = mapped_column(ForeignKey("api_keys.id"))
+    case_status_when_asked: Mapped[str] = mapped_column(String(12))
+    case_description_when_asked: Mapped[str] = mapped_column(Text)
+    case_updated_at_when_asked: Mapped[datetime]
 
 
 class DicomSource(Base):

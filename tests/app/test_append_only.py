@@ -1,6 +1,7 @@
 """Conclusions and blind reviews are append-only in the database itself, as the audit log is: with
 direct write access one can neither rewrite nor remove a conclusion, nor remove a review or change
-it other than by completing it. Revision 0006 is the schema before the protection."""
+it other than by completing or withdrawing it once. Revision 0006 is the schema before the
+protection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from app.access.keys import create_key
+from app.cases.reviews import withdraw_review
 from app.cases.service import record_conclusion
 from app.storage.database import downgrade, make_engine, session_factory, upgrade
 from app.storage.tables import (
@@ -43,11 +45,23 @@ REFUSED_STATEMENTS = [
     "UPDATE reviews SET completed_at = NULL WHERE completed_at IS NOT NULL",
     "UPDATE reviews SET completed_at = CURRENT_TIMESTAMP WHERE completed_at IS NOT NULL",
 ]
+# Columns that came after the protection (revision 0008): refused at the head, absent before.
+REFUSED_AT_HEAD = [
+    "UPDATE conclusions SET blind_review_id = NULL",
+    # A completed review withdrawn; an open one withdrawn by no one, or completed and withdrawn.
+    "UPDATE reviews SET withdrawn_at = CURRENT_TIMESTAMP, withdrawn_by_key_id = reviewer_key_id "
+    "WHERE completed_at IS NOT NULL",
+    "UPDATE reviews SET withdrawn_at = CURRENT_TIMESTAMP WHERE completed_at IS NULL",
+    "UPDATE reviews SET withdrawn_at = CURRENT_TIMESTAMP, completed_at = CURRENT_TIMESTAMP, "
+    "withdrawn_by_key_id = reviewer_key_id WHERE completed_at IS NULL",
+    # What the reviewer is shown of the case, rewritten.
+    "UPDATE reviews SET case_status_when_asked = 'identified'",
+]
 
 
 @pytest.fixture
 def engine(database_url: str) -> Iterator[sa.Engine]:
-    upgrade(database_url, BEFORE_PROTECTION)
+    upgrade(database_url)
     engine = make_engine(database_url)
     yield engine
     engine.dispose()
@@ -102,6 +116,9 @@ def write_a_case(engine: sa.Engine) -> dict[str, int]:
                     search_id=search.id,
                     reviewer_key_id=reviewer.id,
                     requested_by_key_id=examiner.id,
+                    case_status_when_asked=case.status,
+                    case_description_when_asked=case.description,
+                    case_updated_at_when_asked=case.updated_at,
                 )
             )
         session.flush()
@@ -136,13 +153,9 @@ def changes_rows(engine: sa.Engine, statement: str) -> bool:
 
 def test_direct_sql_cannot_rewrite_or_remove_conclusions_and_reviews(engine, database_url):
     write_a_case(engine)
-    # Before 0007, anyone with write access could: every statement changes rows.
-    assert [s for s in REFUSED_STATEMENTS if not changes_rows(engine, s)] == []
-
-    upgrade(database_url)
     written = conclusions(engine), reviews(engine)
     assert len(written[0]) == 2 and [r.completed_at is None for r in written[1]] == [False, True]
-    for statement in REFUSED_STATEMENTS:
+    for statement in REFUSED_STATEMENTS + REFUSED_AT_HEAD:
         refused = pytest.raises(sa.exc.IntegrityError, match="append-only")
         with refused, engine.begin() as connection:
             connection.exec_driver_sql(statement)
@@ -157,14 +170,14 @@ def test_direct_sql_cannot_rewrite_or_remove_conclusions_and_reviews(engine, dat
         session.scalars(sa.select(Conclusion)).first().conclusion = "excluded"
     assert (conclusions(engine), reviews(engine)) == written
 
-    # The downgrade takes the protection away again.
+    # Before the protection (revision 0006), anyone with write access could: every statement
+    # changes rows.
     downgrade(database_url, BEFORE_PROTECTION)
     assert [s for s in REFUSED_STATEMENTS if not changes_rows(engine, s)] == []
 
 
 def test_the_service_still_completes_a_review_and_adds_conclusions(engine, database_url):
     ids = write_a_case(engine)
-    upgrade(database_url)
     open_review = reviews(engine)[1]
     with session_factory(engine).begin() as session:
         reviewer = session.get(ApiKey, open_review.reviewer_key_id)
@@ -185,3 +198,20 @@ def test_the_service_still_completes_a_review_and_adds_conclusions(engine, datab
         "probable",
         "possible",
     ]
+
+
+def test_the_service_withdraws_an_open_review_once(engine):
+    ids = write_a_case(engine)
+    open_review = reviews(engine)[1]
+    with session_factory(engine).begin() as session:
+        asker = session.get(ApiKey, open_review.requested_by_key_id)
+        withdraw_review(
+            session, case=session.get(Case, ids["case"]), review_id=open_review.id, key=asker
+        )
+    withdrawn = reviews(engine)[1]
+    assert withdrawn.withdrawn_at is not None and withdrawn.withdrawn_by_key_id == asker.id
+    unchanged = {"withdrawn_at": None, "withdrawn_by_key_id": None}
+    assert {**withdrawn._mapping, **unchanged} == dict(open_review._mapping)
+    refused = pytest.raises(sa.exc.IntegrityError, match="append-only")
+    with refused, engine.begin() as connection:
+        connection.exec_driver_sql("UPDATE reviews SET withdrawn_at = NULL")

@@ -277,23 +277,39 @@ def test_without_a_calibration_the_report_says_so(uncalibrated_gallery, baseline
 def test_a_blind_reviewer_sees_no_one_elses_conclusion_in_the_report(
     calibrated_gallery, baselines, tmp_path
 ):
+    """The reviewer's report leaves out others' conclusions and shows the case as it was when
+    the review was asked; afterwards, what they recorded blind is marked so."""
     query = baselines[1]
-    with calibrated_gallery.examiner() as examiner, calibrated_gallery.admin() as admin:
-        case = open_case(examiner, "2026-RPT-003")
+    reviewer_key = calibrated_gallery.new_key("reviewer in report tests", "examiner")
+    with (
+        calibrated_gallery.examiner() as examiner,
+        calibrated_gallery.client(reviewer_key) as reviewer,
+    ):
+        case = open_case(examiner, "2026-RPT-003", description="Found on the shore")
         search = case_search(examiner, case["id"], query)
         conclude(examiner, case["id"], search, "possible", "First reading, before the review")
-        reviewer = admin.get(f"{API}/me").json()
         response = examiner.post(
             f"{API}/cases/{case['id']}/reviews",
-            json={"search_id": search["search_id"], "reviewer_key_id": reviewer["id"]},
+            json={
+                "search_id": search["search_id"],
+                "reviewer_key_id": reviewer.get(f"{API}/me").json()["id"],
+            },
         )
         assert response.status_code == 201, response.text
-        blind = pdf_text(report(admin, case["id"]), tmp_path)
-        conclude(admin, case["id"], search, "probable", "Second reading")
-        seen = pdf_text(report(admin, case["id"]), tmp_path)
+        examiner.patch(
+            f"{API}/cases/{case['id']}",
+            json={"status": "identified", "description": "Named by the first reading"},
+        )
+        blind = pdf_text(report(reviewer, case["id"]), tmp_path)
+        conclude(reviewer, case["id"], search, "probable", "Second reading")
+        seen = pdf_text(report(reviewer, case["id"]), tmp_path)
     assert "First reading" not in blind and "1 conclusion(s) by other examiners" in blind
     assert f"search #{search['search_id']}" in blind and "awaiting their conclusion" in blind
-    assert "First reading" in seen and "Second reading" in seen and "admin in tests" in seen
+    assert "Found on the shore" in blind and "Named by the first reading" not in blind
+    assert "Status open" in blind and "Status identified" not in blind
+    assert "First reading" in seen and "Second reading" in seen
+    assert "reviewer in report tests" in seen and "probable (blind)" in seen
+    assert "Named by the first reading" in seen and "Status identified" in seen
     assert "awaiting their conclusion" not in seen
 
 

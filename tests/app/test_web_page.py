@@ -406,8 +406,11 @@ def both_panes_move_together(page: Page) -> None:
 def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
     server, baselines, page
 ):
+    """The reviewer sees no one else's conclusion and the case as it was when asked; what they
+    record blind is marked so in the history; a second request is withdrawn by its asker."""
     people = put_gallery(server, baselines)
     query = baselines[1]
+    reviewer_key = server.new_key("reviewer in tests", "examiner")
     with server.examiner() as client:
         case = client.post(f"{API}/cases", json={"number": "UID-7", "description": ""}).json()
         search = client.post(
@@ -428,18 +431,24 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
 
     page.goto(f"{server.url}/#/cases/{case['id']}")
     sign_in(page, server.examiner_key)
-    page.get_by_label("Reviewer").select_option(str(key_id(server, "admin in tests")))
+    reviewers = page.get_by_label("Reviewer")
+    expect(reviewers.locator("option")).to_have_text(["reviewer in tests"])  # not an admin
+    reviewers.select_option(str(key_id(server, "reviewer in tests")))
     page.get_by_role("button", name="Ask for a blind review").click()
-    expect(page.get_by_text("Blind review by admin in tests")).to_contain_text(
+    expect(page.get_by_text("Blind review by reviewer in tests")).to_contain_text(
         "awaiting their conclusion"
     )
+    with server.examiner() as client:
+        client.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
 
     sign_out(page)
-    sign_in(page, server.admin_key)
+    sign_in(page, reviewer_key)
     expect(page.get_by_role("heading", name="Case UID-7")).to_be_visible()
-    expect(page.get_by_text("hidden until you record your own")).to_be_visible()
+    expect(page.locator(".page-head .badge")).to_have_text("Open")
+    expect(page.get_by_text("hidden, and the case is shown as it was")).to_be_visible()
     expect(page.get_by_text("First examiner's reading")).to_have_count(0)
     expect(history_table(page)).to_have_count(0)
+    expect(page.get_by_role("button", name=re.compile("^Withdraw"))).to_have_count(0)
 
     candidates_table(page).get_by_role("link", name=re.compile(r"^Compare candidate 1,")).click()
     expect(page.get_by_text("Blind review: other examiners' conclusions")).to_be_visible()
@@ -448,9 +457,45 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
 
     history = history_table(page)
     expect(history).to_contain_text("First examiner's reading")
-    expect(history).to_contain_text("Second examiner, reading blind")
-    expect(page.get_by_text("hidden until you record your own")).to_have_count(0)
-    expect(page.get_by_text("Blind review by admin in tests")).to_contain_text("concluded")
+    expect(history.get_by_role("row").filter(has_text="reading blind")).to_contain_text(
+        "Made blind"
+    )
+    expect(history.get_by_role("row").filter(has_text="First examiner")).not_to_contain_text(
+        "Made blind"
+    )
+    expect(page.locator(".page-head .badge")).to_have_text("Identified")
+    expect(page.get_by_text("hidden, and the case is shown")).to_have_count(0)
+    expect(page.get_by_text("Blind review by reviewer in tests")).to_contain_text("concluded")
+
+    with server.client(reviewer_key) as client:
+        asked = client.post(
+            f"{API}/cases/{case['id']}/reviews",
+            json={
+                "search_id": search["search_id"],
+                "reviewer_key_id": key_id(server, "examiner in tests"),
+            },
+        )
+    assert asked.status_code == 422, asked.text  # the examiner concluded on it already
+    sign_out(page)
+    sign_in(page, server.examiner_key)
+    with server.examiner() as client:
+        second = client.post(
+            f"{API}/cases/{case['id']}/searches",
+            files={"file": ("query.png", query.path.read_bytes())},
+            data={"pixel_spacing_mm": query.pixel_spacing_mm},
+        ).json()
+        client.post(
+            f"{API}/cases/{case['id']}/reviews",
+            json={
+                "search_id": second["search_id"],
+                "reviewer_key_id": key_id(server, "reviewer in tests"),
+            },
+        )
+    page.reload()
+    page.get_by_role("button", name="Withdraw the blind review asked of reviewer in tests").click()
+    expect(
+        page.get_by_role("list", name=f"Blind reviews of search #{second['search_id']}")
+    ).to_contain_text("withdrawn by examiner in tests")
 
 
 @SQLITE

@@ -61,6 +61,14 @@ class Server:
     def examiner(self) -> httpx.Client:
         return self.client(self.examiner_key)
 
+    def new_key(self, name: str, role: str) -> str:
+        """Another key, made in the server's database as `radmatch keys create` would."""
+        engine = make_engine(self.env["RADMATCH_DATABASE_URL"])
+        with session_factory(engine).begin() as session:
+            _, key = create_key(session, name, role)
+        engine.dispose()
+        return key
+
     def wait_for_job(self, job_id: int, statuses=("succeeded",), timeout=300.0) -> dict:
         """The job once it is in one of `statuses`; failing as soon as it failed or was
         cancelled otherwise."""

@@ -90,13 +90,21 @@ class ConclusionOut(BaseModel):
     key_id: int = Field(description="The key that signed it")
     examiner: str = Field(description="That key's owner")
     created_at: datetime
+    made_blind: bool = Field(
+        description="Signed while its examiner reviewed a search of the case blind, seeing no "
+        "one else's conclusions"
+    )
+    blind_review_id: int | None = Field(description="The open review it was made under")
 
 
 class Conclusions(BaseModel):
     items: list[ConclusionOut] = Field(description="Oldest first; a change is a later entry")
-    hidden: int = Field(description="Others' conclusions withheld until yours (blind review)")
+    hidden: int = Field(
+        description="Others' conclusions in the case withheld while you review it blind"
+    )
     blind_searches: list[int] = Field(
-        description="Searches you review blind and have not concluded on"
+        description="Searches you review blind and have not concluded on; while there is one, "
+        "the case's status and description are shown as they were when you were asked"
     )
 
 
@@ -118,7 +126,13 @@ class ReviewOut(BaseModel):
     requested_by_key_id: int
     requested_by: str
     created_at: datetime
+    state: Literal["open", "completed", "withdrawn"] = Field(
+        description="open until the reviewer concludes on the search (completed) or the request "
+        "is withdrawn"
+    )
     completed_at: datetime | None
+    withdrawn_at: datetime | None
+    withdrawn_by: str | None = Field(description="Who withdrew it: the asker or an admin")
 
 
 class CaseDetail(CaseOut):

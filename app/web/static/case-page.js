@@ -37,7 +37,7 @@ export async function caseView(ctx) {
     detail,
     limits,
     names: new Map(examiners.map((key) => [key.id, key.name])),
-    reviewers: examiners.filter((key) => key.id !== ctx.me.id),
+    reviewers: examiners.filter((key) => key.id !== ctx.me.id && key.role === "examiner"),
     head: h("div", { class: "page-head" }),
     facts: h("dl", { class: "facts" }),
     searches: h("div"),
@@ -238,8 +238,9 @@ function searchSection(page, search, latest) {
       ? h(
           "p",
           { class: "note note-blind" },
-          "You were asked to review this search blind: other examiners' conclusions on it stay " +
-            "hidden until you record yours. Open a candidate with Compare to record it.",
+          "You were asked to review this search blind: other examiners' conclusions in this case, " +
+            "and changes to its status and description since you were asked, stay hidden until " +
+            "you record yours on it. Open a candidate with Compare to record it.",
         )
       : null,
     h(
@@ -414,12 +415,43 @@ function reviewsOf(page, search) {
         {},
         `Blind review by ${review.reviewer}, asked by ${review.requested_by} ` +
           `on ${formatTime(review.created_at)}: `,
-        review.completed_at
-          ? `concluded ${formatTime(review.completed_at)}`
-          : h("strong", {}, "awaiting their conclusion"),
+        reviewState(review),
+        review.state === "open" ? withdrawButton(page, review) : null,
       ),
     ),
   );
+}
+
+function reviewState(review) {
+  if (review.state === "completed") return `concluded ${formatTime(review.completed_at)}`;
+  if (review.state === "withdrawn") {
+    return `withdrawn by ${review.withdrawn_by} ${formatTime(review.withdrawn_at)}`;
+  }
+  return h("strong", {}, "awaiting their conclusion");
+}
+
+/** Only the one who asked, or an admin, may withdraw a request. */
+function withdrawButton(page, review) {
+  const me = page.ctx.me;
+  if (me.id !== review.requested_by_key_id && me.role !== "admin") return null;
+  const button = h(
+    "button",
+    {
+      type: "button",
+      class: "button-quiet",
+      "aria-label": `Withdraw the blind review asked of ${review.reviewer}`,
+    },
+    "Withdraw",
+  );
+  button.addEventListener(
+    "click",
+    submitting(button, async () => {
+      await api(`/cases/${page.caseId}/reviews/${review.id}/withdraw`, { method: "POST" });
+      announce(`The blind review asked of ${review.reviewer} is withdrawn`);
+      await page.reload();
+    }),
+  );
+  return h("span", {}, " ", button);
 }
 
 function reviewForm(page, search) {
@@ -427,11 +459,11 @@ function reviewForm(page, search) {
     return h(
       "p",
       { class: "muted review-form" },
-      "A blind review needs a second examiner's key; there is none.",
+      "A blind review needs another examiner's key; there is none.",
     );
   }
   const reviewer = select(
-    page.reviewers.map((key) => [String(key.id), `${key.name} (${key.role})`]),
+    page.reviewers.map((key) => [String(key.id), key.name]),
   );
   const submit = h("button", { type: "submit", class: "button-quiet" }, "Ask for a blind review");
   const form = h(
@@ -460,7 +492,9 @@ function reviewForm(page, search) {
     h(
       "p",
       { class: "hint" },
-      `The reviewer sees no one else's conclusion on search #${search.search_id} until they record theirs.`,
+      `Until they record a conclusion on search #${search.search_id}, the reviewer sees no one ` +
+        "else's conclusion in this case, and the case as it is now; what they record meanwhile " +
+        "is marked as made blind.",
     ),
     form,
   );
@@ -495,7 +529,12 @@ export function conclusionHistory(page) {
         ),
         candidate ? ` (rank ${candidate.rank})` : "",
       ),
-      h("td", {}, h("strong", {}, capitalise(entry.conclusion))),
+      h(
+        "td",
+        {},
+        h("strong", {}, capitalise(entry.conclusion)),
+        entry.made_blind ? [" ", badge("Made blind", "blind")] : null,
+      ),
       h("td", {}, entry.comment || h("span", { class: "muted" }, "no comment")),
     );
   });
@@ -517,7 +556,8 @@ export function hiddenNote(conclusions) {
   return h(
     "p",
     { class: "note note-blind" },
-    `Blind review: ${plural(conclusions.hidden, "conclusion")} by other examiners ${verb} hidden ` +
+    `Blind review: ${plural(conclusions.hidden, "conclusion")} by other examiners ${verb} hidden, ` +
+      "and the case is shown as it was when you were asked, " +
       `until you record your own on search ${searches}.`,
   );
 }

@@ -24,6 +24,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from app.access.throttle import FailedKeyLimiter
 from app.api import (
     admin,
+    audit,
     calibrations,
     cases,
     dicom_sources,
@@ -38,6 +39,7 @@ from app.api import (
     searches,
 )
 from app.api.headers import SecurityHeaders
+from app.audit.checkpointing import Checkpointer
 from app.core.errors import ClientError, TooLarge
 from app.core.metrics import Metrics
 from app.dicom import stow
@@ -128,11 +130,16 @@ class AsciiJSONResponse(JSONResponse):
 
 
 def create_app(service: Service) -> FastAPI:
-    """The app serving an open Service; closing the app closes the service."""
+    """The app serving an open Service; closing the app closes the service. While it runs, the
+    audit chain's head is signed at intervals (app.audit.checkpointing). Raises
+    app.audit.signing.SigningKeyError when the configured signing key cannot be read."""
+    checkpointer = Checkpointer.open(service.settings, service.records.sessions)
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        checkpointer.start()
         yield
+        checkpointer.stop()
         service.close()
 
     app = FastAPI(
@@ -146,6 +153,7 @@ def create_app(service: Service) -> FastAPI:
         openapi_url=None,
     )
     app.state.service = service
+    app.state.checkpointer = checkpointer
     app.state.key_limiter = FailedKeyLimiter(
         service.settings.key_failures_allowed, service.settings.key_failure_window_seconds
     )
@@ -156,6 +164,7 @@ def create_app(service: Service) -> FastAPI:
         cases.router,
         inbox.router,
         keys.router,
+        audit.router,
         admin.router,
         calibrations.router,
         dicom_sources.router,
@@ -213,7 +222,8 @@ def _finite(value: Any) -> Any:
 
 
 async def _client_error(_: Request, error: ClientError) -> JSONResponse:
-    return JSONResponse({"detail": error.message}, status_code=error.status)
+    headers = getattr(error, "headers", None)  # Retry-After of a 429 (errors.Busy)
+    return JSONResponse({"detail": error.message}, status_code=error.status, headers=headers)
 
 
 async def _database_away(_: Request, error: OperationalError) -> JSONResponse:

@@ -22,7 +22,11 @@ What must hold after every restart:
 - the index agrees with the database: /readyz says the index is ok and its size is the number of
   embeddings live at its generation; at the end the server is stopped gracefully and the snapshot
   it saves is compared with the database by app.index.check_consistency (then, unless
-  final_restart is off, the server starts from that snapshot and is checked once more).
+  final_restart is off, the server starts from that snapshot and is checked once more);
+- the audit chain verifies, against the checkpoints the server signs every second
+  (RADMATCH_AUDIT_CHECKPOINT_INTERVAL_S=1) and at every start, as `radmatch audit verify` checks
+  it: every checkpoint's signature holds, the log still holds each signed head and reaches it; a
+  torn last line (a checkpoint write cut off by the kill) is allowed and counted.
 
 Prints one JSON summary. The server's start-up dominates a cycle's time; the summary measures it.
 
@@ -56,8 +60,14 @@ import sqlalchemy as sa
 from sqlalchemy import and_, exists, func, or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from app.audit.chain import verify
+from app.audit.checkpoint_check import checkpoint_check
+from app.audit.checkpoints import read_checkpoint_file
+from app.audit.signing import existing_public_key
+from app.core.config import Settings
 from app.serving.index import VectorIndex, check_consistency, snapshot_path
 from app.storage.database import make_engine, session_factory
+from app.storage.originals import OriginalStore
 from app.storage.tables import AuditEntry, Embedding, Image, InboxItem, ModelVersion, Search
 from tests.support.images import phantom_dicom, png_bytes
 from tests.support.servers import Server, prepare_database, seeded_checkpoint, service_env
@@ -68,6 +78,7 @@ DEFAULT_POSTGRES = "postgresql+psycopg://postgres@127.0.0.1:5432/postgres"
 SHA256 = re.compile(r"[0-9a-f]{64}")
 MAX_LISTED_PROBLEMS = 50
 FIRST_ANSWER_WAIT_S = 120.0
+CHECKPOINT_INTERVAL_S = "1"
 
 
 def radiograph(number: int, seed: int, dicom: bool) -> bytes:
@@ -150,8 +161,10 @@ class Harness:
         self.data_dir = self.workdir / "data"
         self.originals = self.data_dir / "originals"
         admin, examiner = prepare_database(database_url)
+        env = service_env(self.data_dir, database_url, self.checkpoint)
+        env["RADMATCH_AUDIT_CHECKPOINT_INTERVAL_S"] = CHECKPOINT_INTERVAL_S
         self.server = Server(
-            env=service_env(self.data_dir, database_url, self.checkpoint),
+            env=env,
             log=self.workdir / "server.log",
             admin_key=admin,
             examiner_key=examiner,
@@ -166,6 +179,8 @@ class Harness:
         self.interrupted_cycles = 0
         self.numbers = iter(range(10**9))
         self.numbers_lock = threading.Lock()
+        self.checkpoints_checked = 0
+        self.torn_checkpoint_lines = 0
 
     # --- the server ---------------------------------------------------------------------------
 
@@ -271,6 +286,7 @@ class Harness:
                 else:
                     self.check_search(client, call)
         self.check_store_and_rows(f"cycle {number}")
+        self.check_audit(f"cycle {number}")
 
     def check_ready(self, when: str) -> None:
         response = httpx.get(f"{self.server.url}/readyz", timeout=60)
@@ -420,6 +436,18 @@ class Harness:
         for counter, message in store_and_row_problems(self.sessions, self.originals):
             self.tally.add(counter, f"{when}: {message}")
 
+    def check_audit(self, when: str) -> None:
+        """`radmatch audit verify` as a library: the chain, the originals and the checkpoints
+        (the file read first, as the command does)."""
+        settings = Settings(data_dir=self.data_dir, database_url=self.database_url)
+        checkpoints = read_checkpoint_file(self.data_dir / "audit" / "checkpoints.jsonl")
+        check = checkpoint_check(checkpoints, existing_public_key(settings))
+        result = verify(self.sessions, OriginalStore(self.originals), also=[check])
+        for problem in result.problems:
+            self.tally.add("audit_problems", f"{when}: audit verify: {problem.line()}")
+        self.checkpoints_checked = result.checkpoints_checked
+        self.torn_checkpoint_lines = len(checkpoints.torn)
+
     def check_snapshot(self) -> None:
         """After a graceful stop: the snapshot the server saved agrees with the database."""
         with self.sessions() as session:
@@ -457,6 +485,9 @@ class Harness:
                 self.start()  # and starts from that snapshot
                 self.check_ready("after a graceful restart")
             self.check_store_and_rows("at the end")
+            self.check_audit("at the end")
+            if not self.checkpoints_checked:
+                self.tally.add("audit_problems", "the server signed no audit checkpoint")
         except AssertionError as error:  # Server.start: the server did not come back
             failure = str(error)[-2000:]
             self.tally.add("server_not_starting", f"the server did not start: {failure[-300:]}")
@@ -495,6 +526,9 @@ class Harness:
             "server_errors": counts.get("server_errors", 0),
             "refusals": counts.get("refusals", 0),
             "server_not_starting": counts.get("server_not_starting", 0),
+            "audit_problems": counts.get("audit_problems", 0),
+            "audit_checkpoints_checked": self.checkpoints_checked,
+            "audit_checkpoint_torn_lines": self.torn_checkpoint_lines,
             "originals_settled_at_start": settled_at_start(self.server.log),
             "server_start_seconds": spread(self.start_seconds),
             "server_start_cpu_seconds": spread(self.start_cpu_seconds),
@@ -511,6 +545,7 @@ class Harness:
             "server_errors",
             "refusals",
             "server_not_starting",
+            "audit_problems",
         )
         result["ok"] = not any(result[name] for name in bad)
         return result

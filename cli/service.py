@@ -35,18 +35,24 @@ def _serve(args: argparse.Namespace) -> int:
 
     import uvicorn
 
+    from app.audit.signing import SigningKeyError
     from app.jobs.worker import Worker
     from app.main import create_app
 
     log_to_stderr()
     service = open_service("serve", load_settings(), with_index=True)
+    try:
+        app = create_app(service)
+    except SigningKeyError as error:
+        service.close()
+        raise SystemExit(f"radmatch serve: {error}") from None
     stop = threading.Event()
     if args.worker:
         threading.Thread(
             target=Worker(service).run, args=(stop,), name="worker", daemon=True
         ).start()
     try:
-        uvicorn.run(create_app(service), host=args.host, port=args.port, log_config=_log_config())
+        uvicorn.run(app, host=args.host, port=args.port, log_config=_log_config())
     finally:
         stop.set()
     return 0

@@ -7,6 +7,7 @@ import struct
 
 from model.dicom import decode_dicom
 from model.image import DecodedImage, DecodeLimits, UnsupportedFormat
+from model.memory import Admission, admit_any
 from model.raster import decode_raster
 
 DEFAULT_LIMITS = DecodeLimits()
@@ -32,16 +33,19 @@ _DICOM_PREFIX_OFFSET = 128
 _BARE_DICOM_GROUPS = (0x0002, 0x0008)
 
 
-def decode_image(data: bytes, limits: DecodeLimits = DEFAULT_LIMITS) -> DecodedImage:
+def decode_image(
+    data: bytes, limits: DecodeLimits = DEFAULT_LIMITS, admit: Admission = admit_any
+) -> DecodedImage:
     """Decode an uploaded radiograph to float32 (H, W) pixels in [0, 1], bone bright.
 
     Raises a DecodeError subclass for anything that is not a single decodable radiograph
-    within `limits`.
+    within `limits`. Once the header has passed, the pixels are decoded inside the context
+    `admit` returns for the decode's memory estimate (model.memory); it may refuse by raising.
     """
     fmt = sniff_format(data)
     if fmt == "dicom":
-        return decode_dicom(data, limits)
-    return decode_raster(data, fmt, limits)
+        return decode_dicom(data, limits, admit)
+    return decode_raster(data, fmt, limits, admit)
 
 
 def sniff_format(data: bytes) -> str:

@@ -55,6 +55,7 @@ from model.image import (
     NotAnImage,
     UnsupportedFormat,
 )
+from model.memory import Admission, admit_any, check_memory, dicom_estimate
 from model.raster import check_dimensions, luminance
 
 # Large values (the pixel data) stay in the upload buffer until the header has passed its checks.
@@ -100,9 +101,10 @@ class _PixelHeader:
     photometric: str
 
 
-def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
-    """Decode DICOM bytes (with or without the 128-byte preamble) into a DecodedImage."""
-    _refuse_deflate_bomb(data, limits)
+def decode_dicom(data: bytes, limits: DecodeLimits, admit: Admission = admit_any) -> DecodedImage:
+    """Decode DICOM bytes (with or without the 128-byte preamble) into a DecodedImage. The
+    pixels are decoded inside `admit`'s context, entered with the decode's memory estimate."""
+    inflated = _refuse_deflate_bomb(data, limits)
     ds = _parse(data)
     truncation = _truncation(ds, len(data))
     _refuse_non_images(ds, truncation)
@@ -110,33 +112,46 @@ def decode_dicom(data: bytes, limits: DecodeLimits) -> DecodedImage:
         raise CorruptImage(f"truncated DICOM: {truncation}")
     header = _read_header(ds)
     check_dimensions(header.columns, header.rows, limits)
+    estimate = dicom_estimate(
+        rows=header.rows,
+        columns=header.columns,
+        samples=header.samples,
+        bits_allocated=header.bits_allocated,
+        frames=1,  # _read_header refuses more
+        compressed_bytes=len(data),
+        inflated_bytes=inflated,
+    )
+    check_memory(estimate, limits)
     syntax = _transfer_syntax(ds)
     decoder = _decoder(syntax, header)
-    stored = _decode_stored(ds, header, decoder)
-    pixels = _to_unit_range(stored, ds, header)
+    with admit(estimate):
+        stored = _decode_stored(ds, header, decoder)
+        pixels = _to_unit_range(stored, ds, header)
     return DecodedImage(pixels=pixels, metadata=_metadata(ds, header, syntax))
 
 
 # --- parsing -------------------------------------------------------------------------------------
 
 
-def _refuse_deflate_bomb(data: bytes, limits: DecodeLimits) -> None:
+def _refuse_deflate_bomb(data: bytes, limits: DecodeLimits) -> int:
     """pydicom inflates a deflated dataset in one piece, so a small upload could expand to many
-    gigabytes; measure the inflated size in bounded chunks first."""
+    gigabytes; measure the inflated size in bounded chunks first. Returns it (0 when the
+    dataset is not deflated)."""
     try:
         fp = BytesIO(data)
         read_preamble(fp, force=True)
         if data[fp.tell() : fp.tell() + 2] != b"\x02\x00":
-            return  # no file meta group, so no transfer syntax that could be deflate
+            return 0  # no file meta group, so no transfer syntax that could be deflate
         meta = read_dataset(fp, is_implicit_VR=False, is_little_endian=True, stop_when=_past_meta)
         if meta.get("TransferSyntaxUID") != DeflatedExplicitVRLittleEndian:
-            return
+            return 0
         budget = limits.max_pixels * 3 * 2 + _INFLATE_SLACK_BYTES  # 16-bit RGB at the limit
         inflated = _inflated_size(memoryview(data)[fp.tell() :], stop_after=budget)
     except Exception as exc:  # a file meta group or deflate stream broken in any way
         raise CorruptImage(f"unreadable DICOM file meta or deflate stream: {exc}") from exc
     if inflated > budget:
         raise ImageTooLarge(f"deflated DICOM expands beyond {budget:,} bytes")
+    return inflated
 
 
 def _past_meta(tag: BaseTag, vr: str | None, length: int) -> bool:

@@ -38,8 +38,18 @@ class ImageTooLarge(DecodeError):
 
 @dataclass(frozen=True)
 class DecodeLimits:
+    """What one decode may take.
+
+    max_decode_bytes bounds the memory a decode holds at once (model.memory estimates it from the
+    header). The default, 512 MB, lets through every radiograph a detector produces: the largest
+    flat panels are about 4300x4300 16-bit grey, which needs about 400 MB as native DICOM, 370 MB
+    as a 16-bit PNG and under 500 MB even as deflated DICOM, while it refuses what only a
+    crafted or mistaken file asks for (a 7740x7740 RGB PNG needs about 1.9 GB).
+    """
+
     min_side: int = 64
     max_pixels: int = 60_000_000
+    max_decode_bytes: int = 512 * 1024 * 1024
 
 
 @dataclass(frozen=True)

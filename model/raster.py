@@ -15,7 +15,7 @@ from io import BytesIO
 import numpy as np
 from PIL import Image, ImageOps
 
-from model.completeness import check_png_complete, check_tiff_complete
+from model.completeness import check_jpeg_complete, check_png_complete, check_tiff_complete
 from model.image import (
     CorruptImage,
     DecodedImage,
@@ -27,6 +27,7 @@ from model.image import (
     MultiFrameImage,
     UnsupportedFormat,
 )
+from model.memory import Admission, admit_any, check_memory, raster_estimate
 
 _PILLOW_FORMATS = {"png": "PNG", "jpeg": "JPEG", "tiff": "TIFF"}
 _SIXTEEN_BIT_MODES = frozenset({"I;16", "I;16L", "I;16B", "I;16N"})
@@ -51,8 +52,11 @@ def luminance(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float32) @ _BT601
 
 
-def decode_raster(data: bytes, fmt: str, limits: DecodeLimits) -> DecodedImage:
-    """Decode PNG, JPEG or TIFF bytes; `fmt` is the sniffed format: "png", "jpeg" or "tiff"."""
+def decode_raster(
+    data: bytes, fmt: str, limits: DecodeLimits, admit: Admission = admit_any
+) -> DecodedImage:
+    """Decode PNG, JPEG or TIFF bytes; `fmt` is the sniffed format: "png", "jpeg" or "tiff".
+    The pixels are decoded inside `admit`'s context, entered with the decode's memory estimate."""
     label = fmt.upper()
     image = _open(data, fmt)
     frames = _frame_count(image, label)
@@ -60,11 +64,14 @@ def decode_raster(data: bytes, fmt: str, limits: DecodeLimits) -> DecodedImage:
         raise MultiFrameImage(f"{label} holds {frames} frames; upload a single radiograph")
     width, height = image.size
     check_dimensions(width, height, limits)
+    estimate = raster_estimate(width, height, image.mode, fmt, len(data))
+    check_memory(estimate, limits)
     if fmt == "png":
         check_png_complete(data)
     elif fmt == "tiff":
         check_tiff_complete(image)
-    pixels, bits = _load_grey(image, label)
+    with admit(estimate):
+        pixels, bits = _load_grey(image, label, data)
     return DecodedImage(
         pixels=pixels,
         metadata=ImageMetadata(
@@ -92,11 +99,13 @@ def _frame_count(image: Image.Image, label: str) -> int:
         raise CorruptImage(f"corrupt {label} page structure: {exc}") from exc
 
 
-def _load_grey(image: Image.Image, label: str) -> tuple[np.ndarray, int]:
+def _load_grey(image: Image.Image, label: str, data: bytes) -> tuple[np.ndarray, int]:
     # ImageFile.LOAD_TRUNCATED_IMAGES stays False, so a short file raises here instead of being
     # padded with black.
     try:
         image.load()
+        if label == "JPEG":  # before the EXIF rotation: the check looks at the last MCU
+            check_jpeg_complete(data, image)
         ImageOps.exif_transpose(image, in_place=True)
         return _to_unit_grey(image)
     except DecodeError:

@@ -57,7 +57,7 @@ def get_original(image_id: PathId, request: Request, service: ServiceDep, _: Any
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"},
-        **refusals(404, 410),
+        **refusals(404, 410, 413, 429),
     },
 )
 @router.head("/images/{image_id}/preview.png", include_in_schema=False)

@@ -50,7 +50,7 @@ def get_inbox_original(
 @router.get(
     "/{case_id}/inbox/{item_id}/preview.png",
     response_class=Response,
-    responses={200: {"content": {"image/png": {}}}, **refusals(404, 410)},
+    responses={200: {"content": {"image/png": {}}}, **refusals(404, 410, 413, 429)},
 )
 @router.head("/{case_id}/inbox/{item_id}/preview.png", include_in_schema=False)
 def get_inbox_preview(
@@ -77,7 +77,7 @@ def get_inbox_preview(
 @router.post(
     "/{case_id}/inbox/{item_id}/searches",
     response_model=SearchOut,
-    responses=refusals(404, 410, 413, 415, 422),
+    responses=refusals(404, 410, 413, 415, 422, 429),
 )
 def search_with_item(
     case_id: PathId, item_id: PathId, service: ServiceDep, key: AnyKey, options: SearchOptionsForm

@@ -26,6 +26,7 @@ def limits(service: ServiceDep, _: AnyKey) -> dict:
         "max_upload_bytes": settings.max_upload_bytes,
         "max_search_k": settings.max_search_k,
         "max_pixels": settings.max_pixels,
+        "max_decode_bytes": settings.max_decode_bytes,
     }
 
 

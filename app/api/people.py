@@ -112,7 +112,7 @@ def person_in_searches(person_id: PathId, service: ServiceDep, _: AnyKey) -> lis
     responses={
         200: {"model": ImageOut, "description": "These bytes were already stored for this person"},
         201: {"model": ImageOut, "description": "Stored"},
-        **refusals(400, 404, 413, 415, 422),
+        **refusals(400, 404, 413, 415, 422, 429),
     },
 )
 def upload_image(

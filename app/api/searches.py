@@ -115,7 +115,7 @@ def run_search(
     )
 
 
-@router.post("/search", response_model=SearchOut, responses=refusals(400, 413, 415, 422))
+@router.post("/search", response_model=SearchOut, responses=refusals(400, 413, 415, 422, 429))
 def search_gallery(service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
     return run_search(service, form, key.id).as_json()
 
@@ -133,6 +133,7 @@ def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
         404: {"description": "No such search"},
         409: {"description": "The stored query or the search's model checkpoint is unusable"},
         410: {"description": "The stored query image is no longer stored"},
+        **refusals(429),
     },
 )
 def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
@@ -181,7 +182,7 @@ def get_query_original(
     response_class=Response,
     responses={
         200: {"content": {"image/png": {}}, "description": "8-bit greyscale, bone bright"},
-        **refusals(404, 410),
+        **refusals(404, 410, 413, 429),
     },
 )
 @router.head("/searches/{search_id}/query/preview.png", include_in_schema=False)

@@ -11,13 +11,16 @@ positions back with it, so committed positions never have gaps.
 The database refuses UPDATE and DELETE on `audit_log` (triggers, migration 0004). Verification
 recomputes every hash in sequence order, compares the last one with the head, then checks that
 every stored original (of an image not purged, and of every search's query) is in the store and
-still hashes to its name.
+still hashes to its name. Whoever can drop the triggers can also recompute the chain, so
+`radmatch audit verify` adds a check against the signed checkpoints kept outside the database
+(app/audit/checkpoints.py, app/audit/checkpoint_check.py).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -130,8 +133,9 @@ def chain_new_entries(session: Session, _flush_context, _instances) -> None:
 
 @dataclass
 class Problem:
-    """One thing wrong. kind: edited, missing, reordered, head (the audit chain) or
-    original_missing, original_changed, original_unreadable (the store)."""
+    """One thing wrong. kind: edited, missing, reordered, head (the audit chain);
+    original_missing, original_changed, original_unreadable (the store); or bad_signature,
+    rewritten, truncated, unreadable, no_public_key (the checkpoints)."""
 
     kind: str
     message: str
@@ -139,9 +143,12 @@ class Problem:
     entry_id: int | None = None
     sha256: str | None = None  # the original's name
     referenced_by: list[str] = field(default_factory=list)  # "image 3", "search 7"
+    checkpoint: int | None = None  # the checkpoint's line in the checkpoint file
 
     def line(self) -> str:
-        if self.sha256 is not None:
+        if self.checkpoint is not None:
+            where = f"checkpoint {self.checkpoint}"
+        elif self.sha256 is not None:
             where = f"original {self.sha256} ({', '.join(self.referenced_by)})"
         else:
             where = "audit chain" if self.sequence is None else f"audit entry {self.sequence}"
@@ -157,6 +164,11 @@ class Verification:
     head_sequence: int | None = None
     head_hash: str | None = None
     problems: list[Problem] = field(default_factory=list)
+    # Checked against the signed checkpoints: which file, how many, the newest (its fields).
+    checkpoints_file: str | None = None
+    checkpoints_checked: int = 0
+    latest_checkpoint: dict[str, Any] | None = None
+    notes: list[str] = field(default_factory=list)  # worth knowing, not a failure
 
     @property
     def ok(self) -> bool:
@@ -165,7 +177,8 @@ class Verification:
     @property
     def first_break(self) -> Problem | None:
         """The first problem of the audit chain, in sequence order."""
-        return next((p for p in self.problems if not p.kind.startswith("original")), None)
+        chain_kinds = ("edited", "missing", "reordered", "head")
+        return next((p for p in self.problems if p.kind in chain_kinds), None)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -173,6 +186,12 @@ class Verification:
             "entries_checked": self.entries_checked,
             "originals_checked": self.originals_checked,
             "head": {"sequence": self.head_sequence, "hash": self.head_hash},
+            "checkpoints": {
+                "file": self.checkpoints_file,
+                "checked": self.checkpoints_checked,
+                "latest": self.latest_checkpoint,
+            },
+            "notes": self.notes,
             "problems": [asdict(p) for p in self.problems],
         }
 
@@ -182,11 +201,24 @@ class Verification:
             f"{self.head_sequence}, hash {self.head_hash}",
             f"originals: {self.originals_checked} checked",
         ]
+        if self.checkpoints_file is not None:
+            lines.append(self._checkpoints_line())
+        lines += [f"note: {note}" for note in self.notes]
         lines += [f"problem: {p.line()}" for p in self.problems]
         lines.append(
             "verified: no problems" if self.ok else f"FAILED: {len(self.problems)} problem(s)"
         )
         return "\n".join(lines)
+
+    def _checkpoints_line(self) -> str:
+        line = f"checkpoints: {self.checkpoints_checked} checked in {self.checkpoints_file}"
+        latest = self.latest_checkpoint
+        if latest is not None:
+            line += (
+                f"; latest: sequence {latest['sequence']}, hash {latest['head_hash']}, signed at "
+                f"{latest['signed_at']} by key {latest['key_fingerprint']}"
+            )
+        return line
 
 
 def verify_chain(session: Session, result: Verification, batch: int = 1000) -> None:
@@ -299,14 +331,22 @@ def _check_original(store: OriginalStore, sha256: str) -> tuple[str, str] | None
     return None
 
 
-def verify(sessions: sessionmaker[Session], store: OriginalStore) -> Verification:
-    """Check the whole audit chain, then the stored originals. Read-only, and all of it in one
-    snapshot, so that entries committed meanwhile cannot look like a broken head."""
+# A further check of the same snapshot, e.g. against the signed checkpoints.
+SnapshotCheck = Callable[[Session, Verification], None]
+
+
+def verify(
+    sessions: sessionmaker[Session], store: OriginalStore, also: Sequence[SnapshotCheck] = ()
+) -> Verification:
+    """Check the whole audit chain, then the stored originals, then `also`. Read-only, and all
+    of it in one snapshot, so that entries committed meanwhile cannot look like a broken head."""
     result = Verification()
     with sessions() as session:
         _read_one_snapshot(session)
         verify_chain(session, result)
         verify_originals(session, store, result)
+        for check in also:
+            check(session, result)
     return result
 
 

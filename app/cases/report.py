@@ -1,8 +1,8 @@
 """The case report: a PDF of a case for an identification board (report_contents.py says what it
 holds). Laid out from what was read, without the database: the case; each search with its query,
 candidates, evidence and open-set answer; the conclusions and reviews; the validation of the
-calibrations used; and where the audit chain stood, so that a reader can check that nothing
-changed since."""
+calibrations used; and where the audit chain stood, with that head signed as a checkpoint
+(report_checkpoint.py), so that a reader can check that nothing changed since."""
 
 from __future__ import annotations
 
@@ -10,7 +10,10 @@ import functools
 import io
 from collections.abc import Callable
 
+from app.audit.checkpointing import Checkpointer
+from app.audit.checkpoints import Checkpoint
 from app.cases import report_layout as layout
+from app.cases.report_checkpoint import checkpoint_section
 from app.cases.report_contents import ReportContents
 from app.cases.report_search import search_section
 from app.cases.report_sections import (
@@ -19,11 +22,11 @@ from app.cases.report_sections import (
     conclusions_section,
     validation_section,
 )
+from app.core.errors import ClientError
 from app.gallery.previews import preview_png
 from app.serving.matcher import Matcher
 from app.storage.originals import OriginalStore
 from model.checkpoint import code_version
-from model.image import DecodeError
 
 # The query thumbnail's longest side, in pixels: sharp at the size it is printed.
 PREVIEW_PIXELS = 360
@@ -40,8 +43,8 @@ def stored_query_preview(originals: OriginalStore, matcher: Matcher) -> QueryPre
             return "The query original is no longer stored: no thumbnail."
         try:
             return preview_png(matcher, originals.read(sha256), PREVIEW_PIXELS)
-        except DecodeError as error:
-            return f"The query original cannot be previewed: {error}"
+        except ClientError as error:  # refused by the decode limits or the decode budget
+            return f"The query original cannot be previewed: {error.message}"
 
     return preview
 
@@ -52,11 +55,23 @@ def server_code_version() -> str:
     return code_version()
 
 
+def sign_report_checkpoint(checkpointer: Checkpointer, contents: ReportContents) -> Checkpoint:
+    """A checkpoint of the chain head the report prints (read from the committed head row with
+    the report's contents), signed and appended to the checkpoint file."""
+    return checkpointer.sign(
+        sequence=contents.audit.chain_sequence, head_hash=contents.audit.chain_head_hash
+    )
+
+
 def case_report_pdf(
-    contents: ReportContents, preview: QueryPreview, version: str | None = None
+    contents: ReportContents,
+    preview: QueryPreview,
+    version: str | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> bytes:
     """The report as PDF bytes: A4, a footer with the case number and page on every page.
-    `version` is the code version it names, by default the running server's."""
+    `version` is the code version it names, by default the running server's; `checkpoint` the
+    signed chain head it prints (sign_report_checkpoint)."""
     story = case_section(contents, version or server_code_version())
     for answer in contents.searches:
         story += search_section(answer, preview(answer.query_sha256))
@@ -65,6 +80,8 @@ def case_report_pdf(
     story += conclusions_section(contents)
     story += validation_section(contents.calibrations)
     story += audit_section(contents.audit)
+    if checkpoint is not None:
+        story += checkpoint_section(checkpoint)
     buffer = io.BytesIO()
     layout.build(
         buffer,

@@ -38,6 +38,16 @@ class Settings(BaseSettings):
     ivf_nprobe: int = Field(default=64, gt=0)
     max_upload_bytes: int = Field(default=256 * 1024 * 1024, gt=0)
     max_pixels: int = Field(default=60_000_000, gt=0)
+    # The most memory one image's decode may take, estimated from its header before any pixel
+    # is decoded (model.memory; the default's reasons are in model.image.DecodeLimits): 512 MB
+    # passes every detector's radiograph, a 7740x7740 RGB PNG (1.9 GB) is refused with 413.
+    max_decode_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    # The most memory all of a server process's decodes at once may take (estimates summed,
+    # app/serving/decode_budget.py): four images at the per-image limit, or some 40 ordinary
+    # 2048x2048 16-bit radiographs (about 50 MB each), as many as the request threads. A decode
+    # that does not fit waits up to decode_wait_seconds for others to finish, then gets 429.
+    decode_budget_bytes: int = Field(default=4 * 512 * 1024 * 1024, gt=0)
+    decode_wait_seconds: float = Field(default=5.0, ge=0)
     max_search_k: int = Field(default=100, gt=0)
     # After this many wrong API keys from one client address within the window, the address gets
     # 429 until the window frees up (app.access.throttle: each server process counts its own).
@@ -72,6 +82,17 @@ class Settings(BaseSettings):
     # orchestrator's readiness probe by default; the metrics and the API document show the
     # service's workings, and need one unless named here, e.g. '["readyz", "metrics"]'.
     open_endpoints: set[Literal["readyz", "metrics", "openapi"]] = {"readyz"}
+    # The audit chain's head is signed (Ed25519) and appended to a file outside the database, so
+    # that rewriting the log with direct database access shows (app/audit/checkpoints.py).
+    # The signing key: empty means <data_dir>/audit/signing_key.pem, made on first use (mode
+    # 0600); a path given here must exist. Keep it where the database's owner cannot read it.
+    audit_signing_key: Path | None = None
+    # The append-only file of signed checkpoints: empty means <data_dir>/audit/checkpoints.jsonl.
+    # Put it on WORM storage or a separately owned mount (append-only for the service's user),
+    # so that whoever can write the database cannot also rewrite the checkpoints.
+    audit_checkpoints: Path | None = None
+    # A running server signs the head this often when it moved (and at start and shutdown).
+    audit_checkpoint_interval_s: float = Field(default=300.0, gt=0)
 
     @property
     def sqlalchemy_url(self) -> str:

@@ -61,6 +61,14 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.decodes = Counter(
+            "radmatch_decodes",
+            "Decodes by what the decode budget did with them: admitted (at once or after "
+            "waiting), queued (had to wait), refused (429, or 413 when over the whole budget)",
+            ["outcome"],
+            registry=self.registry,
+        )
+
     @contextmanager
     def timed(self, operation: str, stage: str) -> Iterator[None]:
         started = time.perf_counter()

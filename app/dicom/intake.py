@@ -70,7 +70,9 @@ def receive(
             )
         return _into_gallery(records, matcher, metrics, data, found, destination, arrival, filename)
     except ClientError as error:
-        status = OUT_OF_RESOURCES if error.status >= 500 else CANNOT_UNDERSTAND
+        # 429: the decode budget was full; like a full disk, the sender may try again later.
+        busy = error.status >= 500 or error.status == 429
+        status = OUT_OF_RESOURCES if busy else CANNOT_UNDERSTAND
         raise Refused(status, error.message) from None
 
 

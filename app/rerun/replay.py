@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 from sqlalchemy.orm import Session
 
-from app.core.errors import ClientError, Conflict, Gone
+from app.core.errors import Busy, ClientError, Conflict, Gone
 from app.rerun.words import on
 from app.search.ranking import Ranking, rank_people
 from app.search.service import SearchQuery
@@ -97,6 +97,8 @@ def stored_query(records: Records, record: Search) -> SearchQuery:
 def _decoded(matcher: Matcher, query: SearchQuery, search_id: int) -> DecodedImage:
     try:
         return matcher.decode(query.data)
+    except Busy:
+        raise  # the decode budget is full for now: try again, nothing is wrong with the query
     except ClientError as error:
         raise Conflict(
             f"the stored query of search {search_id} can no longer be decoded: {error.message}"

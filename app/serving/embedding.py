@@ -1,5 +1,6 @@
-"""From stored bytes to embeddings for the service: decoding with the service's limits (refusals
-become 4xx errors), and embedding the live images a model version has no embedding for yet."""
+"""From stored bytes to embeddings for the service: decoding with the service's limits and its
+decode budget (refusals become 4xx errors), and embedding the live images a model version has no
+embedding for yet."""
 
 from __future__ import annotations
 
@@ -17,13 +18,16 @@ from app.storage.tables import Embedding, Image, ModelVersion
 from model.decode import decode_image
 from model.image import DecodedImage, DecodeError, DecodeLimits
 from model.inference import EmbeddingModel
+from model.memory import Admission
 
 log = logging.getLogger("radmatch")
 
 
-def decode(data: bytes, limits: DecodeLimits) -> DecodedImage:
+def decode(data: bytes, limits: DecodeLimits, admit: Admission) -> DecodedImage:
+    """The one place the service decodes: every upload, search, preview, rerun and re-embedding
+    goes through Matcher.decode to here, so that the decode budget (`admit`) sees them all."""
     try:
-        return decode_image(data, limits)
+        return decode_image(data, limits, admit)
     except DecodeError as error:
         raise decode_refusal(error) from None
 
@@ -33,7 +37,7 @@ def embed_missing(
     *,
     model: EmbeddingModel,
     version: ModelVersion,
-    limits: DecodeLimits,
+    decoder: Callable[[bytes], DecodedImage],
     progress: Callable[[int, int], None] | None = None,
     batch_size: int = 32,
 ) -> int:
@@ -47,7 +51,7 @@ def embed_missing(
     done = 0
     for start in range(0, len(missing), batch_size):
         batch = missing[start : start + batch_size]
-        images = [decode(records.originals.read(sha), limits) for _, sha, _ in batch]
+        images = [decoder(records.originals.read(sha)) for _, sha, _ in batch]
         vectors = model.embed(images, [spacing for _, _, spacing in batch])
         try:
             done += _store_embeddings(records, version, batch, vectors)

@@ -12,6 +12,7 @@ from app.core.config import Settings
 from app.core.errors import Unavailable
 from app.core.metrics import Metrics
 from app.serving.batching import EmbeddingBatcher
+from app.serving.decode_budget import DecodeBudget
 from app.serving.embedding import decode, embed_missing
 from app.serving.index import (
     SnapshotError,
@@ -57,13 +58,26 @@ class Matcher:
     started_by: dict[str, str] | None = None
     serving: Serving | None = None
     _refresh_lock: threading.Lock = field(default_factory=threading.Lock)
+    # Shared by every decode of this process (app/serving/decode_budget.py).
+    decode_budget: DecodeBudget = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.decode_budget = DecodeBudget(
+            self.settings.decode_budget_bytes,
+            self.settings.decode_wait_seconds,
+            self.metrics.decodes,
+        )
 
     @property
     def decode_limits(self) -> DecodeLimits:
-        return DecodeLimits(max_pixels=self.settings.max_pixels)
+        return DecodeLimits(
+            max_pixels=self.settings.max_pixels, max_decode_bytes=self.settings.max_decode_bytes
+        )
 
     def decode(self, data: bytes) -> DecodedImage:
-        return decode(data, self.decode_limits)
+        """Decode within the per-image limits, admitted by the process's decode budget: the
+        funnel every decode in the service goes through."""
+        return decode(data, self.decode_limits, self.decode_budget.admit)
 
     def require_serving(self) -> Serving:
         serving = self.serving
@@ -82,7 +96,7 @@ class Matcher:
 
     def embed_missing(self, model: EmbeddingModel, version: ModelVersion, **options) -> int:
         return embed_missing(
-            self.records, model=model, version=version, limits=self.decode_limits, **options
+            self.records, model=model, version=version, decoder=self.decode, **options
         )
 
     # --- the model --------------------------------------------------------------------------------

@@ -105,6 +105,7 @@ REFUSALS = {
     413: "The file, or its image, is over the service's limits (GET /api/v1/limits)",
     415: "Not a file format the service reads (DICOM, PNG, JPEG or TIFF)",
     422: "The request is not valid",
+    429: "The server is decoding other large images; try again after Retry-After seconds",
     503: "The case database is unavailable, or no model is active; try again later",
 }
 
@@ -121,6 +122,10 @@ class Limits(BaseModel):
     max_upload_bytes: int
     max_search_k: int
     max_pixels: int
+    max_decode_bytes: int = Field(
+        description="The most memory one image's decode may need, estimated from its header: "
+        "about 16 bytes per pixel for 8-bit grey, 34 for colour"
+    )
 
 
 class KeyOut(BaseModel):

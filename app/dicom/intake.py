@@ -88,11 +88,13 @@ def _into_gallery(
 ) -> Received:
     ref = found.person_ref(destination.issuer)
     person_id = _person(records, ref)
+    decoded = None
     if person_id is None:
-        # A person is created only for a radiograph that will be stored: checked first, so
+        # A person is created only for a radiograph that will be stored: decoded first, so
         # that a refused first image leaves no person without images behind.
         matcher.require_serving()
-        matcher.decode(data)
+        with metrics.timed("upload", "decode"):
+            decoded = matcher.decode(data)
         person_id = _new_person(records, ref, found, arrival)
     with records.sessions() as session:
         same = session.scalar(
@@ -113,6 +115,7 @@ def _into_gallery(
         fields=ImageFields(filename=filename),
         key_id=arrival.key_id,
         origin=arrival.audit_details,
+        decoded=decoded,
     )
     return Received(found.sop_class_uid, found.sop_instance_uid, stored, image.id, person_id)
 

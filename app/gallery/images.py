@@ -80,10 +80,12 @@ def ingest_image(
     fields: ImageFields,
     key_id: int | None,
     origin: dict[str, Any] | None = None,
+    decoded: DecodedImage | None = None,
 ) -> tuple[Image, bool]:
     """The image record, and whether it is new: the same bytes for the same person return the
     image already stored. `origin` says how the image came, for the audit log, where not by a
-    key's upload (a DICOM sender, a disc)."""
+    key's upload (a DICOM sender, a disc); `decoded`, the data already decoded by the caller
+    (through the matcher), so that it is not decoded twice."""
     sha256 = sha256_of(data)
     with records.sessions() as session:
         live_person(session, person_id)
@@ -91,8 +93,9 @@ def ingest_image(
         if existing is not None:
             return existing, False
     serving = matcher.require_serving()
-    with metrics.timed("upload", "decode"):
-        decoded = matcher.decode(data)
+    if decoded is None:
+        with metrics.timed("upload", "decode"):
+            decoded = matcher.decode(data)
     with metrics.timed("upload", "embed"):
         vector = matcher.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
     image = fields.image_row(

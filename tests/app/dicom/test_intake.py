@@ -90,10 +90,17 @@ def new_case(service: Service, number: str) -> int:
         return case.id
 
 
+def decodes(service: Service) -> float:
+    registry = service.metrics.registry
+    return registry.get_sample_value("radmatch_decodes_total", {"outcome": "admitted"}) or 0.0
+
+
 def test_a_radiograph_joins_the_person_its_patient_id_names(service: Service) -> None:
+    before = decodes(service)
     first = take(service, knee("a1", person_id="P-7", acquired=date(2015, 3, 2), side="L"))
     second = take(service, knee("a2", person_id="P-7", acquired=date(2019, 6, 1), side="R"))
     assert first.stored and second.stored
+    assert decodes(service) - before == 2  # each decoded once, the new person's first one too
     assert first.person_id == second.person_id
     with service.records.sessions() as session:
         person = session.get(Person, first.person_id)

@@ -23,6 +23,7 @@ from app.api.schemas.cases import (
     Conclusions,
     ReviewCreate,
     ReviewOut,
+    ReviewWaiting,
 )
 from app.api.schemas.common import CASE_NUMBER_LENGTH, CaseNumber, NoNul, refusals
 from app.api.schemas.searches import SearchOut
@@ -39,6 +40,7 @@ from app.cases.reviews import (
     refuse_while_blind,
     request_review,
     review_json,
+    reviews_waiting_for,
     withdraw_review,
 )
 from app.cases.service import (
@@ -175,6 +177,13 @@ def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key
             key=key,
         )
         return review_json(review, key_names(session))
+
+
+@router.get("/reviews", response_model=list[ReviewWaiting])
+def reviews_waiting(service: ServiceDep, key: AnyKey) -> list[dict]:
+    """The blind reviews asked of you and still open, oldest first: your inbox."""
+    with service.records.sessions() as session:
+        return reviews_waiting_for(session, key.id)
 
 
 @router.post(

@@ -221,3 +221,15 @@ def _audit(session: Session, key: ApiKey, action: str, review: Review) -> None:
         },
         key_id=key.id,
     )
+
+
+def reviews_waiting_for(session: Session, key_id: int) -> list[dict[str, Any]]:
+    """The open requests asked of this key, oldest first, with their case's number."""
+    rows = session.execute(
+        select(Review, Case.number)
+        .join(Case, Case.id == Review.case_id)
+        .where(Review.reviewer_key_id == key_id, is_open())
+        .order_by(Review.id)
+    ).all()
+    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+    return [{**review_json(review, names), "case_number": number} for review, number in rows]

@@ -208,6 +208,11 @@ def test_a_blind_review_hides_the_whole_case_until_the_reviewer_concludes(
 
     seen = reviewer.get(f"{API}/cases/{case['id']}").json()
     assert seen["conclusions"]["items"] == [] and seen["conclusions"]["hidden"] == 2
+    waiting = reviewer.get(f"{API}/reviews").json()
+    assert [(r["case_number"], r["search_id"], r["requested_by"]) for r in waiting] == [
+        ("2026-021", first["search_id"], "examiner in tests")
+    ]
+    assert examiner.get(f"{API}/reviews").json() == []  # asked by, not of, the examiner
     assert seen["conclusions"]["blind_searches"] == [first["search_id"]]
     assert (seen["status"], seen["description"]) == ("open", "left knee, found 2026-11-30")
     assert seen["updated_at"] == case["updated_at"]
@@ -229,6 +234,7 @@ def test_a_blind_review_hides_the_whole_case_until_the_reviewer_concludes(
     assert conclude(reviewer, case["id"], first, "identification", "review").status_code == 201
     assert conclude(reviewer, case["id"], first, "identification", "again").status_code == 201
 
+    assert reviewer.get(f"{API}/reviews").json() == []
     after = reviewer.get(f"{API}/cases/{case['id']}").json()
     assert after["status"] == "closed" and after["conclusions"]["hidden"] == 0
     assert [(c["examiner"], c["made_blind"]) for c in after["conclusions"]["items"]] == [

@@ -444,6 +444,14 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
     sign_out(page)
     sign_in(page, reviewer_key)
     expect(page.get_by_role("heading", name="Case UID-7")).to_be_visible()
+    inbox_link = page.get_by_role("link", name="Reviews for you 1")
+    expect(inbox_link).to_be_visible()
+    inbox_link.click()
+    inbox = page.get_by_role("region", name="Blind reviews waiting for you")
+    expect(inbox).to_contain_text(f"Search #{search['search_id']}")
+    expect(inbox).to_contain_text("examiner in tests")
+    inbox.get_by_role("link", name="Case UID-7").click()
+    expect(page.get_by_role("heading", name="Case UID-7")).to_be_visible()
     expect(page.locator(".page-head .badge")).to_have_text("Open")
     expect(page.get_by_text("hidden, and the case is shown as it was")).to_be_visible()
     expect(page.get_by_text("First examiner's reading")).to_have_count(0)
@@ -466,6 +474,7 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
     expect(page.locator(".page-head .badge")).to_have_text("Identified")
     expect(page.get_by_text("hidden, and the case is shown")).to_have_count(0)
     expect(page.get_by_text("Blind review by reviewer in tests")).to_contain_text("concluded")
+    expect(page.locator("#reviews-link")).to_be_hidden()
 
     with server.client(reviewer_key) as client:
         asked = client.post(

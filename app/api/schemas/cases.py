@@ -135,6 +135,10 @@ class ReviewOut(BaseModel):
     withdrawn_by: str | None = Field(description="Who withdrew it: the asker or an admin")
 
 
+class ReviewWaiting(ReviewOut):
+    case_number: str
+
+
 class CaseDetail(CaseOut):
     searches: list[SearchOut] = Field(description="Searches run in the case, oldest first")
     conclusions: Conclusions

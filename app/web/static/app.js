@@ -8,6 +8,7 @@ import { caseListView } from "./cases.js";
 import { compareView } from "./compare.js";
 import { announce, clearError, onUnauthorized, report, showError } from "./messages.js";
 import { personView } from "./people.js";
+import { reviewsWaiting, showReviewCount } from "./review-inbox.js";
 
 const main = document.getElementById("main");
 
@@ -37,6 +38,7 @@ function showIdentity() {
   document.querySelector(".main-nav").hidden = !signedIn;
   document.querySelector(".identity").hidden = !signedIn;
   document.getElementById("admin-link").hidden = !(signedIn && me.role === "admin");
+  if (!signedIn) document.getElementById("reviews-link").hidden = true;
   document.getElementById("identity-name").textContent = signedIn
     ? `Signed in as ${me.name} (${me.role})`
     : "";
@@ -161,6 +163,7 @@ async function route() {
     return;
   }
   markSection(found.section);
+  reviewsWaiting().then(showReviewCount, () => {}); // the count is a hint: a failure says nothing
   const view = { scope: new ImageScope(), cleanups: [], key: routeKey(found), update: null };
   current = view;
   const context = {

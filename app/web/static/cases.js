@@ -3,6 +3,7 @@
 import { api } from "./api.js";
 import { badge, capitalise, field, formatTime, h, select, table, title } from "./dom.js";
 import { announce, guarded, submitting } from "./messages.js";
+import { reviewInbox, reviewsWaiting, showReviewCount } from "./review-inbox.js";
 
 export const STATUSES = [
   ["open", "Open"],
@@ -24,8 +25,11 @@ export async function caseListView(ctx) {
     if (ctx.alive()) listArea.replaceChildren(caseTable(page, filters, guarded(refresh)));
   };
 
+  const waiting = await reviewsWaiting();
+  showReviewCount(waiting);
   ctx.root.replaceChildren(
     h("div", { class: "page-head" }, title(1, "Cases")),
+    reviewInbox(waiting),
     h(
       "div",
       { class: "columns columns-wide" },

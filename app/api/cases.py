@@ -36,8 +36,6 @@ from app.cases.report import (
 )
 from app.cases.report_contents import report_contents
 from app.cases.reviews import (
-    blind_sight,
-    refuse_while_blind,
     request_review,
     review_json,
     reviews_waiting_for,
@@ -53,10 +51,11 @@ from app.cases.service import (
     key_names,
     live_case,
     record_conclusion,
+    update_case,
 )
 from app.core.errors import Conflict
 from app.dicom.export import export_case
-from app.storage.tables import Case, utcnow
+from app.storage.tables import Case
 
 router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 503))
 
@@ -107,17 +106,12 @@ def get_case(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
 
 
 @router.patch("/cases/{case_id}", response_model=CaseOut, responses=refusals(400, 404, 409))
-def update_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
-    """Change the case's status, description or prior; not while you review it blind (409)."""
+def change_case(case_id: PathId, body: CaseUpdate, service: ServiceDep, key: AnyKey) -> Case:
+    """Change the case's status, description or prior; not while you review it blind (409).
+    "identified" needs an identification among the examiners' standing conclusions (409)."""
     changes = body.model_dump(exclude_none=True)
     with service.records.sessions.begin() as session:
-        case = live_case(session, case_id)
-        refuse_while_blind(blind_sight(session, case.id, key.id), "change the case")
-        for name, value in changes.items():
-            setattr(case, name, value)
-        case.updated_at = utcnow()
-        audit(session, key.id, "case.update", case.id, **changes)
-    return case
+        return update_case(session, case=live_case(session, case_id), changes=changes, key=key)
 
 
 @router.post(

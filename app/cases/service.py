@@ -10,8 +10,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.audit.entries import record_entry
-from app.cases.reviews import blind_sight, complete_reviews, is_open, review_json
-from app.core.errors import NotFound, Unprocessable
+from app.cases.reviews import (
+    blind_sight,
+    complete_reviews,
+    is_open,
+    refuse_while_blind,
+    review_json,
+)
+from app.core.errors import Conflict, NotFound, Unprocessable
 from app.search.answer import SearchAnswer
 from app.storage.tables import (
     ApiKey,
@@ -85,6 +91,10 @@ def record_conclusion(
     session.add(entry)
     complete_reviews(session, sight, search.id, entry.created_at)
     session.flush()
+    case.updated_at = entry.created_at
+    reopened = case.status == "identified" and not has_identification(session, case.id)
+    if reopened:
+        case.status = "open"
     audit(
         session,
         key.id,
@@ -95,8 +105,43 @@ def record_conclusion(
         person_id=person_id,
         conclusion=conclusion,
         blind_review_id=entry.blind_review_id,
+        **({"status": "open"} if reopened else {}),
     )
     return entry
+
+
+def has_identification(session: Session, case_id: int) -> bool:
+    """Whether an examiner's standing conclusion (their latest about a candidate of a search)
+    in the case is an identification."""
+    latest = (
+        select(func.max(Conclusion.id))
+        .where(Conclusion.case_id == case_id)
+        .group_by(Conclusion.key_id, Conclusion.search_id, Conclusion.person_id)
+    )
+    return bool(
+        session.scalar(
+            select(func.count())
+            .select_from(Conclusion)
+            .where(Conclusion.id.in_(latest), Conclusion.conclusion == "identification")
+        )
+    )
+
+
+def update_case(session: Session, *, case: Case, changes: dict[str, Any], key: ApiKey) -> Case:
+    """Change the case's status, description or prior. Its status follows the conclusions: it
+    can be "identified" only while an examiner's standing conclusion in it is an
+    identification (and a later conclusion that leaves none re-opens it: record_conclusion)."""
+    refuse_while_blind(blind_sight(session, case.id, key.id), "change the case")
+    if changes.get("status") == "identified" and not has_identification(session, case.id):
+        raise Conflict(
+            f"case {case.number!r} has no identification among its examiners' standing "
+            "conclusions: record one before marking the case identified"
+        )
+    for name, value in changes.items():
+        setattr(case, name, value)
+    case.updated_at = utcnow()
+    audit(session, key.id, "case.update", case.id, **changes)
+    return case
 
 
 def key_names(session: Session) -> dict[int, str]:

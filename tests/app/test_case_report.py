@@ -287,7 +287,7 @@ def test_a_blind_reviewer_sees_no_one_elses_conclusion_in_the_report(
     ):
         case = open_case(examiner, "2026-RPT-003", description="Found on the shore")
         search = case_search(examiner, case["id"], query)
-        conclude(examiner, case["id"], search, "possible", "First reading, before the review")
+        conclude(examiner, case["id"], search, "identification", "First reading, before the review")
         response = examiner.post(
             f"{API}/cases/{case['id']}/reviews",
             json={

@@ -198,6 +198,7 @@ def test_a_blind_review_hides_the_whole_case_until_the_reviewer_concludes(
     first = case_search(examiner, case["id"], query)
     other = case_search(examiner, case["id"], baselines[0])
     assert conclude(examiner, case["id"], other, "identification", "seen").status_code == 201
+    when_asked = examiner.get(f"{API}/cases/{case['id']}").json()["updated_at"]
     asked = request_review(examiner, case["id"], first, key_id(reviewer))
     assert asked.status_code == 201, asked.text
     changed = examiner.patch(
@@ -215,7 +216,7 @@ def test_a_blind_review_hides_the_whole_case_until_the_reviewer_concludes(
     assert examiner.get(f"{API}/reviews").json() == []  # asked by, not of, the examiner
     assert seen["conclusions"]["blind_searches"] == [first["search_id"]]
     assert (seen["status"], seen["description"]) == ("open", "left knee, found 2026-11-30")
-    assert seen["updated_at"] == case["updated_at"]
+    assert seen["updated_at"] == when_asked
     assert seen["searches"][1]["candidates"] == other["candidates"]  # the candidates, not them
     assert asked.json()["state"] == "open"
     listed = reviewer.get(f"{API}/cases", params={"number": "2026-021"}).json()["items"]
@@ -295,14 +296,30 @@ def test_a_request_is_withdrawn_by_its_asker_or_an_admin(examiner, admin, review
     assert states == ["withdrawn", "withdrawn"]
 
 
-def test_a_case_status(examiner):
+def test_a_case_status_follows_its_conclusions(examiner, reviewer, people, query):
+    """Identified only while an examiner's standing conclusion is an identification; a
+    conclusion changes the case (its last change), and one that leaves no identification
+    standing re-opens it."""
     case = open_case(examiner, "2026-022")
+    refused = examiner.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
+    assert refused.status_code == 409 and "no identification" in refused.json()["detail"]
+    search = case_search(examiner, case["id"], query)
+    assert conclude(examiner, case["id"], search, "identification", "").status_code == 201
+    concluded = examiner.get(f"{API}/cases/{case['id']}").json()
+    assert concluded["status"] == "open" and concluded["updated_at"] > case["updated_at"]
     response = examiner.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
     assert response.status_code == 200 and response.json()["status"] == "identified"
     assert examiner.patch(f"{API}/cases/{case['id']}", json={"status": "solved"}).status_code == 422
     listed = examiner.get(f"{API}/cases", params={"status": "identified"}).json()
     assert [c["number"] for c in listed["items"]] == ["2026-022"]
     assert examiner.get(f"{API}/cases/999999").status_code == 404
+
+    assert conclude(reviewer, case["id"], search, "identification", "").status_code == 201
+    assert conclude(examiner, case["id"], search, "probable", "on reflection").status_code == 201
+    still = examiner.get(f"{API}/cases/{case['id']}").json()
+    assert still["status"] == "identified"  # the reviewer's identification stands
+    assert conclude(reviewer, case["id"], search, "possible", "").status_code == 201
+    assert examiner.get(f"{API}/cases/{case['id']}").json()["status"] == "open"
 
 
 def test_every_change_to_a_case_is_in_its_audit_trail(
@@ -314,7 +331,8 @@ def test_every_change_to_a_case_is_in_its_audit_trail(
         assert conclude(examiner, case["id"], search, conclusion, "").status_code == 201
     assert request_review(examiner, case["id"], search, key_id(reviewer)).status_code == 201
     assert conclude(reviewer, case["id"], search, "identification", "review").status_code == 201
-    # Closed rather than identified: test_a_case_status lists the one identified case.
+    # Closed rather than identified: test_a_case_status_follows_its_conclusions lists the one
+    # identified case.
     response = examiner.patch(f"{API}/cases/{case['id']}", json={"status": "closed"})
     assert response.status_code == 200, response.text
 

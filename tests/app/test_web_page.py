@@ -423,7 +423,7 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
             json={
                 "search_id": search["search_id"],
                 "person_id": people[query.person_id],
-                "conclusion": "probable",
+                "conclusion": "identification",
                 "comment": "First examiner's reading",
             },
         )
@@ -439,7 +439,8 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
         "awaiting their conclusion"
     )
     with server.examiner() as client:
-        client.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
+        marked = client.patch(f"{API}/cases/{case['id']}", json={"status": "identified"})
+        assert marked.status_code == 200, marked.text
 
     sign_out(page)
     sign_in(page, reviewer_key)

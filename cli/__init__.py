@@ -7,12 +7,16 @@ import argparse
 
 from app.core.allocator import limit_heap_growth
 from cli import audit, cohorts, database, demo, dicom, dicomweb, gallery, keys, service
+from model.threads import wait_passively
 
 # In the order `radmatch --help` lists them.
 COMMAND_GROUPS = (cohorts, service, database, keys, audit, gallery, dicom, dicomweb, demo)
 
 
 def main(argv: list[str] | None = None) -> int:
+    # Importing the commands loads neither torch nor faiss: their OpenMP runtime, which reads
+    # this once when it loads, is still to come (model/threads.py).
+    wait_passively()
     args = build_parser().parse_args(argv)
     limit_heap_growth()  # before the model and the first images are loaded
     return args.run(args)

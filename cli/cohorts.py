@@ -8,7 +8,14 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cli.common import Subcommands, add_cohort_options, read_cohort_records
+from cli.common import (
+    Subcommands,
+    add_backend_option,
+    add_cohort_options,
+    load_settings,
+    read_cohort_records,
+    with_backend,
+)
 from training.config import add_config_options, overrides_from
 
 if TYPE_CHECKING:
@@ -81,6 +88,7 @@ def _add_evaluate(commands: Subcommands) -> None:
         "--input-size", type=int, default=128, help="input side in px of --embedder"
     )
     evaluate.add_argument("--device", default="cpu", help="torch device for --checkpoint")
+    add_backend_option(evaluate)
     evaluate.add_argument(
         "--out",
         type=Path,
@@ -194,16 +202,20 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _evaluation_embedder(args: argparse.Namespace) -> tuple[RecordEmbedder, dict[str, Any] | str]:
     """The embedder to evaluate, and its checkpoint's calibration or why there is none."""
-    from model.checkpoint import CheckpointError, load_checkpoint
-    from training.embedders import baseline_embedder, network_embedder
+    from app.serving.model_versions import load_embedding_model
+    from model.backends import BackendError
+    from model.checkpoint import CheckpointError
+    from training.embedders import baseline_embedder, model_embedder
 
     if args.checkpoint is None:
         embed = baseline_embedder(args.embedder, args.input_size)
         return embed, f"{args.embedder} is a reference embedder, which has no calibration"
+    # As the service embeds, with its backend and threads, but always in float32.
+    settings = with_backend(load_settings(), args.backend)
+    settings = settings.model_copy(update={"device": args.device, "precision": "fp32"})
     try:
-        checkpoint = load_checkpoint(args.checkpoint, args.device)
-    except (CheckpointError, OSError) as error:
+        model = load_embedding_model(args.checkpoint, settings)
+    except (CheckpointError, BackendError, OSError) as error:
         raise SystemExit(f"radmatch evaluate: {error}") from None
-    embed = network_embedder(checkpoint.embedder, checkpoint.preprocessing)
     reason = "the checkpoint carries no calibration (radmatch calibrate adds one)"
-    return embed, checkpoint.info.get("calibration") or reason
+    return model_embedder(model), model.checkpoint.info.get("calibration") or reason

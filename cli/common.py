@@ -26,6 +26,22 @@ def load_settings() -> Settings:
     return Settings()
 
 
+def add_backend_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--backend",
+        choices=["torch", "onnxruntime"],
+        help="what runs the network (default RADMATCH_INFERENCE_BACKEND: onnxruntime on the "
+        "CPU, torch on a GPU)",
+    )
+
+
+def with_backend(settings: Settings, backend: str | None) -> Settings:
+    """The settings with --backend, when given, as the inference backend."""
+    if backend is None:
+        return settings
+    return settings.model_copy(update={"inference_backend": backend})
+
+
 def open_service(
     command: str, settings: Settings, with_index: bool, with_model: bool = True
 ) -> Service:

@@ -10,10 +10,12 @@ from typing import TYPE_CHECKING
 
 from cli.common import (
     Subcommands,
+    add_backend_option,
     add_cohort_options,
     load_settings,
     open_service,
     read_cohort_records,
+    with_backend,
 )
 
 if TYPE_CHECKING:
@@ -50,6 +52,7 @@ def add_commands(commands: Subcommands) -> None:
         help="whose PatientIDs DICOM objects without IssuerOfPatientID carry; people are "
         "<issuer>:<PatientID> (default RADMATCH_DICOM_ISSUER, LOCAL)",
     )
+    add_backend_option(ingest)
     ingest.set_defaults(run=_ingest)
 
     search = commands.add_parser(
@@ -128,18 +131,19 @@ def _evidence(evidence: dict | None) -> str:
 
 
 def _ingest(args: argparse.Namespace) -> int:
+    settings = with_backend(load_settings(), args.backend)
     if args.dicomdir is not None or args.dicom_folder is not None:
         if args.baseline_only:
             raise SystemExit("radmatch ingest: --baseline-only applies to a cohort, not to DICOM")
         from cli.media import ingest_media
 
         return ingest_media(
-            load_settings(), dicomdir=args.dicomdir, folder=args.dicom_folder, issuer=args.issuer
+            settings, dicomdir=args.dicomdir, folder=args.dicom_folder, issuer=args.issuer
         )
     if args.issuer is not None:
         raise SystemExit("radmatch ingest: --issuer applies to --dicomdir and --dicom-folder")
     records = read_cohort_records("ingest", args.manifest, args.chestxray14)
-    ingest(load_settings(), records, args.baseline_only)
+    ingest(settings, records, args.baseline_only)
     return 0
 
 

@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint
 from model.decode import decode_image
-from model.inference import embed_inputs, pixel_spacing
+from model.inference import EmbeddingModel, embed_inputs, pixel_spacing
 from model.network import Embedder
 from model.preprocess import Preprocessing, final_crop, resized
 from training.records import ImageRecord
@@ -50,6 +50,16 @@ def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
 def network_embedder(network: Embedder, prep: Preprocessing) -> RecordEmbedder:
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
         return embed_inputs(network.eval(), _inputs(records, prep))
+
+    return embed
+
+
+def model_embedder(model: EmbeddingModel) -> RecordEmbedder:
+    """A checkpoint as the service embeds with it: its preprocessing, then its backend."""
+
+    def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
+        inputs = _inputs(records, model.checkpoint.preprocessing)
+        return torch.from_numpy(model.embed_inputs(inputs))
 
     return embed
 

@@ -23,6 +23,13 @@ class Settings(BaseSettings):
     device: str = ""  # empty: the GPU when there is one
     # auto: bfloat16 autocast on a GPU, float32 on the CPU.
     precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # What runs the network's forward pass (model/backends.py); auto: onnxruntime on the CPU
+    # (faster than PyTorch eager, the same embeddings), torch on a GPU. The ONNX file
+    # is exported beside the checkpoint, or under <data_dir>/models/onnx where that is read-only.
+    inference_backend: Literal["auto", "torch", "onnxruntime"] = "auto"
+    # Threads of torch, ONNX Runtime and FAISS alike (model/threads.py); empty: the CPUs this
+    # process may run on.
+    threads: int | None = Field(default=None, gt=0)
     # Concurrent uploads and searches are embedded together: a batch waits at most this long
     # for company after its first image arrives, and holds at most this many images.
     embed_wait_ms: float = Field(default=2.0, ge=0)

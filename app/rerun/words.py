@@ -40,4 +40,10 @@ def model_change(then: ModelVersion, now: ModelVersion) -> str | None:
 
 
 def on(inference: dict[str, str]) -> str:
-    return f"{inference['device']} in {inference['precision']}"
+    """Where, at what precision and by which backend; a search stored before the backend was
+    recorded ran PyTorch, the only one there was."""
+    return f"{inference['device']} in {inference['precision']} by {backend(inference)}"
+
+
+def backend(inference: dict[str, str]) -> str:
+    return inference.get("backend", "torch")

@@ -22,9 +22,16 @@ from app.serving.index import (
     check_consistency,
     snapshot_path,
 )
-from app.serving.model_versions import activate, active_version, load_model, register
+from app.serving.model_versions import (
+    activate,
+    active_version,
+    load_embedding_model,
+    load_model,
+    register,
+)
 from app.storage.records import Records
 from app.storage.tables import ModelVersion
+from model.backends import BackendError
 from model.checkpoint import CheckpointError
 from model.image import DecodedImage, DecodeLimits
 from model.inference import EmbeddingModel
@@ -113,8 +120,8 @@ class Matcher:
         if path is None:
             return None
         try:
-            return EmbeddingModel.load(path, self.settings.device or None, self.settings.precision)
-        except (CheckpointError, OSError) as error:
+            return load_embedding_model(path, self.settings)
+        except (CheckpointError, BackendError, OSError) as error:
             raise StartupError(f"cannot load the model checkpoint: {error}") from None
 
     def _bootstrap_model(self) -> tuple[ModelVersion | None, EmbeddingModel | None]:
@@ -148,7 +155,7 @@ class Matcher:
         if model is None:
             try:
                 model = load_model(version, self.settings)
-            except (CheckpointError, OSError) as error:
+            except (CheckpointError, BackendError, OSError) as error:
                 raise StartupError(f"cannot load model version {version.id}: {error}") from None
         self.embed_missing(model, version)  # images uploaded under another model
         index = self._load_index(version) if self.with_index else None

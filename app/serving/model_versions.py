@@ -16,6 +16,7 @@ from app.evidence.calibrations import add_calibration
 from app.storage.tables import ModelVersion, utcnow
 from model.checkpoint import CheckpointError, sha256_path
 from model.inference import EmbeddingModel
+from model.threads import apply_threads
 
 # A checkpoint's .sha256 holds one line: the digest, two spaces and the file's name.
 SHA256_FILE_BYTES = 4096
@@ -111,32 +112,51 @@ def _file_inside(root: Path, path: Path, max_bytes: int, named: str) -> Path:
     try:
         resolved = path.resolve()
     except (OSError, RuntimeError, ValueError):  # a name too long, a link loop, a NUL
-        raise Unprocessable(f"no file {named!r} in the models directory") from None
+        raise Unprocessable(f"there is no file named {named!r} in the models directory") from None
     if not resolved.is_relative_to(root):
         raise Unprocessable(
-            f"{named!r} is outside the models directory: only checkpoints there can be "
-            f"registered through the API (RADMATCH_MODELS_DIR)"
+            f"{named!r} is outside the models directory: copy the checkpoint (with its .sha256) "
+            f"into that directory (RADMATCH_MODELS_DIR) and register it by its name"
         )
     try:
         status = resolved.stat()
     except OSError:
-        raise Unprocessable(f"no file {named!r} in the models directory") from None
+        raise Unprocessable(f"there is no file named {named!r} in the models directory") from None
     if not stat.S_ISREG(status.st_mode):
-        raise Unprocessable(f"{named!r} in the models directory is not a regular file")
+        raise Unprocessable(
+            f"{named!r} in the models directory is not a regular file (a folder, a pipe or a "
+            f"device), so it cannot be a checkpoint"
+        )
     if status.st_size > max_bytes:
         raise Unprocessable(
-            f"{named!r} is {status.st_size} bytes, over the limit of {max_bytes} bytes "
-            f"(RADMATCH_MAX_CHECKPOINT_BYTES)"
+            f"{named!r} is {status.st_size} bytes, over the limit of {max_bytes} bytes for a "
+            f"checkpoint: it is not one, or RADMATCH_MAX_CHECKPOINT_BYTES must be raised"
         )
     return resolved
 
 
-def load_model(version: ModelVersion, settings: Settings) -> EmbeddingModel:
-    """The version's checkpoint on the configured device and precision, refused if the file
-    changed since it was registered."""
-    model = EmbeddingModel.load(
-        Path(version.checkpoint_path), settings.device or None, settings.precision
+def load_embedding_model(path: Path, settings: Settings) -> EmbeddingModel:
+    """A checkpoint on the configured device, precision, backend and threads. Every process
+    that embeds for the service loads its model here, and with ONNX Runtime this is where
+    the checkpoint's ONNX file is checked, or exported when missing or stale: in the activation
+    job (a worker) before a version is served, so the servers that switch to it then find it
+    ready, and at a server's start for RADMATCH_CHECKPOINT. Registering does not export: it
+    runs in a request, and a version may never be activated."""
+    apply_threads(settings.threads)
+    return EmbeddingModel.load(
+        Path(path),
+        settings.device or None,
+        settings.precision,
+        backend=settings.inference_backend,
+        threads=settings.threads,
+        onnx_dir=settings.data_dir / "models" / "onnx",
     )
+
+
+def load_model(version: ModelVersion, settings: Settings) -> EmbeddingModel:
+    """The version's checkpoint on the configured device, precision and backend, refused if the
+    file changed since it was registered."""
+    model = load_embedding_model(Path(version.checkpoint_path), settings)
     if model.sha256 != version.sha256:
         raise CheckpointError(
             f"{version.checkpoint_path} is not the checkpoint registered as model version "

@@ -131,6 +131,8 @@ def test_upload_search_and_stored_search(server, cohort, checkpoint):
         assert candidate["similarity"] == candidate["images"][0]["similarity"]
     assert result["index_size"] == 2 * len(gallery)
     assert result["index"] == {"kind": "flat", "exact": True, "parameters": {}}
+    # On the CPU the default backend is ONNX Runtime (the similarities above are PyTorch's).
+    assert result["inference"] == {"device": "cpu", "precision": "fp32", "backend": "onnxruntime"}
     assert [c["rank"] for c in result["candidates"]] == list(range(1, len(gallery) + 1))
 
     stored = client.get(f"{API}/searches/{result['search_id']}")

@@ -201,12 +201,26 @@ def test_rerun_is_identical_and_explains_what_changed_since(server, cohort):
 
     # The search recorded how it embedded its query; rounding between a GPU in bfloat16 and this
     # CPU in float32 explains a shift of 2e-3, which between two CPU float32 runs it does not.
-    assert original["inference"] == {"device": "cpu", "precision": "fp32"}
+    on_cpu = {"device": "cpu", "precision": "fp32", "backend": "onnxruntime"}
+    assert original["inference"] == on_cpu
     assert rerun(examiner, search_id)["rerun_inference"] == original["inference"]
-    on_gpu = {"device": "cuda", "precision": "bf16"}
+    on_gpu = {"device": "cuda", "precision": "bf16", "backend": "torch"}
     (difference,) = rerun_tampered(server, examiner, original, shift=2e-3, inference=on_gpu)
     assert difference["cause"] == "float_drift", difference
-    assert "the stored search embedded it on cuda in bf16" in difference["explanation"]
+    assert "the stored search embedded it on cuda in bf16 by torch" in difference["explanation"]
+    # Embedded by PyTorch then, by ONNX Runtime now: rounding of the order of 1e-6 between the
+    # two, named as the reason.
+    by_torch = {**on_cpu, "backend": "torch"}
+    (difference,) = rerun_tampered(server, examiner, original, shift=5e-5, inference=by_torch)
+    assert difference["cause"] == "float_drift", difference
+    assert (
+        "the stored search embedded it on cpu in fp32 by torch, the re-run on cpu in fp32 by "
+        "onnxruntime" in difference["explanation"]
+    )
+    # A search stored before the backend was recorded was embedded by PyTorch.
+    before = {"device": "cpu", "precision": "fp32"}
+    (difference,) = rerun_tampered(server, examiner, original, shift=5e-5, inference=before)
+    assert "embedded it on cpu in fp32 by torch" in difference["explanation"], difference
     (difference,) = rerun_tampered(server, examiner, original, shift=2e-3)
     assert difference["cause"] == "unexplained", difference
     (difference,) = rerun_tampered(server, examiner, original, shift=2e-3, inference=None)

@@ -85,6 +85,10 @@ class ModelVersionRef(BaseModel):
 class Inference(BaseModel):
     device: str = Field(description="cpu or cuda")
     precision: Literal["fp32", "bf16"]
+    backend: Literal["torch", "onnxruntime"] = Field(
+        default="torch",
+        description="What ran the network (torch on searches stored before it was recorded)",
+    )
 
 
 class IndexUsed(BaseModel):

@@ -28,7 +28,7 @@ def a_search_answer() -> SearchAnswer:
         created_at="2026-03-01T12:00:00+00:00",
         query_sha256="c" * 64,
         model_version=ModelVersionRef(1, "a" * 64),
-        inference={"device": "cpu", "precision": "fp32"},
+        inference={"device": "cpu", "precision": "fp32", "backend": "onnxruntime"},
         index_generation=12,
         index_size=40,
         index={"kind": "flat", "exact": True, "parameters": {}},
@@ -55,6 +55,13 @@ def test_a_search_stored_before_index_and_inference_were_recorded_reads_as_exact
     answer = SearchAnswer.from_json(stored)
     assert answer.index == {"kind": "flat", "exact": True, "parameters": {}}
     assert answer.inference is None and answer.case_id is None
+
+
+def test_a_search_stored_before_the_backend_was_recorded_was_embedded_by_torch():
+    stored = a_search_answer().as_json()
+    stored["inference"] = {"device": "cpu", "precision": "fp32"}
+    sent = SearchOut.model_validate(stored).model_dump(mode="json")
+    assert sent["inference"] == {"device": "cpu", "precision": "fp32", "backend": "torch"}
 
 
 def test_a_rerun_answer_fits_the_schema_with_its_causes():

@@ -203,7 +203,8 @@ def test_someone_who_no_longer_matches_the_filters_left_for_that_reason():
             {"device": "cpu", "precision": "fp32"},
             {"device": "cpu", "precision": "fp32"},
             DRIFT_CPU_FP32,
-            "the stored search embedded it on cpu in fp32, the re-run on cpu in fp32",
+            "the stored search embedded it on cpu in fp32 by torch, the re-run on cpu in fp32 "
+            "by torch",
         ),
         (
             {"device": "cuda", "precision": "bf16"},
@@ -217,8 +218,15 @@ def test_someone_who_no_longer_matches_the_filters_left_for_that_reason():
             DRIFT_CPU_FP32,
             "the stored search does not say how it did",
         ),
+        (
+            {"device": "cpu", "precision": "fp32", "backend": "onnxruntime"},
+            {"device": "cpu", "precision": "fp32", "backend": "torch"},
+            DRIFT_CPU_FP32,
+            "the stored search embedded it on cpu in fp32 by onnxruntime, the re-run on cpu in "
+            "fp32 by torch",
+        ),
     ],
-    ids=["cpu-both", "gpu-then", "not-recorded"],
+    ids=["cpu-both", "gpu-then", "not-recorded", "other-backend"],
 )
 def test_rounding_allowed_depends_on_how_both_runs_embedded(stored, rerun, drift, says):
     allowed, words = rounding(stored, rerun)

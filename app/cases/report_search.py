@@ -81,8 +81,11 @@ def search_facts(answer: SearchAnswer) -> list[tuple[str, str | Flowable]]:
         ("Asked for", asked),
     ]
     if answer.inference:
+        inference = answer.inference
+        # Searches stored before the backend was recorded were embedded by PyTorch.
+        backend = inference.get("backend", "torch")
         rows.append(
-            ("Embedded on", f"{answer.inference['device']}, {answer.inference['precision']}")
+            ("Embedded on", f"{inference['device']}, {inference['precision']}, by {backend}")
         )
     return rows
 

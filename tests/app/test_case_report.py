@@ -213,6 +213,7 @@ def test_a_report_holds_what_the_board_needs(calibrated_gallery, baselines, tmp_
     assert "Case report: 2026/RPT-001" in text and "Right knee, found near the river" in text
     assert search["query_sha256"] in text
     assert f"Calibration #{search['calibration']['id']} (logistic)" in text
+    assert "Embedded on cpu, fp32, by onnxruntime" in text
     for candidate in search["candidates"]:
         evidence = candidate["evidence"]
         assert f"Rank {candidate['rank']}, {candidate['external_ref']}: likelihood ratio" in text

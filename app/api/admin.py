@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 from app.api import API_PREFIX
 from app.api.deps import AdminKey, PathId, ServiceDep
 from app.api.paging import Limit, Offset, page
+from app.api.registration import load_registrable
 from app.api.schemas.admin import (
     JobOut,
     JobsPage,
@@ -24,12 +25,11 @@ from app.api.schemas.admin import (
 from app.api.schemas.common import NoNul, refusals
 from app.core.errors import NotFound, Unprocessable
 from app.evidence.calibrations import newest_row, summary
-from app.jobs.queue import enqueue, request_cancel
+from app.jobs.queue import enqueue, enqueue_unless_unfinished, request_cancel
+from app.jobs.rebuild import last_publishing_job
 from app.serving.model_versions import register, registrable_checkpoint
 from app.serving.service import Service
 from app.storage.tables import Embedding, Job, ModelVersion
-from model.checkpoint import CheckpointError
-from model.inference import EmbeddingModel
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], responses=refusals(401, 403, 503))
 
@@ -41,11 +41,16 @@ def _start(service: Service, kind: str, parameters: dict[str, Any], key_id: int)
         return enqueue(session, kind, parameters, key_id)
 
 
-@router.post("/index/rebuild", status_code=202, response_model=JobOut)
+@router.post("/index/rebuild", status_code=202, response_model=JobOut, responses=refusals(409))
 def rebuild_index(service: ServiceDep, key: AdminKey) -> Job:
     """Rebuild the active model's index from the stored embeddings, verify it, switch to it.
-    Searches go on with the current index meanwhile."""
-    return _start(service, "index_rebuild", {}, key.id)
+    Searches go on with the current index meanwhile. While a rebuild is queued or running, a
+    second request queues nothing: 409, naming that job (it rebuilds from every embedding
+    stored when it runs, so it does what the second request asks)."""
+    with service.records.sessions.begin() as session:
+        return enqueue_unless_unfinished(
+            session, kind="index_rebuild", parameters={}, key_id=key.id
+        )
 
 
 @router.post("/training-jobs", status_code=202, response_model=JobOut, responses=refusals(400, 422))
@@ -82,17 +87,7 @@ def register_model(body: ModelRegister, service: ServiceDep, key: AdminKey) -> d
         models_dir=service.settings.registrable_models_dir,
         max_bytes=service.settings.max_checkpoint_bytes,
     )
-    # torch's refusal quotes the file (its first byte: "Unsupported operand 37"): an admin
-    # learns what the file is not, never what is in it.
-    try:
-        model = EmbeddingModel.load(checkpoint, "cpu")
-    except CheckpointError:
-        raise Unprocessable(
-            f"{body.checkpoint_path!r} is not a radmatch checkpoint, or not the one its .sha256 "
-            f"file names"
-        ) from None
-    except OSError as error:
-        raise Unprocessable(f"cannot read {body.checkpoint_path!r}: {error.strerror}") from None
+    model = load_registrable(checkpoint, body.checkpoint_path)
     with service.records.sessions.begin() as session:
         version = register(session, model, key.id)
         if manifest is not None:
@@ -169,11 +164,19 @@ def _model_out(session: Session, version: ModelVersion) -> dict:
             Embedding.model_version_id == version.id, Embedding.removed_generation.is_(None)
         )
     )
-    columns = ModelVersionOut.model_fields.keys() - {"embedded_images", "calibration"}
+    columns = ModelVersionOut.model_fields.keys() - {
+        "embedded_images",
+        "calibration",
+        "index_published_at",
+        "index_published_by_job",
+    }
     calibration = newest_row(session, version.id)
+    published = last_publishing_job(session, version.id)
     return {name: getattr(version, name) for name in columns} | {
         "embedded_images": embedded,
         "calibration": None if calibration is None else summary(calibration),
+        "index_published_at": None if published is None else published.finished_at,
+        "index_published_by_job": None if published is None else published.id,
     }
 
 

@@ -27,6 +27,10 @@ def activate_model(service: Service, job: RunningJob) -> dict[str, Any]:
     with service.records.sessions.begin() as session:
         activate(session, session.get(ModelVersion, version_id), job.key_id)
     job.log(f"model version {version_id} is active")
+    job.conclude(
+        f"model version {version_id} is active, with its index of {result['images']:,} images "
+        f"(build {result['index_build']})"
+    )
     # Uploads that servers embedded with the previous model until they switched.
     late = service.matcher.embed_missing(model, version)
     return {

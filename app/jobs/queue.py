@@ -18,9 +18,10 @@ from typing import Any
 from sqlalchemy import and_, select, update
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
+from app.audit.chain import HEAD_ID
 from app.audit.entries import record_entry
 from app.core.errors import Conflict
-from app.storage.tables import Job, utcnow
+from app.storage.tables import AuditChainHead, Job, utcnow
 
 QUEUED, RUNNING, SUCCEEDED, FAILED, CANCELLED = (
     "queued",
@@ -62,6 +63,37 @@ def enqueue(
         details={"kind": kind, "parameters": parameters},
     )
     return job
+
+
+def enqueue_unless_unfinished(
+    session: Session, *, kind: str, parameters: dict[str, Any], key_id: int | None
+) -> Job:
+    """Queue a job of this kind unless one is already queued or running: then refuse, naming it
+    (a second rebuild queued behind the first would only rebuild the same index again).
+
+    The check and the insert are one transaction that first takes the audit chain's head row,
+    which every job's creation updates anyway: PostgreSQL's row lock, or SQLite's write lock,
+    makes a concurrent caller wait here until this one commits, so it then sees this job. The
+    lock must be the transaction's first statement (on SQLite a transaction that read first
+    cannot take the write lock once another writer has committed)."""
+    session.execute(
+        update(AuditChainHead)
+        .where(AuditChainHead.id == HEAD_ID)
+        .values(sequence=AuditChainHead.sequence)
+    )
+    unfinished = session.scalar(
+        select(Job)
+        .where(Job.kind == kind, Job.status.in_((QUEUED, RUNNING)))
+        .order_by(Job.id)
+        .limit(1)
+    )
+    if unfinished is not None:
+        what = kind.replace("_", " ")
+        raise Conflict(
+            f"{what} job #{unfinished.id} is already {unfinished.status}; another would do the "
+            f"same work, so none was queued"
+        )
+    return enqueue(session, kind, parameters, key_id)
 
 
 def request_cancel(session: Session, job: Job, key_id: int | None) -> Job:
@@ -144,6 +176,7 @@ def recover_stale(sessions: sessionmaker[Session], stale_after: timedelta) -> li
                 job.status, job.error = FAILED, reason + f"; failed after {job.attempt} attempts"
             if job.status != QUEUED:
                 job.finished_at = utcnow()
+                job.progress_message = job.error
             job.log_tail = f"{job.log_tail}\n{job.error}".strip()
             job.worker = None
         return [job.id for job in stale]
@@ -167,6 +200,7 @@ class RunningJob:
     )
     _cancel: threading.Event = field(default_factory=threading.Event)
     _lost: threading.Event = field(default_factory=threading.Event)
+    _outcome: str | None = None  # what a success did, in a sentence; see conclude()
 
     @classmethod
     def of(cls, sessions: sessionmaker[Session], job: Job) -> RunningJob:
@@ -227,11 +261,20 @@ class RunningJob:
             heartbeat_at=utcnow(),
         )
 
+    def conclude(self, message: str) -> None:
+        """What the job did, in a sentence: its message once it succeeds (until then its
+        progress messages say what it is doing)."""
+        self._outcome = message
+
     def finish(self, status: str, result: dict[str, Any] | None = None, error: str | None = None):
+        """Its final state; the message becomes what it did, or why it stopped, never the last
+        step it reported."""
+        message = (self._outcome or "finished") if status == SUCCEEDED else (error or status)
         self._write(
             status=status,
             result=result,
             error=error,
             finished_at=utcnow(),
+            progress_message=message,
             log_tail="\n".join(self._log),
         )

@@ -6,15 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
 from app.core.errors import Conflict
-from app.jobs.queue import RunningJob
+from app.jobs.queue import SUCCEEDED, RunningJob
 from app.serving.index import build_from_database, check_consistency, snapshot_path
 from app.serving.model_versions import active_version, load_model
 from app.serving.service import Service
-from app.storage.tables import ModelVersion
+from app.storage.tables import Job, ModelVersion
 from model.inference import EmbeddingModel
 
 
@@ -53,6 +54,10 @@ def build_and_publish(
     with service.records.sessions.begin() as session:
         build = publish_build(session, version.id, job)
     job.log(f"published index build {build}")
+    job.conclude(
+        f"{index.kind} index of {index.size:,} images (generation {index.generation}) "
+        f"published as build {build} of model version {version.id}"
+    )
     return {
         "model_version_id": version.id,
         "images": index.size,
@@ -79,3 +84,18 @@ def publish_build(session: Session, version_id: int, job: RunningJob) -> int:
         details={"index_build": build, "job_id": job.id},
     )
     return build
+
+
+def last_publishing_job(session: Session, version_id: int) -> Job | None:
+    """The newest succeeded job that published an index build of this version (a rebuild, or
+    the activation that built its first): its finished_at is when the build was published. The
+    jobs table is small; the audit log, which also records it, is not indexed by action."""
+    published = session.scalars(
+        select(Job)
+        .where(Job.kind.in_(("index_rebuild", "model_activation")), Job.status == SUCCEEDED)
+        .order_by(Job.finished_at.desc(), Job.id.desc())
+    )
+    for job in published:
+        if (job.result or {}).get("model_version_id") == version_id:
+            return job
+    return None

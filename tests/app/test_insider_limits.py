@@ -161,3 +161,13 @@ def test_a_refusal_does_not_quote_the_file(guarded, models_dir):
     (models_dir / "notes.pt").write_bytes(b"%PDF-1.4 secret case notes, not a checkpoint\n")
     detail = assert_refused(register(guarded, models_dir / "notes.pt"), "not a radmatch checkpoint")
     assert "operand" not in detail and "37" not in detail and "secret" not in detail
+
+
+def test_refusals_are_sentences_without_server_paths(guarded, models_dir):
+    detail = assert_refused(register(guarded, "absent.pt"), "there is no file named 'absent.pt'")
+    assert str(models_dir) not in detail and "Errno" not in detail
+    damaged = seeded_checkpoint(models_dir / "damaged.pt", input_size=72)
+    with open(damaged, "ab") as file:
+        file.write(b"\0")  # no longer the file its .sha256 records
+    detail = assert_refused(register(guarded, "damaged.pt"), "does not match the sha256")
+    assert str(models_dir) not in detail

@@ -16,7 +16,16 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
-from app.jobs.queue import FAILED, QUEUED, RUNNING, claim, enqueue, recover_stale
+from app.core.errors import Conflict
+from app.jobs.queue import (
+    FAILED,
+    QUEUED,
+    RUNNING,
+    claim,
+    enqueue,
+    enqueue_unless_unfinished,
+    recover_stale,
+)
 from app.storage.database import make_engine, session_factory
 from app.storage.tables import AuditEntry, Job
 from tests.support.servers import WorkerProcess
@@ -119,6 +128,17 @@ def test_rebuild_runs_while_searches_answer(server, cohort, tmp_path):
     assert job["result"]["index_build"] == 1
     assert job["attempt"] == 1 and job["progress_done"] == len(image_ids)
     assert "verified" in job["log_tail"]
+    # Its message says what it did, not the last step it reported.
+    assert job["progress_message"] == (
+        f"flat index of {len(image_ids):,} images (generation {job['result']['index_generation']})"
+        f" published as build 1 of model version {job['result']['model_version_id']}"
+    )
+    with server.admin() as client:
+        models = client.get(f"{API}/admin/models").json()
+    active = next(model for model in models if model["active"])
+    assert active["index_build"] == 1
+    assert active["index_published_by_job"] == job["id"]
+    assert active["index_published_at"] == job["finished_at"]
     answer = search(server, query)
     assert answer["index_size"] == len(image_ids)
     readiness = server.client().get("/readyz").json()["checks"]
@@ -217,7 +237,7 @@ def test_cancel_queued_and_running_jobs(server, cohort, tmp_path):
         job = server.wait_for_job(long["id"], statuses=("cancelled",), timeout=120)
     finally:
         worker.stop()
-    assert job["error"] == "cancelled by an admin"
+    assert job["error"] == job["progress_message"] == "cancelled by an admin"
     assert job["progress_done"] < job["progress_total"]
     with server.admin() as client:
         listed = client.get(f"{API}/admin/jobs", params={"status": "cancelled"}).json()
@@ -250,8 +270,11 @@ def test_killed_worker_is_noticed_and_its_job_finished_by_another(server, cohort
 
 def test_two_workers_never_run_the_same_job(server, cohort, tmp_path):
     upload_people(server, cohort, visits=(0,))
-    with server.admin() as client:
-        ids = [client.post(f"{API}/admin/index/rebuild").json()["id"] for _ in range(8)]
+    # Straight into the queue: the API queues one rebuild at a time.
+    engine = make_engine(server.env["RADMATCH_DATABASE_URL"])
+    with session_factory(engine).begin() as session:
+        ids = [enqueue(session, "index_rebuild", {}, None).id for _ in range(8)]
+    engine.dispose()
     workers = [start_worker(server, tmp_path, f"w{n}", once=True) for n in range(2)]
     for worker in workers:
         worker.process.wait(timeout=300)
@@ -303,5 +326,55 @@ def test_stale_jobs_are_requeued_then_failed_with_a_reason(database_url):
         assert f"attempt {attempt}: worker host:{attempt} stopped heartbeating" in job.error
         assert job.status == (QUEUED if attempt == 1 else FAILED)
     assert "failed after 2 attempts" in job.error and job.finished_at is not None
+    assert job.progress_message == job.error  # not the step it was at
     assert claim(sessions, "host:3") is None
+    engine.dispose()
+
+
+def test_a_second_rebuild_is_not_queued_while_one_is_unfinished(server):
+    with server.admin() as client:
+        first = client.post(f"{API}/admin/index/rebuild")
+        assert first.status_code == 202, first.text
+        again = client.post(f"{API}/admin/index/rebuild")
+        assert again.status_code == 409, again.text
+        assert f"index rebuild job #{first.json()['id']} is already queued" in again.text
+        listed = client.get(f"{API}/admin/jobs", params={"kind": "index_rebuild"}).json()
+        assert [job["id"] for job in listed["items"]] == [first.json()["id"]]
+        # Once it is finished (here: cancelled), the next one is queued.
+        client.post(f"{API}/admin/jobs/{first.json()['id']}/cancel")
+        third = client.post(f"{API}/admin/index/rebuild")
+        assert third.status_code == 202, third.text
+
+
+def test_concurrent_requests_queue_one_rebuild(database_url):
+    """Eight threads asking at once: one job, seven refusals naming it."""
+    from app.storage.database import upgrade
+
+    upgrade(database_url)
+    engine = make_engine(database_url)
+    sessions = session_factory(engine)
+    start = threading.Barrier(8)
+    queued: list[int] = []
+    refused: list[str] = []
+
+    def ask() -> None:
+        start.wait()
+        try:
+            with sessions.begin() as session:
+                job = enqueue_unless_unfinished(
+                    session, kind="index_rebuild", parameters={}, key_id=None
+                )
+                queued.append(job.id)
+        except Conflict as refusal:
+            refused.append(refusal.message)
+
+    threads = [threading.Thread(target=ask) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(queued) == 1 and len(refused) == 7
+    assert all(f"job #{queued[0]} is already queued" in message for message in refused)
+    with sessions() as session:
+        assert session.scalars(select(Job.id)).all() == queued
     engine.dispose()

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from tests.support.servers import WorkerProcess
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
 
@@ -29,6 +30,7 @@ VERBAL = re.compile(
     r"^((weak|moderate|moderately strong|strong|very strong|extremely strong) support: "
     r"(same person|different people)|no support either way)$"
 )
+TO_THE_SECOND = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC[+-]\d\d:\d\d")
 
 
 def chromium_executable() -> str:
@@ -509,7 +511,9 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
 
 
 @SQLITE
-def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page, calibration_manifest):
+def test_admin_view_shows_the_index_and_runs_jobs(
+    server, baselines, page, calibration_manifest, tmp_path
+):
     put_gallery(server, baselines[:3])
     with server.admin() as client:
         ready = client.get("/readyz").json()["checks"]
@@ -525,19 +529,103 @@ def test_admin_view_shows_the_index_and_runs_jobs(server, baselines, page, calib
     models = page.get_by_role("table", name="Registered model versions")
     expect(models.get_by_role("row").nth(1)).to_contain_text("Active")
     expect(models.get_by_role("row").nth(1)).to_contain_text("0.000")  # val_mAP
+    metrics_are_explained(page)
     calibration_is_validated(server, page, active)
     calibration_is_refitted(page, active, calibration_manifest)
+    registration_refusal_is_plain(server, page)
 
-    # No worker runs beside this server, so the rebuild stays queued until cancelled here.
-    page.get_by_role("button", name="Rebuild index").click()
+    # No worker runs beside this server yet, so the rebuild stays queued until cancelled here;
+    # a second click queues nothing and says which job is on its way.
+    rebuild = page.get_by_role("button", name="Rebuild index")
+    rebuild.click()
     jobs = page.get_by_role("table", name=re.compile(r"^Jobs"))
     job = jobs.get_by_role("row").nth(1)
     expect(job).to_contain_text("index rebuild")
     expect(job).to_contain_text("Queued")
+    queued_id = int(job.get_by_role("cell").first.inner_text().lstrip("#"))
+    service = page.get_by_role("region", name="Service")
+    expect(service.get_by_text(f"Index rebuild queued as job #{queued_id}.")).to_be_visible()
+    rebuild.click()
+    expect(
+        service.get_by_text(re.compile(rf"^Index rebuild job #{queued_id} is already queued"))
+    ).to_be_visible()
+    expect(jobs.get_by_role("row").nth(1).get_by_role("cell").first).to_have_text(f"#{queued_id}")
+    expect(jobs.get_by_role("row", name=re.compile(r"index rebuild"))).to_have_count(1)
     job.get_by_role("button", name=re.compile(r"^Cancel")).click()
     expect(job).to_contain_text("Cancelled")
     expect(job.get_by_role("button")).to_have_count(0)
+    rebuild_runs_and_the_index_facts_follow(server, page, tmp_path)
     network_failure_is_reported(server, page)
+
+
+def metrics_are_explained(page: Page) -> None:
+    """Each fact has a line of help under it and a tooltip; each metric column a tooltip."""
+    for name, words in (
+        ("Index generation", "addition or removal of an image"),
+        ("Index build", "rebuilt and published"),
+        ("Index size", "How many images the index searches"),
+    ):
+        help_line = fact(page, name).locator("xpath=following-sibling::dd[1]")
+        expect(help_line).to_have_class("fact-help")
+        expect(help_line).to_contain_text(words)
+        term = page.locator("dl.facts dt", has_text=re.compile(f"^{name}$"))
+        expect(term).to_have_attribute("title", re.compile(re.escape(words)))
+    models = page.get_by_role("table", name="Registered model versions")
+    for name, words in (("val_mAP", "Mean average precision"), ("Dimension", "embedding")):
+        expect(models.get_by_role("columnheader", name=name)).to_have_attribute(
+            "title", re.compile(words)
+        )
+    page.get_by_text("What the columns mean").first.click()
+    expect(page.get_by_text(re.compile(r"^Live images that have this version"))).to_be_visible()
+
+
+def registration_refusal_is_plain(server, page: Page) -> None:
+    """A file that is not there is refused in a sentence, without the server's paths."""
+    data_dir = server.env["RADMATCH_DATA_DIR"]
+    (Path(data_dir) / "models").mkdir(parents=True, exist_ok=True)
+    form = page.get_by_role("region", name="Register a model")
+    form.get_by_label("Checkpoint path").fill("missing.pt")
+    form.get_by_role("button", name="Register model").click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("There is no file named 'missing.pt' in the models directory")
+    expect(alert).not_to_contain_text(data_dir)
+    expect(alert).not_to_contain_text("Errno")
+
+
+def rebuild_runs_and_the_index_facts_follow(server, page: Page, tmp_path: Path) -> None:
+    """A worker runs the next rebuild: its row ends with what it did, to the second, and the
+    index build and its time on the page are the server's after the job."""
+    expect(fact(page, "Index build")).to_have_text("0")
+    expect(fact(page, "Last rebuilt")).to_have_text(re.compile(r"^Not since"))
+    page.get_by_role("button", name="Rebuild index").click()
+    jobs = page.get_by_role("table", name=re.compile(r"^Jobs"))
+    job = jobs.get_by_role("row").nth(1)
+    expect(job).to_contain_text("Queued")
+    job_id = int(job.get_by_role("cell").first.inner_text().lstrip("#"))
+    worker = WorkerProcess(server.env, tmp_path / "worker.log", once=True).start()
+    try:
+        expect(job).to_contain_text("Succeeded", timeout=180_000)
+    finally:
+        worker.stop()
+    with server.admin() as client:
+        finished = client.get(f"{API}/admin/jobs/{job_id}").json()
+        active = next(m for m in client.get(f"{API}/admin/models").json() if m["active"])
+        ready = client.get("/readyz").json()["checks"]
+    result = finished["result"]
+    message = (
+        f"flat index of {result['images']} images (generation {result['index_generation']}) "
+        f"published as build 1 of model version {active['id']}"
+    )
+    assert finished["progress_message"] == message
+    cells = job.get_by_role("cell")
+    expect(cells.nth(4)).to_have_text(message)  # not "publishing the index"
+    for column in (5, 6, 7):  # created, started, finished
+        expect(cells.nth(column)).to_have_text(TO_THE_SECOND)
+    assert active["index_build"] == 1 and active["index_published_by_job"] == job_id
+    expect(fact(page, "Index build")).to_have_text("1")
+    expect(fact(page, "Last rebuilt")).to_have_text(TO_THE_SECOND)
+    expect(fact(page, "Last rebuilt")).to_contain_text(f"by job #{job_id}")
+    expect(fact(page, "Index generation")).to_have_text(str(ready["index_generation"]))
 
 
 def calibration_is_validated(server, page: Page, active: dict) -> None:

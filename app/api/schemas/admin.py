@@ -123,8 +123,19 @@ class ModelVersionOut(BaseModel):
     dimension: int
     metrics: dict[str, Any]
     active: bool
-    index_generation: int
-    index_build: int
+    index_generation: int = Field(
+        description="Changes whenever an image of the version is added or removed: the state of "
+        "the gallery its index reflects"
+    )
+    index_build: int = Field(
+        description="How many index builds of the version were published (by a rebuild or its "
+        "activation); servers load the newest"
+    )
+    index_published_at: datetime | None = Field(
+        description="When its newest index build was published; null: none yet (servers build "
+        "the index from the database at start)"
+    )
+    index_published_by_job: int | None = Field(description="The job that published it")
     created_at: datetime
     activated_at: datetime | None
     embedded_images: int = Field(description="Live images with this version's embedding")

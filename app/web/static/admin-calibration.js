@@ -2,6 +2,7 @@
 // fitted on and its curves, its cross-validated validation report with the four plots, and a job
 // that fits it anew on a manifest.
 
+import { column, columnHelp, factList } from "./admin-help.js";
 import { api } from "./api.js";
 import { field, formatTime, h, plural, select, table } from "./dom.js";
 import { elubText } from "./evidence.js";
@@ -128,24 +129,17 @@ function calibrationSummary(model) {
       h("td", { class: "number nowrap" }, elubText(curve.elub)),
     ),
   );
+  const columns = ["Same-person pairs", "Different-people pairs", "Bounds (ELUB), as LRs"];
   return h(
     "div",
     {},
-    h(
-      "dl",
-      { class: "facts" },
-      facts.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
-    ),
+    factList(facts),
     table(
       `Curves of calibration #${calibration.id}: pooled, then by years between the images`,
-      [
-        "Curve",
-        { text: "Same-person pairs", class: "number" },
-        { text: "Different-people pairs", class: "number" },
-        { text: "Bounds (ELUB), as LRs", class: "number" },
-      ],
+      ["Curve", ...columns.map((name) => column(name, true))],
       rows,
     ),
+    columnHelp(columns),
   );
 }
 
@@ -209,11 +203,7 @@ function validationReport(ctx, validation) {
       `Cross-validated over people in ${report.folds} folds: each pair's LR comes from a ` +
         "calibration fitted without its people. Lower Cllr is better; 1 is no information.",
     ),
-    h(
-      "dl",
-      { class: "facts", "aria-labelledby": "validation-title" },
-      facts.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
-    ),
+    factList(facts, { "aria-labelledby": "validation-title" }),
     bandTable(report.bands || {}),
     plotList(ctx, validation),
   ];
@@ -236,20 +226,21 @@ function bandTable(bands) {
       h("td", { class: "number" }, percent((band.misleading || {}).different_people_above_1)),
     ),
   );
+  // Each band's numbers mean what the report's facts above mean: the headings carry tooltips.
+  const columns = [
+    "Same-person pairs",
+    "Different-people pairs",
+    "Cllr",
+    "Cllr_min",
+    "Cllr_cal",
+    "EER",
+    "ELUB",
+    "Same-person, LR < 1",
+    "Different people, LR > 1",
+  ];
   return table(
     "Validation by years between the images (pairs of unknown dates count overall only)",
-    [
-      "Years",
-      { text: "Same-person pairs", class: "number" },
-      { text: "Different-people pairs", class: "number" },
-      { text: "Cllr", class: "number" },
-      { text: "Cllr_min", class: "number" },
-      { text: "Cllr_cal", class: "number" },
-      { text: "EER", class: "number" },
-      { text: "ELUB", class: "number" },
-      { text: "Same-person, LR < 1", class: "number" },
-      { text: "Different people, LR > 1", class: "number" },
-    ],
+    ["Years", ...columns.map((name) => column(name, true))],
     rows,
     "No bands of years in this report.",
   );

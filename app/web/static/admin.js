@@ -1,7 +1,8 @@
 // The admin view: the service's state, model versions, the index, and the jobs that change them.
 
-import { api, readiness } from "./api.js";
+import { api, ApiError, readiness } from "./api.js";
 import { calibrationPanel, METHODS } from "./admin-calibration.js";
+import { column, columnHelp, factList } from "./admin-help.js";
 import {
   badge,
   capitalise,
@@ -17,6 +18,7 @@ import { announce, clearError, guarded, report, submitting } from "./messages.js
 
 const POLL_MS = 2000;
 const UNFINISHED = ["queued", "running"];
+const SECONDS = { seconds: true };
 
 export async function adminView(ctx) {
   ctx.setTitle("Administration");
@@ -88,6 +90,8 @@ async function refreshService(admin) {
       "Index generation",
       checks.index_generation !== undefined ? String(checks.index_generation) : "—",
     ],
+    ["Index build", active ? String(active.index_build) : "—"],
+    ["Last rebuilt", lastRebuilt(active)],
     [
       "Active model version",
       active
@@ -97,15 +101,18 @@ async function refreshService(admin) {
           : "None",
     ],
   ];
-  admin.service.replaceChildren(
-    h(
-      "dl",
-      { class: "facts" },
-      facts.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]),
-    ),
-  );
-  admin.models.replaceChildren(modelTable(admin, models));
+  admin.service.replaceChildren(factList(facts));
+  admin.models.replaceChildren(...modelTable(admin, models));
   admin.calibration.update(models);
+}
+
+function lastRebuilt(active) {
+  if (!active) return "—";
+  if (!active.index_published_at) return "Not since the server built it from the database";
+  return (
+    `${formatTime(active.index_published_at, SECONDS)}` +
+    (active.index_published_by_job ? ` by job #${active.index_published_by_job}` : "")
+  );
 }
 
 function valMap(model) {
@@ -159,22 +166,23 @@ function modelTable(admin, models) {
       ),
     ),
   );
-  return table(
+  const shown = table(
     "Registered model versions",
     [
       "Version",
       "SHA-256",
       "Checkpoint",
-      { text: "val_mAP", class: "number" },
-      "Calibration",
-      { text: "Dimension", class: "number" },
-      { text: "Embedded images", class: "number" },
+      column("val_mAP", true),
+      column("Calibration"),
+      column("Dimension", true),
+      column("Embedded images", true),
       "Registered",
       "Status",
     ],
     rows,
     "No model version is registered.",
   );
+  return [shown, columnHelp(["val_mAP", "Calibration", "Dimension", "Embedded images"])];
 }
 
 function registerForm(admin) {
@@ -237,23 +245,39 @@ function registerForm(admin) {
 
 function rebuildButton(admin) {
   const button = h("button", { type: "button", class: "button-quiet" }, "Rebuild index");
+  // Visible, not only announced: what the click did, or that a rebuild was already on its way.
+  const outcome = h("p", { class: "note", role: "status", hidden: true });
   button.addEventListener(
     "click",
     submitting(button, async () => {
-      const job = await api("/admin/index/rebuild", { method: "POST" });
-      announce(`Index rebuild queued as job ${job.id}`);
+      outcome.hidden = true;
+      try {
+        const job = await api("/admin/index/rebuild", { method: "POST" });
+        outcome.textContent = `Index rebuild queued as job #${job.id}.`;
+      } catch (error) {
+        // 409: one is queued or running already, and the server named it; nothing was added.
+        if (!(error instanceof ApiError) || error.status !== 409) throw error;
+        outcome.textContent = error.message;
+      }
+      outcome.hidden = false;
+      announce(outcome.textContent);
       await refreshJobs(admin);
     }),
   );
   return h(
     "div",
-    { class: "actions" },
-    button,
+    {},
     h(
-      "span",
-      { class: "hint" },
-      "From the stored embeddings of the active model; searches go on meanwhile.",
+      "div",
+      { class: "actions" },
+      button,
+      h(
+        "span",
+        { class: "hint" },
+        "From the stored embeddings of the active model; searches go on meanwhile.",
+      ),
     ),
+    outcome,
   );
 }
 
@@ -292,6 +316,19 @@ function progress(job) {
   return h("span", { class: "progress-cell" }, bar, `${job.progress_done} / ${job.progress_total}`);
 }
 
+/** What the job is doing; once finished, what it did or why it stopped (a failure in red). A
+ * job re-queued after its worker stopped heartbeating also says why. */
+function message(job) {
+  if (job.status === "failed" || job.status === "cancelled") {
+    const failed = job.status === "failed";
+    return h("span", { class: failed ? "error-text" : "" }, job.error || job.progress_message);
+  }
+  return [
+    job.progress_message || "",
+    job.error ? [h("br"), h("span", { class: "muted" }, job.error)] : null,
+  ];
+}
+
 function jobTable(admin, page) {
   const rows = page.items.map((job) =>
     h(
@@ -301,11 +338,10 @@ function jobTable(admin, page) {
       h("td", {}, job.kind.replace(/_/g, " ")),
       h("td", {}, badge(capitalise(job.status), job.status)),
       h("td", {}, progress(job)),
-      h("td", {}, job.progress_message || ""),
-      h("td", { class: job.status === "failed" ? "error-text" : "" }, job.error || ""),
-      h("td", {}, formatTime(job.created_at)),
-      h("td", {}, job.started_at ? formatTime(job.started_at) : "—"),
-      h("td", {}, job.finished_at ? formatTime(job.finished_at) : "—"),
+      h("td", {}, message(job)),
+      h("td", { class: "nowrap" }, formatTime(job.created_at, SECONDS)),
+      h("td", { class: "nowrap" }, job.started_at ? formatTime(job.started_at, SECONDS) : "—"),
+      h("td", { class: "nowrap" }, job.finished_at ? formatTime(job.finished_at, SECONDS) : "—"),
       h("td", {}, cancelButton(admin, job)),
     ),
   );
@@ -315,9 +351,8 @@ function jobTable(admin, page) {
       "Job",
       "Kind",
       "Status",
-      "Progress",
-      "Message",
-      "Error",
+      column("Progress"),
+      column("Message"),
       "Created",
       "Started",
       "Finished",

@@ -71,7 +71,11 @@ export function table(caption, headings, rows, emptyText) {
           headings.map((heading) =>
             typeof heading === "string"
               ? h("th", { scope: "col" }, heading)
-              : h("th", { scope: "col", class: heading.class }, heading.text),
+              : h(
+                  "th",
+                  { scope: "col", class: heading.class, title: heading.help },
+                  heading.text,
+                ),
           ),
         ),
       ),
@@ -106,15 +110,17 @@ function pad(number) {
   return String(number).padStart(2, "0");
 }
 
-export function formatTime(value) {
+/** To the minute; with seconds: true, to the second (when jobs ran). */
+export function formatTime(value, { seconds = false } = {}) {
   const time = parseTime(value);
   if (!time) return "—";
   const offset = -time.getTimezoneOffset();
   const sign = offset >= 0 ? "+" : "-";
   const zone = `UTC${sign}${pad(Math.floor(Math.abs(offset) / 60))}:${pad(Math.abs(offset) % 60)}`;
+  const clock = `${pad(time.getHours())}:${pad(time.getMinutes())}`;
   return (
     `${time.getFullYear()}-${pad(time.getMonth() + 1)}-${pad(time.getDate())} ` +
-    `${pad(time.getHours())}:${pad(time.getMinutes())} ${zone}`
+    `${seconds ? `${clock}:${pad(time.getSeconds())}` : clock} ${zone}`
   );
 }
 

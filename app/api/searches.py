@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import date
 from typing import Annotated
 
@@ -12,7 +12,7 @@ from app.api import API_PREFIX
 from app.api.deps import AnyKey, PathId, ServiceDep
 from app.api.headers import ORIGINAL_CACHING, tagged_content
 from app.api.schemas.common import NoNul, Sex, Side, refusals
-from app.api.schemas.searches import RerunOut, SearchOut
+from app.api.schemas.searches import QueryFactsOut, RerunOut, SearchOut
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
 from app.core.errors import Gone, NotFound, Unprocessable
@@ -20,6 +20,7 @@ from app.gallery.previews import PREVIEW_CACHING, preview_png
 from app.rerun.service import rerun
 from app.search.answer import SearchAnswer
 from app.search.filters import SearchFilters
+from app.search.query_facts import query_facts
 from app.search.service import SearchQuery, search, stored_search
 from app.serving.service import Service
 from app.storage.tables import Search
@@ -146,15 +147,20 @@ def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     return answer.as_json()
 
 
-def _query_sha256(service: Service, search_id: int) -> str:
-    """The sha256 of a search's query image, which is still stored."""
+def _stored_query(service: Service, search_id: int) -> Search:
+    """A search whose query image is still stored."""
     with service.records.sessions() as session:
         record = session.get(Search, search_id)
     if record is None:
         raise NotFound(f"no search with id {search_id}")
     if not service.records.originals.exists(record.query_sha256):
         raise Gone(f"the query image of search {search_id} is no longer stored")
-    return record.query_sha256
+    return record
+
+
+def _query_sha256(service: Service, search_id: int) -> str:
+    """The sha256 of a search's query image, which is still stored."""
+    return _stored_query(service, search_id).query_sha256
 
 
 @router.get(
@@ -201,3 +207,16 @@ def get_query_preview(
         media_type="image/png",
         headers=PREVIEW_CACHING,
     )
+
+
+@router.get(
+    "/searches/{search_id}/query/facts",
+    response_model=QueryFactsOut,
+    responses=refusals(404, 410, 413, 429),
+)
+def get_query_facts(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
+    """The query radiograph's side, view, body part, sex, pixel spacing and date: from its header,
+    else from the search form it was sent with."""
+    record = _stored_query(service, search_id)
+    decoded = service.matcher.decode(service.records.originals.read(record.query_sha256))
+    return asdict(query_facts(metadata=decoded.metadata, parameters=record.parameters))

@@ -19,8 +19,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, exists, func, or_, select
+from sqlalchemy.orm import Session, aliased
 
 from app.audit.entries import record_entry
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
@@ -224,12 +224,22 @@ def _audit(session: Session, key: ApiKey, action: str, review: Review) -> None:
 
 
 def reviews_waiting_for(session: Session, key_id: int) -> list[dict[str, Any]]:
-    """The open requests asked of this key, oldest first, with their case's number."""
+    """The open requests asked of this key, oldest first, with their case's number and the
+    search's number within its case (1 for the case's first search), as the case page shows it."""
+    earlier = aliased(Search)
+    number_in_case = (
+        select(func.count(earlier.id))
+        .where(earlier.case_id == Review.case_id, earlier.id <= Review.search_id)
+        .scalar_subquery()
+    )
     rows = session.execute(
-        select(Review, Case.number)
+        select(Review, Case.number, number_in_case)
         .join(Case, Case.id == Review.case_id)
         .where(Review.reviewer_key_id == key_id, is_open())
         .order_by(Review.id)
     ).all()
     names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
-    return [{**review_json(review, names), "case_number": number} for review, number in rows]
+    return [
+        {**review_json(review, names), "case_number": number, "number_in_case": position}
+        for review, number, position in rows
+    ]

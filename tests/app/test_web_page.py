@@ -236,8 +236,8 @@ def case_prior_is_saved(server, page: Page, case_id: int) -> None:
 
 def stored_search(server, page: Page) -> dict:
     """The search on the page, as the API answers it."""
-    heading = page.get_by_role("heading", name=re.compile(r"^Search #\d+$"))
-    search_id = int(heading.inner_text().removeprefix("Search #"))
+    heading = page.get_by_role("heading", name=re.compile(r"^Search \d+ \(#\d+\)$"))
+    search_id = int(re.search(r"#(\d+)", heading.inner_text()).group(1))
     with server.examiner() as client:
         answer = client.get(f"{API}/searches/{search_id}")
     assert answer.status_code == 200, answer.text
@@ -451,7 +451,7 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
     expect(inbox_link).to_be_visible()
     inbox_link.click()
     inbox = page.get_by_role("region", name="Blind reviews waiting for you")
-    expect(inbox).to_contain_text(f"Search #{search['search_id']}")
+    expect(inbox).to_contain_text(f"Search 1 (#{search['search_id']})")
     expect(inbox).to_contain_text("examiner in tests")
     inbox.get_by_role("link", name="Case UID-7").click()
     expect(page.get_by_role("heading", name="Case UID-7")).to_be_visible()

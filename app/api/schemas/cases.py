@@ -137,6 +137,10 @@ class ReviewOut(BaseModel):
 
 class ReviewWaiting(ReviewOut):
     case_number: str
+    number_in_case: int = Field(
+        description="The search's place among its case's searches, oldest first (1 = the first); "
+        'the case page calls it "Search N (#search_id)"'
+    )
 
 
 class CaseDetail(CaseOut):

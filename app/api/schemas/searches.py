@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
@@ -187,3 +188,20 @@ class RerunOut(BaseModel):
         description="Exact, with the search's model over the gallery at its generation"
     )
     now: RerunNow = Field(description="Exact, with today's model over today's gallery")
+
+
+class QueryFactsOut(BaseModel):
+    """What a search's query radiograph says about itself, for comparing it with a candidate's."""
+
+    format: str = Field(description="dicom, png, jpeg or tiff")
+    width: int = Field(description="Of the stored original, in pixels")
+    height: int
+    side: str | None = Field(description="L or R")
+    view: str | None = Field(description="The DICOM view position (AP, PA, LAT, ...)")
+    body_part: str | None
+    sex: str | None
+    pixel_spacing_mm: float | None = Field(description="Column spacing of the original")
+    study_date: date | None
+    sources: dict[str, Literal["file", "search form"]] = Field(
+        description="Where each known fact came from: the file's header or the search form"
+    )

@@ -17,11 +17,20 @@ import {
   title,
 } from "./dom.js";
 import { BOUNDED_MEANING, evidenceCell, openSetPanel } from "./evidence.js";
-import { announce, submitting } from "./messages.js";
+import { showDone, submitting } from "./messages.js";
 import { preventStrayDrops, searchPanel } from "./search-upload.js";
 
 export function compareHref(caseId, searchId, rank) {
   return `#/cases/${caseId}/searches/${searchId}/compare/${rank}`;
+}
+
+/**
+ * A search as the case page names it: its place in the case, oldest first, and its id, which the
+ * service, the audit trail and the report use ("Search 3 (#11)").
+ */
+export function searchName(searches, searchId) {
+  const place = searches.findIndex((search) => search.search_id === searchId) + 1;
+  return place ? `Search ${place} (#${searchId})` : `Search #${searchId}`;
 }
 
 export async function caseView(ctx) {
@@ -41,13 +50,14 @@ export async function caseView(ctx) {
     head: h("div", { class: "page-head" }),
     facts: h("dl", { class: "facts" }),
     searches: h("div"),
-    history: h("div"),
+    history: h("div", { class: "conclusion-history" }),
   };
   page.reload = async () => {
     page.detail = await api(`/cases/${caseId}`);
     if (ctx.alive()) renderCase(page);
   };
 
+  ctx.root.classList.add("case-page");
   ctx.root.replaceChildren(
     h(
       "nav",
@@ -110,7 +120,7 @@ function reportButton(page) {
       h("a", { href: url, download: reportFileName(page.detail.number) }).click();
       // The download keeps its own copy once it has started.
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
-      announce(`Report of case ${page.detail.number} downloaded`);
+      showDone(`Report of case ${page.detail.number} downloaded`);
     }),
   );
   return button;
@@ -132,7 +142,7 @@ function exportControl(page) {
       h("a", { href: url, download: `case-${page.caseId}.zip` }).click();
       setTimeout(() => URL.revokeObjectURL(url), 60_000);
       const how = deidentify.checked ? "de-identified" : "as stored";
-      announce(`DICOM export of case ${page.detail.number} downloaded, ${how}`);
+      showDone(`DICOM export of case ${page.detail.number} downloaded, ${how}`);
     }),
   );
   return h(
@@ -179,7 +189,7 @@ function detailsPanel(page) {
           });
           Object.assign(page.detail, updated);
           renderCase(page);
-          announce(`Case saved: status ${updated.status}`);
+          showDone(`Case saved: status ${updated.status}`);
         }),
       },
       h("div", { class: "field-row" }, field("Status", status)),
@@ -224,13 +234,14 @@ function searchSection(page, search, latest) {
   const id = search.search_id;
   const blind = page.detail.conclusions.blind_searches.includes(id);
   const headingId = `search-${id}-title`;
+  const name = searchName(page.detail.searches, id);
   return h(
     "section",
     { class: "search", "aria-labelledby": headingId },
     h(
       "div",
       { class: "search-head" },
-      h("h3", { id: headingId, tabindex: "-1" }, `Search #${id}`),
+      h("h3", { id: headingId, tabindex: "-1" }, name),
       h("span", { class: "muted" }, formatTime(search.created_at)),
       blind ? badge("Blind review", "blind") : null,
     ),
@@ -251,7 +262,7 @@ function searchSection(page, search, latest) {
         { class: "query-figure" },
         page.ctx.scope.image(
           `/searches/${id}/query/preview.png?size=360`,
-          `Query radiograph of search #${id}`,
+          `Query radiograph of ${name.toLowerCase()}`,
         ),
         h(
           "figcaption",
@@ -368,7 +379,8 @@ function candidateTable(page, search, latest) {
     );
   });
   return table(
-    `Candidates of search #${search.search_id}, most similar first`,
+    `Candidates of ${searchName(page.detail.searches, search.search_id).toLowerCase()}, most ` +
+      "similar first",
     [
       { text: "Rank", class: "number" },
       "Person",
@@ -447,7 +459,7 @@ function withdrawButton(page, review) {
     "click",
     submitting(button, async () => {
       await api(`/cases/${page.caseId}/reviews/${review.id}/withdraw`, { method: "POST" });
-      announce(`The blind review asked of ${review.reviewer} is withdrawn`);
+      showDone(`The blind review asked of ${review.reviewer} is withdrawn`);
       await page.reload();
     }),
   );
@@ -455,6 +467,7 @@ function withdrawButton(page, review) {
 }
 
 function reviewForm(page, search) {
+  const name = searchName(page.detail.searches, search.search_id);
   if (page.reviewers.length === 0) {
     return h(
       "p",
@@ -476,8 +489,9 @@ function reviewForm(page, search) {
           method: "POST",
           body: { search_id: search.search_id, reviewer_key_id: Number(reviewer.value) },
         });
-        announce(
-          `Blind review of search ${search.search_id} asked of ${page.names.get(Number(reviewer.value))}`,
+        showDone(
+          `Blind review of ${name.toLowerCase()} ` +
+            `asked of ${page.names.get(Number(reviewer.value))}`,
         );
         await page.reload();
       }),
@@ -492,7 +506,7 @@ function reviewForm(page, search) {
     h(
       "p",
       { class: "hint" },
-      `Until they record a conclusion on search #${search.search_id}, the reviewer sees no one ` +
+      `Until they record a conclusion on ${name.toLowerCase()}, the reviewer sees no one ` +
         "else's conclusion in this case, and the case as it is now; what they record meanwhile " +
         "is marked as made blind.",
     ),
@@ -518,7 +532,7 @@ export function conclusionHistory(page) {
       {},
       h("td", { class: "nowrap" }, formatTime(entry.created_at)),
       h("td", {}, entry.examiner),
-      h("td", {}, `#${entry.search_id}`),
+      h("td", { class: "nowrap" }, searchName(searches, entry.search_id).replace(/^Search /, "")),
       h(
         "td",
         {},

@@ -26,10 +26,17 @@ import {
   yearsText,
 } from "./evidence.js";
 import { announce, report, submitting } from "./messages.js";
+import { keepDraft } from "./conclusion-draft.js";
 import { PairViewer } from "./viewer.js";
+import { CANDIDATE, controls, QUERY, shortcutList } from "./viewer-controls.js";
+import {
+  defaultImage,
+  factsList,
+  imageFacts,
+  mismatchWarning,
+  queryFacts,
+} from "./comparison-facts.js";
 
-const QUERY = 0;
-const CANDIDATE = 1;
 const PREVIEW_SIZE = 1024;
 const SCALE = [
   ["identification", "Identification"],
@@ -45,7 +52,16 @@ export async function compareView(ctx) {
   const search = detail.searches.find((item) => item.search_id === searchId);
   if (!search) throw new Error(`Case ${detail.number} has no search #${searchId}.`);
 
-  const state = { ctx, detail, search, candidate: null, person: null, imageId: null, shown: 0 };
+  const state = {
+    ctx,
+    detail,
+    search,
+    query: null,
+    candidate: null,
+    person: null,
+    imageId: null,
+    shown: 0,
+  };
   state.viewer = new PairViewer([
     `Query radiograph of search #${searchId}`,
     "Candidate radiograph",
@@ -119,6 +135,7 @@ export async function compareView(ctx) {
     `Query · search #${searchId} · ${formatTime(search.created_at)}`;
   state.viewer.changed();
   showQuery(state);
+  state.query = await loadQueryFacts(state);
   listenToKeys(state);
   ctx.onUpdate((params) => showCandidate(state, params.rank));
   await showCandidate(state, ctx.params.rank);
@@ -130,6 +147,22 @@ function showQuery(state) {
     (url) => state.viewer.show(QUERY, url),
     (error) => state.viewer.show(QUERY, null, `The query cannot be shown: ${error.message}`),
   );
+}
+
+/** The query's facts beside it, and its pixel spacing for true scale; null if unreadable. */
+async function loadQueryFacts(state) {
+  const pane = state.viewer.panes[QUERY];
+  try {
+    const facts = queryFacts(await api(`/searches/${state.search.search_id}/query/facts`));
+    pane.facts.replaceChildren(factsList(facts, "The query radiograph's facts"));
+    state.viewer.setPhysical(QUERY, facts.pixel_spacing_mm, facts.width);
+    return facts;
+  } catch (error) {
+    pane.facts.replaceChildren(
+      h("p", { class: "muted" }, `The query's facts cannot be read: ${error.message}`),
+    );
+    return null;
+  }
 }
 
 function step(state, direction) {
@@ -165,6 +198,9 @@ async function showCandidate(state, rank) {
     `${candidate.images.length} of their images retrieved by search #${state.search.search_id}`,
   );
   renderEvidence(state);
+  // A flip was for the previous candidate's image.
+  state.viewer.unflip(CANDIDATE);
+  state.viewer.panes[CANDIDATE].facts.replaceChildren();
   state.viewer.show(CANDIDATE, null, "Loading…");
   state.visits.replaceChildren(h("p", { class: "loading" }, "Loading…"));
   renderConclusion(state);
@@ -181,10 +217,8 @@ async function showCandidate(state, rank) {
   }
   if (ticket !== state.shown || !state.ctx.alive()) return;
   state.person = person;
-  // The search's best match for this person first; any image of theirs if that one is gone.
-  const onRecord = new Set(person.images.map((image) => image.id));
-  const best = candidate.images.find((match) => onRecord.has(match.image_id));
-  showImage(state, best ? best.image_id : person.images.length ? person.images[0].id : null);
+  // The query's side and view first, the search's best match of those; else any of theirs.
+  showImage(state, defaultImage(person, candidate, state.query));
   announce(`Candidate ${rank} of ${count}: ${candidate.external_ref}`);
 }
 
@@ -196,9 +230,18 @@ function showImage(state, imageId) {
   const pane = state.viewer.panes[CANDIDATE];
   if (!image) {
     pane.caption.textContent = `${state.candidate.external_ref} · no image on record`;
+    pane.facts.replaceChildren();
+    state.viewer.setPhysical(CANDIDATE, null, null);
     state.viewer.show(CANDIDATE, null, "No image of this person is on record any more.");
     return;
   }
+  const facts = imageFacts(image, state.person);
+  const warning = mismatchWarning(state.query, image, state.person);
+  const list = factsList(facts, "The candidate radiograph's facts");
+  pane.facts.replaceChildren(
+    ...(warning ? [h("p", { class: "pane-warning", role: "note" }, warning), list] : [list]),
+  );
+  state.viewer.setPhysical(CANDIDATE, facts.pixel_spacing_mm, facts.width);
   const match = state.candidate.images.find((item) => item.image_id === imageId);
   pane.caption.textContent = [
     `Candidate ${state.candidate.external_ref}`,
@@ -317,134 +360,6 @@ function evidenceConditions(search, evidence) {
   return rows.map(([name, value]) => [h("dt", {}, name), h("dd", {}, value)]);
 }
 
-// ---- Controls -----------------------------------------------------------------------------------
-
-function toggle(text, shortcut, onClick) {
-  return h(
-    "button",
-    {
-      type: "button",
-      class: "button-quiet",
-      "aria-pressed": "false",
-      "aria-keyshortcuts": shortcut,
-      onClick,
-    },
-    text,
-  );
-}
-
-function slider(label, name, min, max, viewer) {
-  const input = h("input", { type: "range", min, max, step: 5, value: 100 });
-  const output = h("output", {}, "100%");
-  input.id = `adjust-${name}`;
-  output.setAttribute("for", input.id);
-  input.addEventListener("input", () => viewer.setAdjustment(name, Number(input.value)));
-  viewer.onChange(() => {
-    input.value = viewer.adjust[name];
-    output.textContent = `${viewer.adjust[name]}%`;
-  });
-  return h("div", { class: "control-group" }, h("label", { for: input.id }, label), input, output);
-}
-
-function controls(viewer) {
-  const zoom = h("output", { "aria-live": "off" }, "100%");
-  const invert = toggle("Invert", "i", () => viewer.toggleInvert());
-  const flipQuery = toggle("Flip query", null, () => viewer.toggleFlip(QUERY));
-  const flipCandidate = toggle("Flip candidate", "f", () => viewer.toggleFlip(CANDIDATE));
-  viewer.onChange(() => {
-    zoom.textContent = `${Math.round(viewer.view.scale * 100)}%`;
-    invert.setAttribute("aria-pressed", String(viewer.adjust.invert));
-    flipQuery.setAttribute("aria-pressed", String(viewer.panes[QUERY].flipped));
-    flipCandidate.setAttribute("aria-pressed", String(viewer.panes[CANDIDATE].flipped));
-  });
-  return h(
-    "div",
-    { class: "controls", role: "group", "aria-label": "Display of both radiographs" },
-    h(
-      "div",
-      { class: "control-group", role: "group", "aria-label": "Zoom" },
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button-quiet",
-          "aria-label": "Zoom out",
-          "aria-keyshortcuts": "-",
-          onClick: () => viewer.zoomStep(-1),
-        },
-        "−",
-      ),
-      zoom,
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button-quiet",
-          "aria-label": "Zoom in",
-          "aria-keyshortcuts": "+",
-          onClick: () => viewer.zoomStep(1),
-        },
-        "+",
-      ),
-      h(
-        "button",
-        {
-          type: "button",
-          class: "button-quiet",
-          "aria-keyshortcuts": "0",
-          onClick: () => viewer.resetView(),
-        },
-        "Reset view",
-      ),
-    ),
-    slider("Brightness", "brightness", 20, 300, viewer),
-    slider("Contrast", "contrast", 20, 400, viewer),
-    h("div", { class: "control-group" }, invert, flipQuery, flipCandidate),
-    h(
-      "button",
-      { type: "button", class: "button-quiet", onClick: () => viewer.resetAdjustments() },
-      "Reset adjustments",
-    ),
-  );
-}
-
-function shortcutList() {
-  const rows = [
-    [["→", "n"], "Next candidate"],
-    [["←", "p"], "Previous candidate"],
-    [["+", "−"], "Zoom in, zoom out"],
-    [["0"], "Reset zoom and pan"],
-    [["Shift", "arrows"], "Pan"],
-    [["i"], "Invert both images"],
-    [["f"], "Flip the candidate horizontally"],
-  ];
-  return h(
-    "aside",
-    { class: "panel shortcuts", "aria-labelledby": "shortcuts-title" },
-    h("h2", { id: "shortcuts-title" }, "Keyboard shortcuts"),
-    h(
-      "dl",
-      {},
-      rows.map(([keys, meaning]) => [
-        h(
-          "dt",
-          {},
-          keys.map((key, index) => [
-            index ? (key === "arrows" ? " + " : " or ") : "",
-            h("kbd", {}, key),
-          ]),
-        ),
-        h("dd", {}, meaning),
-      ]),
-    ),
-    h(
-      "p",
-      { class: "hint" },
-      "Drag either image to pan and use the wheel to zoom: both move together. Shortcuts are off while you type in a field.",
-    ),
-  );
-}
-
 /** Keys typed into a field belong to the field; arrow keys on a slider move the slider. */
 function belongsToField(event) {
   const target = event.target;
@@ -543,6 +458,14 @@ function conclusionForm(state) {
   const comment = h("textarea", { maxlength: 10000, rows: 3 });
   const submit = h("button", { type: "submit" }, "Record conclusion");
   const candidate = state.candidate;
+  const draft = keepDraft(
+    {
+      caseId: state.ctx.params.caseId,
+      searchId: state.search.search_id,
+      personId: candidate.person_id,
+    },
+    { scale, comment },
+  );
   return h(
     "form",
     {
@@ -556,6 +479,7 @@ function conclusionForm(state) {
             comment: comment.value,
           },
         });
+        draft.forget();
         // Recording one ends a blind review: the case now shows everyone's conclusions.
         state.detail = await api(`/cases/${state.ctx.params.caseId}`);
         if (state.candidate === candidate) {
@@ -565,6 +489,13 @@ function conclusionForm(state) {
         announce(`Conclusion recorded: ${saved.conclusion}`);
       }),
     },
+    draft.restored
+      ? h(
+          "p",
+          { class: "note", id: "conclusion-draft" },
+          "Your unsaved draft of this conclusion is back: it is kept in this browser tab until you record it.",
+        )
+      : null,
     h(
       "div",
       { class: "field-row" },

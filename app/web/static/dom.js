@@ -69,7 +69,8 @@ export function table(caption, headings, rows, emptyText) {
           "tr",
           {},
           headings.map((heading) =>
-            typeof heading === "string"
+            // A heading is text, an element (a visually hidden name, say), or {text, class, help}.
+            typeof heading === "string" || heading instanceof Node
               ? h("th", { scope: "col" }, heading)
               : h(
                   "th",

@@ -1,4 +1,6 @@
-// The messages every view shares: errors in the alert region, news for screen readers.
+// The messages every view shares: errors in the alert region, news for screen readers, and
+// confirmations shown on the page. An error or a confirmation lasts until the examiner's next
+// action (a changed control, a submitted form, a dropped file), so that none outlives its cause.
 
 import { ApiError, NETWORK_MESSAGE } from "./api.js";
 
@@ -21,6 +23,23 @@ export function showError(message) {
 export function clearError() {
   alertBox.hidden = true;
   alertText.textContent = "";
+  doneBox.hidden = true;
+  doneBox.textContent = "";
+}
+
+// Screen readers hear a confirmation from the announcer; this copy is for the eye only.
+const doneBox = document.createElement("p");
+doneBox.className = "done-notice";
+doneBox.hidden = true;
+doneBox.setAttribute("aria-hidden", "true");
+alertBox.after(doneBox);
+
+/** Confirm what was done: on the page and to screen readers. */
+export function showDone(message) {
+  alertBox.hidden = true;
+  doneBox.textContent = message;
+  doneBox.hidden = false;
+  announce(message);
 }
 
 /** Say something to screen readers without moving focus. */
@@ -76,3 +95,7 @@ export function submitting(button, action) {
 }
 
 document.getElementById("alert-dismiss").addEventListener("click", clearError);
+// Capturing, so that the old message goes before the action's own handlers can show a new one.
+for (const action of ["change", "submit", "drop"]) {
+  document.addEventListener(action, clearError, true);
+}

@@ -28,7 +28,7 @@ export function reviewInbox(reviews) {
         { class: "nowrap" },
         h("a", { href: `#/cases/${review.case_id}` }, `Case ${review.case_number}`),
       ),
-      h("td", {}, `Search #${review.search_id}`),
+      h("td", { class: "nowrap" }, `Search ${review.number_in_case} (#${review.search_id})`),
       h("td", {}, review.requested_by),
       h("td", { class: "nowrap" }, formatTime(review.created_at)),
     ),

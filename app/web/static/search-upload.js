@@ -1,9 +1,9 @@
 // A new search in a case: options, a drop zone with a file picker, and the upload's progress.
 
-import { upload } from "./api.js";
+import { ApiError, upload } from "./api.js";
 import { field, h, plural, select, uid } from "./dom.js";
 import { inboxList } from "./inbox.js";
-import { announce, clearError, report, showError } from "./messages.js";
+import { clearError, report, showDone, showError } from "./messages.js";
 
 export function searchPanel(page) {
   const options = searchOptions(page.limits.max_search_k, page.detail.prior_in_gallery);
@@ -27,28 +27,35 @@ export function searchPanel(page) {
   const status = h("div", { class: "upload-status", hidden: true }, progress, progressText);
 
   let busy = false;
+  // A file chosen while an option was out of range waits here, so that correcting the option
+  // does not mean choosing the file again.
+  const waiting = waitingFile((file) => run(file));
   const run = async (file) => {
+    clearError();
     if (busy) {
       showError("A search is running; wait for its results before starting another.");
       return;
     }
-    if (!options.valid()) {
-      input.value = ""; // so that choosing the same file again, once corrected, starts it
-      return;
-    }
+    input.value = ""; // so that choosing the same file again starts it
     if (file.size > page.limits.max_upload_bytes) {
       const megabytes = (bytes) => `${(bytes / 2 ** 20).toFixed(1)} MiB`;
       showError(
         `${file.name} is ${megabytes(file.size)}; the service accepts files up to ` +
           `${megabytes(page.limits.max_upload_bytes)}.`,
       );
-      input.value = "";
+      waiting.hold(null);
       return;
     }
+    if (!options.valid()) {
+      waiting.hold(file);
+      return;
+    }
+    waiting.hold(null);
     await submit(file.name, `/cases/${page.caseId}/searches`, options.form(file));
   };
 
   const searchWith = async (item, name) => {
+    clearError();
     if (busy) {
       showError("A search is running; wait for its results before starting another.");
       return;
@@ -60,7 +67,6 @@ export function searchPanel(page) {
 
   const submit = async (name, path, form) => {
     busy = true;
-    clearError();
     input.disabled = true;
     zone.setAttribute("aria-disabled", "true");
     status.hidden = false;
@@ -78,11 +84,23 @@ export function searchPanel(page) {
           progressText.textContent = "Searching…";
         },
       });
-      announce(`Search ${result.search_id} done: ${plural(result.candidates.length, "candidate")}`);
+      // The next search starts from the defaults: an option kept silently from this one (a side
+      // filter, say) would narrow a search it was not meant for.
+      options.reset();
       await page.reload();
+      const number = page.detail.searches.findIndex((s) => s.search_id === result.search_id) + 1;
+      showDone(
+        `Search ${number} (#${result.search_id}) of ${name} done: ` +
+          `${plural(result.candidates.length, "candidate")}. The search options are back to ` +
+          "their defaults.",
+      );
       focusSearch(result.search_id);
     } catch (error) {
-      report(error);
+      if (error instanceof ApiError && error.status !== 401) {
+        showError(`${name} was not searched: ${error.message}`);
+      } else {
+        report(error);
+      }
     } finally {
       busy = false;
       input.disabled = false;
@@ -113,19 +131,44 @@ export function searchPanel(page) {
     { class: "panel", "aria-labelledby": "new-search-title" },
     h("h2", { id: "new-search-title" }, "New search"),
     options.element,
+    options.changed,
     zone,
+    waiting.element,
     status,
     inboxList(page, searchWith),
   );
 }
 
+/** The file that waits for its options to be corrected, with a button that searches with it. */
+function waitingFile(search) {
+  let file = null;
+  const text = h("span");
+  const go = h("button", { type: "button" }, "Search with it");
+  const drop = h("button", { type: "button", class: "button-quiet" }, "Choose another");
+  const element = h("p", { class: "waiting-file", hidden: true }, text, " ", go, " ", drop);
+  const hold = (next) => {
+    file = next;
+    element.hidden = file === null;
+    if (file) {
+      text.textContent = `${file.name} is chosen and waits: correct the option marked above, then`;
+      go.setAttribute("aria-label", `Search with ${file.name}`);
+    }
+  };
+  go.addEventListener("click", () => {
+    if (file) search(file);
+  });
+  drop.addEventListener("click", () => hold(null));
+  return { element, hold };
+}
+
 function searchOptions(maxCandidates, casePrior) {
+  const defaultK = String(Math.min(10, maxCandidates));
   const k = h("input", {
     type: "number",
     min: 1,
     max: maxCandidates,
     step: 1,
-    value: Math.min(10, maxCandidates),
+    value: defaultK,
     required: true,
   });
   const spacing = h("input", {
@@ -161,7 +204,12 @@ function searchOptions(maxCandidates, casePrior) {
       "div",
       { class: "field-row" },
       field("Candidates to list", k),
-      field("Pixel spacing (mm)", spacing, "For PNG, JPEG, TIFF; DICOM says"),
+      field(
+        "Pixel spacing (mm)",
+        spacing,
+        "Optional. When given, it is used for the file in place of its own, even a DICOM " +
+          "header's; blank: the file's own (PNG, JPEG and TIFF files carry none)",
+      ),
     ),
     h(
       "div",
@@ -172,9 +220,44 @@ function searchOptions(maxCandidates, casePrior) {
     ),
     evidence.element,
   );
+  const settings = [
+    setting("Candidates to list", k, defaultK, {
+      problem: `enter a whole number from 1 to ${maxCandidates}`,
+    }),
+    setting("Pixel spacing", spacing, "", {
+      shown: () => `${spacing.value} mm`,
+      problem: "enter millimetres per pixel, above 0 and at most 10, or leave it blank",
+    }),
+    setting("Side filter", side, "", { shown: () => chosenText(side) }),
+    setting("Sex filter", sex, "", { shown: () => chosenText(sex) }),
+    setting("Body part filter", bodyPart, "", { shown: () => bodyPart.value.trim() }),
+    setting("Query date", evidence.queryDate, "", {
+      problem: "enter a whole date or leave it blank",
+    }),
+    setting("Prior", evidence.prior, "", {
+      problem: "enter a probability above 0 and below 1, or leave it blank",
+    }),
+  ];
+  const changed = changedOptions(settings);
+  element.addEventListener("input", (event) => {
+    const edited = settings.find((entry) => entry.control === event.target);
+    if (edited && edited.control.validity.valid) edited.explain(null);
+    changed.render();
+  });
+  element.addEventListener("change", changed.render);
   return {
     element,
-    valid: () => [k, spacing, ...evidence.inputs].every((input) => input.reportValidity()),
+    changed: changed.element,
+    /** Every option in range; each that is not is explained beside it, and the first focused. */
+    valid() {
+      const wrong = settings.filter((entry) => !entry.check());
+      if (wrong.length) wrong[0].control.focus();
+      return wrong.length === 0;
+    },
+    reset() {
+      for (const entry of settings) entry.reset();
+      changed.render();
+    },
     /** The options as a search's form, with the file to search with, if it is uploaded. */
     form(file) {
       const form = new FormData();
@@ -188,6 +271,78 @@ function searchOptions(maxCandidates, casePrior) {
       return form;
     },
   };
+}
+
+function chosenText(control) {
+  return control.selectedOptions.length ? control.selectedOptions[0].textContent : control.value;
+}
+
+/**
+ * One search option: its default, how it reads when set, and what to say, beside it, when its
+ * value is out of range (the browser's own bubble is gone once it is dismissed).
+ */
+function setting(name, control, fallback, { shown = () => control.value, problem = null } = {}) {
+  const error = h("p", { class: "field-error", id: uid("error"), hidden: true });
+  control.closest(".field").append(error);
+  const explain = (message) => {
+    error.hidden = message === null;
+    error.textContent = message === null ? "" : `${name}: ${message}.`;
+    if (message === null) control.removeAttribute("aria-invalid");
+    else control.setAttribute("aria-invalid", "true");
+    const described = (control.getAttribute("aria-describedby") || "").split(" ");
+    const others = described.filter((id) => id && id !== error.id);
+    control.setAttribute("aria-describedby", [...others, ...(message ? [error.id] : [])].join(" "));
+  };
+  return {
+    name,
+    control,
+    explain,
+    isDefault: () => control.value.trim() === fallback,
+    shown,
+    check() {
+      const ok = control.validity.valid;
+      const typed = control.value ? `; it is ${control.value}` : "";
+      explain(ok ? null : `${problem || control.validationMessage}${typed}`);
+      return ok;
+    },
+    reset() {
+      control.value = fallback;
+      control.setCustomValidity("");
+      explain(null);
+    },
+  };
+}
+
+/** The options that differ from their defaults, shown where the file is chosen, each with a
+ * button that sets it back. */
+function changedOptions(settings) {
+  const list = h("ul", {});
+  const element = h(
+    "div",
+    { class: "options-changed", hidden: true },
+    h("span", { class: "options-changed-title" }, "This search uses:"),
+    list,
+  );
+  const render = () => {
+    const changed = settings.filter((entry) => !entry.isDefault());
+    element.hidden = changed.length === 0;
+    list.replaceChildren(
+      ...changed.map((entry) => {
+        const clear = h(
+          "button",
+          { type: "button", class: "button-quiet", "aria-label": `Clear ${entry.name}` },
+          "Clear",
+        );
+        clear.addEventListener("click", () => {
+          entry.reset();
+          entry.control.dispatchEvent(new Event("input", { bubbles: true }));
+          entry.control.focus();
+        });
+        return h("li", {}, h("strong", {}, `${entry.name}: ${entry.shown()}`), " ", clear);
+      }),
+    );
+  };
+  return { element, render };
 }
 
 /** What the evidence of the candidates depends on: the query's date and the prior. */
@@ -209,7 +364,8 @@ function evidenceOptions(casePrior) {
   });
   const fallback = casePrior ? `the case's, ${casePrior}` : "0.5 (the case sets none)";
   return {
-    inputs: [queryDate, prior],
+    queryDate,
+    prior,
     element: h(
       "div",
       { class: "field-row" },

@@ -1,6 +1,7 @@
 // Two radiographs side by side that zoom and pan together, with the display adjustments an
-// examiner needs to compare them: brightness, contrast, inversion and a horizontal flip for when
-// the query and the candidate are of opposite sides.
+// examiner needs to compare them: brightness and contrast for both images or one, inversion, a
+// horizontal flip for when the query and the candidate are of opposite sides, and true scale:
+// both shown at the same millimetres per screen pixel from their pixel spacing, with scale bars.
 
 import { h } from "./dom.js";
 
@@ -8,13 +9,26 @@ const MIN_SCALE = 0.5;
 const MAX_SCALE = 20;
 const STEP = 1.25;
 const PAN_STEP = 40;
+// Round lengths a scale bar may show, and the shortest bar worth reading.
+const BAR_LENGTHS_MM = [1, 2, 5, 10, 20, 50, 100, 200, 500];
+const BAR_MIN_PX = 60;
+export const BOTH = "both";
+
+function plainAdjustment() {
+  return { brightness: 100, contrast: 100 };
+}
 
 export class PairViewer {
   constructor(labels) {
     this.view = { scale: 1, x: 0, y: 0 };
-    this.adjust = { brightness: 100, contrast: 100, invert: false };
+    this.invert = false;
+    this.sameScale = true;
+    // Which image the brightness and contrast controls act on: BOTH or a pane's index.
+    this.target = BOTH;
     this.panes = labels.map((label) => this.makePane(label));
     this.listeners = [];
+    this.resizes = new ResizeObserver(() => this.changed());
+    for (const pane of this.panes) this.resizes.observe(pane.viewport);
   }
 
   /** Called with the viewer's state after every change, to keep the controls in step. */
@@ -23,22 +37,29 @@ export class PairViewer {
   }
 
   changed() {
+    this.layout();
     for (const pane of this.panes) {
       pane.stage.style.transform = `translate(${this.view.x}px, ${this.view.y}px) scale(${this.view.scale})`;
       pane.img.style.transform = pane.flipped ? "scaleX(-1)" : "";
       pane.img.style.filter = [
-        `brightness(${this.adjust.brightness}%)`,
-        `contrast(${this.adjust.contrast}%)`,
-        this.adjust.invert ? "invert(1)" : "",
+        `brightness(${pane.adjust.brightness}%)`,
+        `contrast(${pane.adjust.contrast}%)`,
+        this.invert ? "invert(1)" : "",
       ].join(" ");
+      this.drawScaleBar(pane);
     }
     for (const listener of this.listeners) listener(this);
   }
 
   makePane(label) {
     const img = h("img", { alt: label, draggable: "false" });
+    img.addEventListener("load", () => this.changed());
     const stage = h("div", { class: "stage" }, img);
     const message = h("div", { class: "viewport-message" }, "Loading…");
+    const barLine = h("span", { class: "scale-bar-line" });
+    const barLabel = h("span", { class: "scale-bar-label" });
+    const scaleBar = h("div", { class: "scale-bar", hidden: true }, barLine, barLabel);
+    const scaleNote = h("p", { class: "scale-note", hidden: true });
     const viewport = h(
       "div",
       {
@@ -49,10 +70,29 @@ export class PairViewer {
       },
       stage,
       message,
+      scaleBar,
     );
     const caption = h("figcaption", {});
-    const element = h("figure", { class: "pane" }, caption, viewport);
-    const pane = { img, stage, viewport, caption, element, message, flipped: false };
+    const facts = h("div", { class: "image-facts" });
+    const element = h("figure", { class: "pane" }, caption, facts, viewport, scaleNote);
+    const pane = {
+      img,
+      stage,
+      viewport,
+      caption,
+      facts,
+      element,
+      message,
+      scaleBar,
+      barLine,
+      barLabel,
+      scaleNote,
+      flipped: false,
+      adjust: plainAdjustment(),
+      // Millimetres per pixel of the original, and the original's width: what true scale needs.
+      physical: null,
+      mmPerScreenPixel: null,
+    };
     this.listenToPointer(pane);
     return pane;
   }
@@ -64,6 +104,79 @@ export class PairViewer {
     pane.message.hidden = Boolean(url);
     if (url) pane.img.src = url;
     else pane.img.removeAttribute("src");
+    this.changed();
+  }
+
+  /** The pane's original: its pixel spacing (null when unknown) and width in pixels. */
+  setPhysical(index, pixelSpacingMm, originalWidth) {
+    this.panes[index].physical =
+      pixelSpacingMm && originalWidth ? { spacing: pixelSpacingMm, width: originalWidth } : null;
+    this.changed();
+  }
+
+  setSameScale(on) {
+    this.sameScale = on;
+    this.changed();
+  }
+
+  /** Millimetres per pixel of the shown picture (a preview may be smaller than the original). */
+  mmPerImagePixel(pane) {
+    if (!pane.physical || !pane.img.naturalWidth || !pane.img.getAttribute("src")) return null;
+    return (pane.physical.spacing * pane.physical.width) / pane.img.naturalWidth;
+  }
+
+  /** Screen pixels per image pixel at 100%, for every pane: each fits its viewport, and with
+   * "Same scale" the panes that know their pixel spacing share the coarsest mm per screen pixel
+   * that lets both fit. A pane without pixel spacing stays at pixel scale (fitted). */
+  layout() {
+    const fits = this.panes.map((pane) => {
+      const width = pane.img.naturalWidth;
+      const height = pane.img.naturalHeight;
+      if (!width || !height || !pane.img.getAttribute("src")) return null;
+      return Math.min(pane.viewport.clientWidth / width, pane.viewport.clientHeight / height);
+    });
+    const fitted = this.panes.map((pane, i) =>
+      fits[i] ? (this.mmPerImagePixel(pane) ?? 0) / fits[i] : 0,
+    );
+    const shared = this.sameScale ? Math.max(0, ...fitted) : 0;
+    this.panes.forEach((pane, i) => {
+      if (!fits[i]) {
+        pane.mmPerScreenPixel = null;
+        return;
+      }
+      const perImagePixel = this.mmPerImagePixel(pane);
+      const zoom = perImagePixel && shared ? perImagePixel / shared : fits[i];
+      const width = pane.img.naturalWidth * zoom;
+      const height = pane.img.naturalHeight * zoom;
+      Object.assign(pane.img.style, {
+        width: `${width}px`,
+        height: `${height}px`,
+        left: `${(pane.viewport.clientWidth - width) / 2}px`,
+        top: `${(pane.viewport.clientHeight - height) / 2}px`,
+      });
+      pane.mmPerScreenPixel = perImagePixel ? perImagePixel / zoom : null;
+    });
+  }
+
+  drawScaleBar(pane) {
+    const shown = Boolean(pane.img.getAttribute("src")) && pane.img.naturalWidth > 0;
+    pane.scaleNote.hidden = !shown || pane.mmPerScreenPixel !== null;
+    pane.scaleNote.textContent =
+      "No pixel spacing is known for this image: it is shown at pixel scale, without a scale bar.";
+    if (!shown || pane.mmPerScreenPixel === null) {
+      pane.scaleBar.hidden = true;
+      pane.viewport.removeAttribute("data-mm-per-pixel");
+      return;
+    }
+    const mmPerPixel = pane.mmPerScreenPixel / this.view.scale;
+    const length =
+      BAR_LENGTHS_MM.find((mm) => mm / mmPerPixel >= BAR_MIN_PX) ??
+      BAR_LENGTHS_MM[BAR_LENGTHS_MM.length - 1];
+    pane.scaleBar.hidden = false;
+    pane.barLine.style.width = `${length / mmPerPixel}px`;
+    pane.barLabel.textContent = `${length} mm`;
+    pane.scaleBar.setAttribute("aria-label", `Scale bar: ${length} millimetres`);
+    pane.viewport.dataset.mmPerPixel = mmPerPixel.toPrecision(6);
   }
 
   listenToPointer(pane) {
@@ -114,9 +227,15 @@ export class PairViewer {
     this.pan(dx, dy);
   }
 
-  /** Zoom by `factor` keeping the point (x, y) of the viewports where it is. */
+  /** Zoom by `factor` keeping the point (x, y) of the viewports where it is. Back at 100% the
+   * images are centred again, whatever panning came before: 100% means the whole image. */
   zoomAt(factor, x, y) {
-    const scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, this.view.scale * factor));
+    let scale = Math.min(MAX_SCALE, Math.max(MIN_SCALE, this.view.scale * factor));
+    if (Math.abs(scale - 1) < 1e-6) {
+      this.view = { scale: 1, x: 0, y: 0 };
+      this.changed();
+      return;
+    }
     const ratio = scale / this.view.scale;
     this.view.x = x - (x - this.view.x) * ratio;
     this.view.y = y - (y - this.view.y) * ratio;
@@ -134,22 +253,49 @@ export class PairViewer {
     this.changed();
   }
 
-  setAdjustment(name, value) {
-    this.adjust[name] = value;
+  /** The panes the brightness and contrast controls act on now. */
+  targets() {
+    return this.target === BOTH ? this.panes : [this.panes[this.target]];
+  }
+
+  setTarget(target) {
+    this.target = target;
     this.changed();
   }
 
+  /** The value the controls show: the targeted pane's, or the query's when both are targeted. */
+  adjustment(name) {
+    return this.targets()[0].adjust[name];
+  }
+
+  setAdjustment(name, value) {
+    for (const pane of this.targets()) pane.adjust[name] = value;
+    this.changed();
+  }
+
+  /** Every display adjustment back to none, on both images: brightness, contrast, invert, flips. */
   resetAdjustments() {
-    this.adjust = { brightness: 100, contrast: 100, invert: false };
+    this.invert = false;
+    for (const pane of this.panes) {
+      pane.adjust = plainAdjustment();
+      pane.flipped = false;
+    }
     this.changed();
   }
 
   toggleInvert() {
-    this.setAdjustment("invert", !this.adjust.invert);
+    this.invert = !this.invert;
+    this.changed();
   }
 
   toggleFlip(index) {
     this.panes[index].flipped = !this.panes[index].flipped;
+    this.changed();
+  }
+
+  /** A new image in the pane starts unflipped: a flip was for the image before it. */
+  unflip(index) {
+    this.panes[index].flipped = false;
     this.changed();
   }
 }

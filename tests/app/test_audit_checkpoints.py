@@ -41,6 +41,8 @@ from tests.app.test_audit import (
 from tests.support.servers import API, REPO, new_server, service_env
 
 WAIT_S = 120.0  # for a server to do something: generous, the machine may be busy
+# What these check does not depend on the database (the file, the signature, the key): SQLite only.
+ON_SQLITE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
 
 
 @pytest.fixture
@@ -166,6 +168,7 @@ def test_a_log_cut_back_after_a_checkpoint_is_reported_truncated(engine, env):
     )
 
 
+@ON_SQLITE
 def test_an_edited_or_foreign_checkpoint_fails_its_signature(engine, env, tmp_path):
     write_as_the_service_does(engine)
     sign_now(engine, env)
@@ -190,6 +193,7 @@ def test_an_edited_or_foreign_checkpoint_fails_its_signature(engine, env, tmp_pa
     assert "FAILED: 2 problem(s)" in result.stdout
 
 
+@ON_SQLITE
 def test_a_torn_last_line_is_a_note_and_the_next_checkpoint_starts_anew(engine, env):
     write_as_the_service_does(engine)
     first = sign_now(engine, env)
@@ -211,6 +215,7 @@ def test_a_torn_last_line_is_a_note_and_the_next_checkpoint_starts_anew(engine, 
     assert result.checkpoints_checked == 2 and len(result.notes) == 1
 
 
+@ON_SQLITE
 def test_an_unreadable_line_in_the_middle_is_a_problem(engine, env):
     write_as_the_service_does(engine)
     sign_now(engine, env)
@@ -249,6 +254,7 @@ def test_the_signing_key_is_made_once_and_readable_by_its_user_only(tmp_path):
     assert f"cannot read the audit signing key {missing}" in refused.stderr
 
 
+@ON_SQLITE
 def test_verify_checks_a_copy_against_a_given_public_key(engine, env, tmp_path):
     write_as_the_service_does(engine)
     checkpoint = sign_now(engine, env)
@@ -324,6 +330,7 @@ def pdf_text(pdf: bytes, folder: Path) -> str:
     ).stdout
 
 
+@ON_SQLITE
 def test_a_running_server_signs_at_intervals_in_reports_and_at_shutdown(
     database_url, tmp_path, checkpoint
 ):

@@ -388,17 +388,20 @@ def test_refusals(shared_server, evidence):
 
 
 def test_a_blind_reviewer_exports_only_what_they_may_see(shared_server, evidence):
-    with shared_server.examiner() as examiner, shared_server.admin() as admin:
+    second_examiner = shared_server.new_key("reviewer in export tests", "examiner")
+    with shared_server.examiner() as examiner, shared_server.client(second_examiner) as reviewer:
         case_id = new_case(examiner, "2026/EXP-BLIND")
         search = search_in(examiner, case_id, png_bytes((smooth_pixels(8) * 255).astype(np.uint8)))
         conclude(examiner, case_id, search, search["candidates"][0]["person_id"])
-        reviewer = admin.get(f"{API}/me").json()["id"]
         asked = examiner.post(
             f"{API}/cases/{case_id}/reviews",
-            json={"search_id": search["search_id"], "reviewer_key_id": reviewer},
+            json={
+                "search_id": search["search_id"],
+                "reviewer_key_id": reviewer.get(f"{API}/me").json()["id"],
+            },
         )
         assert asked.status_code == 201, asked.text
-        blind = admin.get(f"{API}/cases/{case_id}/export.zip")
+        blind = reviewer.get(f"{API}/cases/{case_id}/export.zip")
         seen = examiner.get(f"{API}/cases/{case_id}/export.zip")
     assert blind.status_code == 409
     assert blind.json()["detail"] == (

@@ -8,12 +8,11 @@ that holds from 1366 down to 400 px wide."""
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
@@ -39,17 +38,6 @@ WIDE = """() => [...document.querySelectorAll("body *")]
 def module_database_url(tmp_path_factory) -> str:
     """One SQLite database for the module's one server: the API tests cover PostgreSQL."""
     return f"sqlite:///{tmp_path_factory.mktemp('case-workflow-db') / 'radmatch.db'}"
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    path = shutil.which("chromium") or "/usr/bin/chromium"
-    if not Path(path).is_file():
-        pytest.fail("No chromium to run the page in: apt-get install chromium")
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=path, args=["--no-sandbox"])
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -14,9 +14,9 @@ from datetime import date
 import numpy as np
 import pytest
 from PIL import Image as PILImage
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
-from tests.app.test_web_page import SCREENSHOTS, chromium_executable, images_loaded, sign_in
+from tests.app.test_web_page import SCREENSHOTS, images_loaded, sign_in
 from tests.support.images import phantom_dicom
 from tests.support.servers import Server, new_server
 from training.cohorts import read_knee_manifest
@@ -139,16 +139,6 @@ def build_comparison(server: Server, records: list[ImageRecord]) -> Comparison:
     # What the side default is for: the search's best image of this person is the other knee.
     assert best == left_id, search["candidates"]
     return answer
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_executable(), args=["--no-sandbox"]
-        )
-        yield browser
-        browser.close()
 
 
 @pytest.fixture

@@ -10,9 +10,8 @@ import re
 
 import httpx
 import pytest
-from playwright.sync_api import expect, sync_playwright
+from playwright.sync_api import expect
 
-from tests.app.test_web_page import chromium_executable
 from tests.support.servers import new_server
 from training.cohorts import read_knee_manifest
 
@@ -137,43 +136,36 @@ def test_which_endpoints_are_open_is_a_setting(tmp_path, checkpoint):
 
 
 @SQLITE
-def test_docs_page_in_a_browser_asks_for_the_key(server):
+def test_docs_page_in_a_browser_asks_for_the_key(server, browser):
     """The page, under its policy, shows nothing without a key and the whole API with one; the
     key the examiner's page keeps for the tab is used too."""
     problems: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=chromium_executable(), args=["--no-sandbox"]
-        )
-        context = browser.new_context()
-        context.set_default_timeout(30_000)
-        external: list[str] = []
-        context.route(
-            re.compile(r"^(?!" + re.escape(server.url) + ")"),
-            lambda route: (external.append(route.request.url), route.abort()),
-        )
-        tab = context.new_page()
-        tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-        tab.on(
-            "console",
-            lambda message: (
-                problems.append(f"blocked: {message.text}")
-                if "Content Security Policy" in message.text
-                else None
-            ),
-        )
-        tab.goto(f"{server.url}/docs")
-        expect(tab.get_by_text("Failed to load API definition")).to_be_visible(timeout=30_000)
-        tab.get_by_label("API key").fill(server.examiner_key)
-        tab.get_by_role("button", name="Use this key").click()
-        expect(tab.get_by_text("/api/v1/search", exact=True).first).to_be_visible(timeout=30_000)
-        # A new tab of the same session, signed in on the examiner's page, needs no form.
-        tab.evaluate("key => sessionStorage.setItem('radmatch.apiKey', key)", server.admin_key)
-        tab.reload()
-        expect(tab.get_by_text("/api/v1/admin/jobs", exact=True).first).to_be_visible(
-            timeout=30_000
-        )
-        context.close()
-        browser.close()
+    context = browser.new_context()
+    context.set_default_timeout(30_000)
+    external: list[str] = []
+    context.route(
+        re.compile(r"^(?!" + re.escape(server.url) + ")"),
+        lambda route: (external.append(route.request.url), route.abort()),
+    )
+    tab = context.new_page()
+    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
+    tab.on(
+        "console",
+        lambda message: (
+            problems.append(f"blocked: {message.text}")
+            if "Content Security Policy" in message.text
+            else None
+        ),
+    )
+    tab.goto(f"{server.url}/docs")
+    expect(tab.get_by_text("Failed to load API definition")).to_be_visible(timeout=30_000)
+    tab.get_by_label("API key").fill(server.examiner_key)
+    tab.get_by_role("button", name="Use this key").click()
+    expect(tab.get_by_text("/api/v1/search", exact=True).first).to_be_visible(timeout=30_000)
+    # A new tab of the same session, signed in on the examiner's page, needs no form.
+    tab.evaluate("key => sessionStorage.setItem('radmatch.apiKey', key)", server.admin_key)
+    tab.reload()
+    expect(tab.get_by_text("/api/v1/admin/jobs", exact=True).first).to_be_visible(timeout=30_000)
+    context.close()
     assert not external, external
     assert not problems, problems

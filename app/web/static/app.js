@@ -163,7 +163,8 @@ async function route() {
     return;
   }
   markSection(found.section);
-  reviewsWaiting().then(showReviewCount, () => {}); // the count is a hint: a failure says nothing
+  // The count is a hint (a failure says nothing); the case list fetches and shows it itself.
+  if (found.view !== caseListView) reviewsWaiting().then(showReviewCount, () => {});
   const view = { scope: new ImageScope(), cleanups: [], key: routeKey(found), update: null };
   current = view;
   const context = {

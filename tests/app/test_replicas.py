@@ -57,11 +57,9 @@ def test_a_replica_follows_uploads_and_deletions_on_another(
     query = target.path.read_bytes()
 
     a = Server(env=env, log=tmp_path / "a.log", admin_key=admin, examiner_key=examiner)
-    b: Server | None = None
+    b = Server(env=env, log=tmp_path / "b.log", admin_key=admin, examiner_key=examiner)
     try:
         a.start()
-        # Made once A listens, so that free_port cannot hand B the same port.
-        b = Server(env=env, log=tmp_path / "b.log", admin_key=admin, examiner_key=examiner)
         b.start()
         assert a.port != b.port
         with a.admin() as on_a, b.examiner() as on_b:
@@ -109,6 +107,5 @@ def test_a_replica_follows_uploads_and_deletions_on_another(
             assert checks["index"] == "ok", f"{server.url}: {checks}"
             assert checks["index_size"] == 1, f"{server.url}: {checks}"
     finally:
-        if b is not None:
-            b.stop()
+        b.stop()
         a.stop()

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -42,7 +43,10 @@ class Server:
     log: Path
     admin_key: str = ""
     examiner_key: str = ""
-    port: int = field(default_factory=free_port)
+    # Chosen by the server when it starts (it binds port 0 and names the port in its log): a port
+    # picked here could be taken by another test's server before this one binds it, and then this
+    # one's health check would be answered by the other.
+    port: int = 0
     # How `radmatch` is run: a benchmark may put a wrapper in front (bench/heap_trace.py).
     launcher: tuple[str, ...] = (sys.executable, "-m", "cli")
     process: subprocess.Popen | None = None
@@ -94,7 +98,8 @@ class Server:
         raise AssertionError(f"the server does not serve model version {version_id}: {checks}")
 
     def start(self) -> Server:
-        command = [*self.launcher, "serve", "--port", str(self.port)]
+        command = [*self.launcher, "serve", "--port", "0"]
+        logged_before = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as log:
             self.process = subprocess.Popen(
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
@@ -103,8 +108,9 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"the server exited:\n{self.log.read_text()}")
+            self.port = bound_port(self.log, logged_before)
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                if self.port and httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
                     return self
             except httpx.TransportError:
                 pass
@@ -113,6 +119,14 @@ class Server:
 
     def stop(self) -> None:
         terminate(self.process, timeout=30)
+
+
+def bound_port(log: Path, offset: int) -> int:
+    """The port uvicorn says it listens on, in what the log gained after `offset`; 0 until then."""
+    with open(log, "rb") as text:
+        text.seek(offset)
+        found = re.search(rb"Uvicorn running on http://127\.0\.0\.1:(\d+)", text.read())
+    return int(found[1]) if found else 0
 
 
 @dataclass

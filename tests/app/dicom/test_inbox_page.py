@@ -14,12 +14,12 @@ from app.core.config import Settings
 from app.dicom.arrival import Arrival, Destination
 from app.dicom.intake import receive
 from app.serving.service import Service
-from tests.app.test_web_page import SCREENSHOTS, SQLITE, browser, images_loaded, page, sign_in
+from tests.app.test_web_page import SCREENSHOTS, SQLITE, images_loaded, page, sign_in
 from tests.support.images import phantom_dicom
 from tests.support.servers import Server
 
 API = "/api/v1"
-__all__ = ["browser", "page"]  # the page tests' fixtures, used here too
+__all__ = ["page"]  # the page tests' fixture, used here too
 
 
 def knee(key: str) -> bytes:

@@ -28,6 +28,7 @@ from app.api.schemas.cases import (
 from app.api.schemas.common import CASE_NUMBER_LENGTH, CaseNumber, NoNul, refusals
 from app.api.schemas.searches import SearchOut
 from app.api.searches import SearchForm, run_search
+from app.cases.marks import Findings, ImageFrame
 from app.cases.report import (
     case_report_pdf,
     report_filename,
@@ -55,6 +56,8 @@ from app.cases.service import (
 )
 from app.core.errors import Conflict
 from app.dicom.export import export_case
+from app.search.service import stored_query_facts
+from app.serving.service import Service
 from app.storage.tables import Case
 
 router = APIRouter(prefix=API_PREFIX, tags=["cases"], responses=refusals(401, 503))
@@ -136,19 +139,43 @@ def list_conclusions(case_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     "/cases/{case_id}/conclusions",
     status_code=201,
     response_model=ConclusionOut,
-    responses=refusals(400, 404, 422),
+    responses=refusals(400, 404, 410, 413, 422, 429),
 )
 def add_conclusion(
     case_id: PathId, body: ConclusionCreate, service: ServiceDep, key: AnyKey
 ) -> dict:
-    """Record a conclusion about one candidate of one of the case's searches, signed by your key.
-    Nothing is overwritten: a changed conclusion is a new entry."""
+    """Record a conclusion about one candidate of one of the case's searches, signed by your key,
+    with the features you marked on both images and what you measured (points in the originals'
+    pixels; each value is computed from its points and the image's pixel spacing). Nothing is
+    overwritten: a changed conclusion is a new entry. Under sequential unmasking, only the
+    candidate you were shown."""
+    findings = Findings(
+        candidate_image_id=body.candidate_image_id,
+        marks=[mark.model_dump() for mark in body.marks],
+        measurements=[measurement.model_dump() for measurement in body.measurements],
+    )
+    query = query_frame(service, body.search_id) if findings.on_query else None
     with service.records.sessions.begin() as session:
-        case = live_case(session, case_id)
         entry = record_conclusion(
-            session, case, body.search_id, body.person_id, body.conclusion, body.comment, key
+            session,
+            case=live_case(session, case_id),
+            search_id=body.search_id,
+            person_id=body.person_id,
+            conclusion=body.conclusion,
+            comment=body.comment,
+            key=key,
+            findings=findings,
+            query=query,
         )
         return conclusion_json(entry, {key.id: key.name})
+
+
+def query_frame(service: Service, search_id: int) -> ImageFrame:
+    """The query's size and pixel spacing, for the points marked and measured on it."""
+    facts = stored_query_facts(
+        records=service.records, matcher=service.matcher, search_id=search_id
+    )
+    return ImageFrame("query", facts.width, facts.height, facts.pixel_spacing_mm)
 
 
 @router.post(
@@ -160,7 +187,9 @@ def add_conclusion(
 def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key: AnyKey) -> dict:
     """Ask another examiner to review a search blind. You must have worked on the case (created
     it, searched or concluded in it); the reviewer is an examiner's active key, not an admin's
-    and not yours, with no open request for this search and no conclusion on it yet."""
+    and not yours, with no open request for this search and no conclusion on it yet. With
+    sequential unmasking the reviewer is shown the query and the candidate `person_id` only,
+    without rank, score or evidence, until they record their conclusion on it."""
     with service.records.sessions.begin() as session:
         case = live_case(session, case_id)
         review = request_review(
@@ -169,6 +198,7 @@ def ask_for_review(case_id: PathId, body: ReviewCreate, service: ServiceDep, key
             search=case_search(session, case, body.search_id),
             reviewer_key_id=body.reviewer_key_id,
             key=key,
+            sequential_person_id=body.person_id,
         )
         return review_json(review, key_names(session))
 
@@ -197,7 +227,7 @@ def withdraw(case_id: PathId, review_id: PathId, service: ServiceDep, key: AnyKe
 @router.get(
     "/cases/{case_id}/report.pdf",
     response_class=Response,
-    responses={200: {"content": {"application/pdf": {}}}, **refusals(404, 413, 429)},
+    responses={200: {"content": {"application/pdf": {}}}, **refusals(404, 409, 413, 429)},
 )
 def get_case_report(
     case_id: PathId, service: ServiceDep, checkpointer: CheckpointerDep, key: AnyKey
@@ -205,7 +235,8 @@ def get_case_report(
     """The case as a PDF for an identification board: its searches with their candidates,
     evidence and open-set answers, the conclusions and reviews you may see, the calibrations'
     validation and the audit chain's head, signed as a checkpoint. The report is itself an audit
-    entry, naming the head it printed."""
+    entry, naming the head it printed. Refused (409) while you review a search of the case with
+    sequential unmasking: the report shows its ranking."""
     with service.records.sessions() as session:
         contents = report_contents(session, live_case(session, case_id), key.id)
     pdf = case_report_pdf(

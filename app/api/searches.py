@@ -15,15 +15,20 @@ from app.api.schemas.common import NoNul, Sex, Side, refusals
 from app.api.schemas.searches import QueryFactsOut, RerunOut, SearchOut
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
-from app.core.errors import Gone, NotFound, Unprocessable
+from app.cases.reviews import answer_as_seen, search_sight
+from app.core.errors import Conflict, Unprocessable
 from app.gallery.previews import PREVIEW_CACHING, preview_png
 from app.rerun.service import rerun
 from app.search.answer import SearchAnswer
 from app.search.filters import SearchFilters
-from app.search.query_facts import query_facts
-from app.search.service import SearchQuery, search, stored_search
+from app.search.service import (
+    SearchQuery,
+    search,
+    stored_query,
+    stored_query_facts,
+    stored_search,
+)
 from app.serving.service import Service
-from app.storage.tables import Search
 
 router = APIRouter(prefix=API_PREFIX, tags=["search"], responses=refusals(401, 503))
 
@@ -122,9 +127,11 @@ def search_gallery(service: ServiceDep, key: AnyKey, form: SearchForm) -> dict:
 
 
 @router.get("/searches/{search_id}", response_model=SearchOut, responses=refusals(404))
-def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
+def get_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
+    """A stored search's answer, as sent; masked while you review it with sequential unmasking."""
     with service.records.sessions() as session:
-        return stored_search(session, search_id).as_json()
+        answer = stored_search(session, search_id)
+        return answer_as_seen(answer, search_sight(session, answer, key.id))
 
 
 @router.post(
@@ -132,7 +139,10 @@ def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
     response_model=RerunOut,
     responses={
         404: {"description": "No such search"},
-        409: {"description": "The stored query or the search's model checkpoint is unusable"},
+        409: {
+            "description": "The stored query or the search's model checkpoint is unusable, or "
+            "you review the search with sequential unmasking"
+        },
         410: {"description": "The stored query image is no longer stored"},
         **refusals(429),
     },
@@ -140,27 +150,23 @@ def get_search(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
 def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     """Re-run a stored search exactly, with the model version and index generation it used, and
     say whether the answer is identical; then against today's model and gallery, and explain
-    every difference from the stored answer. Nothing is stored but an audit entry."""
+    every difference from the stored answer. Nothing is stored but an audit entry. Refused (409)
+    while you review the search with sequential unmasking."""
+    with service.records.sessions() as session:
+        if search_sight(session, stored_search(session, search_id), key.id).masking(search_id):
+            raise Conflict(
+                f"you review search {search_id} with sequential unmasking: its re-run shows the "
+                "ranking, which you see once you have recorded your conclusion"
+            )
     answer = rerun(
         records=service.records, matcher=service.matcher, search_id=search_id, key_id=key.id
     )
     return answer.as_json()
 
 
-def _stored_query(service: Service, search_id: int) -> Search:
-    """A search whose query image is still stored."""
-    with service.records.sessions() as session:
-        record = session.get(Search, search_id)
-    if record is None:
-        raise NotFound(f"no search with id {search_id}")
-    if not service.records.originals.exists(record.query_sha256):
-        raise Gone(f"the query image of search {search_id} is no longer stored")
-    return record
-
-
 def _query_sha256(service: Service, search_id: int) -> str:
     """The sha256 of a search's query image, which is still stored."""
-    return _stored_query(service, search_id).query_sha256
+    return stored_query(service.records, search_id).query_sha256
 
 
 @router.get(
@@ -217,6 +223,6 @@ def get_query_preview(
 def get_query_facts(search_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
     """The query radiograph's side, view, body part, sex, pixel spacing and date: from its header,
     else from the search form it was sent with."""
-    record = _stored_query(service, search_id)
-    decoded = service.matcher.decode(service.records.originals.read(record.query_sha256))
-    return asdict(query_facts(metadata=decoded.metadata, parameters=record.parameters))
+    return asdict(
+        stored_query_facts(records=service.records, matcher=service.matcher, search_id=search_id)
+    )

@@ -12,7 +12,7 @@ from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, defer
 
 from app.audit.chain import HEAD_ID
-from app.cases.reviews import blind_sight, review_json
+from app.cases.reviews import blind_sight, refuse_while_masked, review_json
 from app.cases.service import conclusions_for
 from app.evidence.calibrations import newest_row, shown_source
 from app.search.answer import SearchAnswer
@@ -96,7 +96,9 @@ def report_contents(session: Session, case: Case, key_id: int) -> ReportContents
     reviews = session.scalars(
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
-    view = blind_sight(session, case.id, key_id).case_view(case)
+    sight = blind_sight(session, case.id, key_id)
+    refuse_while_masked(sight, "print the case report")
+    view = sight.case_view(case)
     return ReportContents(
         case_id=case.id,
         number=case.number,

@@ -11,6 +11,10 @@ asked, or an admin, may withdraw it.
 Who may ask whom: someone who has worked on the case (created it, searched in it, concluded in
 it, or been asked to review in it) may ask another examiner's active key, not an admin's and not
 their own, once per search and reviewer while a request is open.
+
+Sequential unmasking, an option of a request: until the reviewer concludes, the search shows them
+the query and one candidate (chosen by the asker) without rank, score or evidence, and their
+conclusion is recorded as made before the ranking was seen.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ from sqlalchemy.orm import Session, aliased
 
 from app.audit.entries import record_entry
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
-from app.storage.tables import ApiKey, Case, Conclusion, Review, Search, utcnow
+from app.search.answer import SearchAnswer
+from app.storage.tables import ApiKey, Case, Conclusion, Review, Search, SearchResult, utcnow
 
 
 def is_open() -> ColumnElement[bool]:
@@ -62,6 +67,14 @@ class BlindSight:
                 return review
         return self.open_reviews[0] if self.open_reviews else None
 
+    def masking(self, search_id: int) -> Review | None:
+        """The open review under sequential unmasking of this search, if any: until it ends,
+        the search shows its reviewer one candidate and no ranking."""
+        for review in self.open_reviews:
+            if review.search_id == search_id and review.sequential_person_id is not None:
+                return review
+        return None
+
     def case_view(self, case: Case) -> CaseView:
         if not self.blind:
             return CaseView(case.status, case.description, case.updated_at)
@@ -82,6 +95,13 @@ def blind_sight(session: Session, case_id: int, key_id: int) -> BlindSight:
     return BlindSight(tuple(reviews))
 
 
+def search_sight(session: Session, answer: SearchAnswer, key_id: int) -> BlindSight:
+    """What this key may see of the search's case; a search run outside a case hides nothing."""
+    if answer.case_id is None:
+        return BlindSight(())
+    return blind_sight(session, answer.case_id, key_id)
+
+
 def refuse_while_blind(sight: BlindSight, action: str) -> None:
     if sight.blind:
         raise Conflict(
@@ -91,8 +111,39 @@ def refuse_while_blind(sight: BlindSight, action: str) -> None:
         )
 
 
+def answer_as_seen(answer: SearchAnswer, sight: BlindSight) -> dict[str, Any]:
+    """A search's answer as this key may see it: under sequential unmasking, the one candidate it
+    is to examine, without rank, score, evidence or the open-set answer."""
+    review = sight.masking(answer.search_id)
+    if review is None:
+        return answer.as_json() | {"masked": None}
+    shown = next(c for c in answer.candidates if c.person_id == review.sequential_person_id)
+    masked = {
+        "review_id": review.id,
+        "person_id": shown.person_id,
+        "external_ref": shown.external_ref,
+        "image_ids": sorted(match.image_id for match in shown.images),
+    }
+    return answer.as_json() | {"candidates": [], "open_set": None, "masked": masked}
+
+
+def refuse_while_masked(sight: BlindSight, action: str) -> None:
+    masked = [review.search_id for review in sight.open_reviews if review.sequential_person_id]
+    if masked:
+        raise Conflict(
+            f"you review search {', '.join(f'#{i}' for i in masked)} of this case with "
+            f"sequential unmasking and cannot {action} before you have recorded your conclusion"
+        )
+
+
 def request_review(
-    session: Session, *, case: Case, search: Search, reviewer_key_id: int, key: ApiKey
+    session: Session,
+    *,
+    case: Case,
+    search: Search,
+    reviewer_key_id: int,
+    key: ApiKey,
+    sequential_person_id: int | None = None,
 ) -> Review:
     reviewer = _eligible_reviewer(session, reviewer_key_id, key)
     if not _has_worked_on(session, case.id, key.id):
@@ -115,7 +166,17 @@ def request_review(
             f"{reviewer.name} has recorded a conclusion on search {search.id} already; a blind "
             "review needs an examiner who has not"
         )
+    if sequential_person_id is not None and not session.scalar(
+        select(SearchResult.rank).where(
+            SearchResult.search_id == search.id, SearchResult.person_id == sequential_person_id
+        )
+    ):
+        raise Unprocessable(
+            f"person {sequential_person_id} is not a candidate of search {search.id}: sequential "
+            "unmasking shows the reviewer one of its candidates"
+        )
     review = Review(
+        sequential_person_id=sequential_person_id,
         case_id=case.id,
         search_id=search.id,
         reviewer_key_id=reviewer.id,
@@ -205,6 +266,8 @@ def review_json(review: Review, names: dict[int, str]) -> dict[str, Any]:
         "withdrawn_by": names.get(review.withdrawn_by_key_id, "")
         if review.withdrawn_by_key_id is not None
         else None,
+        "sequential_unmasking": review.sequential_person_id is not None,
+        "person_id": review.sequential_person_id,
     }
 
 

@@ -10,7 +10,9 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
 from app.audit.entries import record_entry
+from app.cases.marks import Findings, ImageFrame
 from app.cases.reviews import (
+    answer_as_seen,
     blind_sight,
     complete_reviews,
     is_open,
@@ -23,6 +25,7 @@ from app.storage.tables import (
     ApiKey,
     Case,
     Conclusion,
+    Image,
     Review,
     Search,
     SearchResult,
@@ -32,6 +35,7 @@ from app.storage.tables import (
 STATUSES = ("open", "identified", "closed")
 # The usual forensic identification scale, strongest first.
 CONCLUSIONS = ("identification", "probable", "possible", "insufficient", "excluded")
+NO_FINDINGS = Findings()
 
 
 def live_case(session: Session, case_id: int) -> Case:
@@ -61,22 +65,26 @@ def case_search(session: Session, case: Case, search_id: int) -> Search:
 
 def record_conclusion(
     session: Session,
+    *,
     case: Case,
     search_id: int,
     person_id: int,
     conclusion: str,
     comment: str,
     key: ApiKey,
+    findings: Findings = NO_FINDINGS,
+    query: ImageFrame | None = None,
 ) -> Conclusion:
+    """Record a conclusion on a candidate of one of the case's searches, with the marks and
+    measurements made on the query (`query`: its frame, needed when any lies on it) and on one
+    of the candidate's images."""
     search = case_search(session, case, search_id)
-    candidate = session.scalar(
-        select(SearchResult.rank).where(
-            SearchResult.search_id == search.id, SearchResult.person_id == person_id
-        )
-    )
-    if candidate is None:
-        raise Unprocessable(f"person {person_id} is not a candidate of search {search_id}")
     sight = blind_sight(session, case.id, key.id)
+    masking = sight.masking(search.id)
+    _check_candidate(session, search, person_id, masking)
+    marks, measurements = findings.checked(
+        query=query, candidate=candidate_frame(session, findings, person_id)
+    )
     under = sight.review_for(search.id)
     entry = Conclusion(
         case_id=case.id,
@@ -87,6 +95,10 @@ def record_conclusion(
         key_id=key.id,
         created_at=utcnow(),
         blind_review_id=None if under is None else under.id,
+        ranking_seen=masking is None,
+        candidate_image_id=findings.candidate_image_id,
+        marks=marks,
+        measurements=measurements,
     )
     session.add(entry)
     complete_reviews(session, sight, search.id, entry.created_at)
@@ -105,9 +117,52 @@ def record_conclusion(
         person_id=person_id,
         conclusion=conclusion,
         blind_review_id=entry.blind_review_id,
+        ranking_seen=entry.ranking_seen,
+        marks=len(marks),
+        measurements=len(measurements),
         **({"status": "open"} if reopened else {}),
     )
     return entry
+
+
+def _check_candidate(
+    session: Session, search: Search, person_id: int, masking: Review | None
+) -> None:
+    """A conclusion is about a candidate of the search: under sequential unmasking, the one
+    its examiner was shown."""
+    if not session.scalar(
+        select(SearchResult.rank).where(
+            SearchResult.search_id == search.id, SearchResult.person_id == person_id
+        )
+    ):
+        raise Unprocessable(f"person {person_id} is not a candidate of search {search.id}")
+    if masking is not None and masking.sequential_person_id != person_id:
+        raise Unprocessable(
+            f"under sequential unmasking you conclude on person {masking.sequential_person_id}, "
+            f"the candidate you were shown, before any other of search {search.id}"
+        )
+
+
+def candidate_frame(session: Session, findings: Findings, person_id: int) -> ImageFrame | None:
+    """The frame of the candidate's image the findings were made on; None when none is named."""
+    image_id = findings.candidate_image_id
+    if image_id is None:
+        if findings.on_candidate:
+            raise Unprocessable(
+                "marks and measurements on the candidate need candidate_image_id: the image "
+                "they were made on"
+            )
+        return None
+    image = session.get(Image, image_id)
+    if image is None or image.deleted_at is not None or image.person_id != person_id:
+        raise Unprocessable(f"image {image_id} is not an image of person {person_id} on record")
+    metadata = image.image_metadata
+    return ImageFrame(
+        f"candidate's image {image_id}",
+        metadata["width"],
+        metadata["height"],
+        image.pixel_spacing_mm,
+    )
 
 
 def has_identification(session: Session, case_id: int) -> bool:
@@ -160,6 +215,10 @@ def conclusion_json(entry: Conclusion, names: dict[int, str]) -> dict[str, Any]:
         "created_at": entry.created_at,
         "made_blind": entry.blind_review_id is not None,
         "blind_review_id": entry.blind_review_id,
+        "ranking_seen": entry.ranking_seen,
+        "candidate_image_id": entry.candidate_image_id,
+        "marks": entry.marks,
+        "measurements": entry.measurements,
     }
 
 
@@ -189,7 +248,8 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         select(Review).where(Review.case_id == case.id).order_by(Review.id)
     ).all()
     names = key_names(session)
-    view = blind_sight(session, case.id, key_id).case_view(case)
+    sight = blind_sight(session, case.id, key_id)
+    view = sight.case_view(case)
     return {
         "id": case.id,
         "number": case.number,
@@ -198,7 +258,9 @@ def case_detail(session: Session, case: Case, key_id: int) -> dict[str, Any]:
         "prior_in_gallery": case.prior_in_gallery,
         "created_at": case.created_at,
         "updated_at": view.updated_at,
-        "searches": [SearchAnswer.from_json(search.response).as_json() for search in searches],
+        "searches": [
+            answer_as_seen(SearchAnswer.from_json(search.response), sight) for search in searches
+        ],
         "conclusions": conclusions_for(session, case, key_id, names),
         "reviews": [review_json(review, names) for review in reviews],
     }

@@ -1,16 +1,18 @@
 """What a stored search's query radiograph says about itself, for the examiner who compares it:
-side, view, body part, sex, pixel spacing and date, each from the file's header or, where the
-file is silent, from the search form it was sent with."""
+side, view, body part and sex from the file's header; pixel spacing and date from the search form
+it was sent with, else from the header."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date
+from typing import TypeVar
 
 from model.image import ImageMetadata
 
 FILE = "file"
 FORM = "search form"
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -29,44 +31,35 @@ class QueryFacts:
 
 def query_facts(*, metadata: ImageMetadata, parameters: dict) -> QueryFacts:
     """The facts of a query from its decoded header and the parameters its search recorded. The
-    form's pixel spacing and date win, as they did when the search ran; the side, body part and
-    sex the search was narrowed to stand in only where the file does not say."""
-    filters = parameters.get("filters") or {}
+    form's pixel spacing and date win, as they did when the search ran. Side, view, body part and
+    sex come from the file alone: the search form's filters say which gallery images were
+    searched, not what the query shows."""
     stated_spacing = parameters.get("pixel_spacing_mm")
     stated_date = parameters.get("query_date")
-    sources: dict[str, str] = {}
-
-    def pick(name: str, from_file: object, from_form: object, form_first: bool = False) -> object:
-        order = (
-            [(from_form, FORM), (from_file, FILE)]
-            if form_first
-            else [
-                (from_file, FILE),
-                (from_form, FORM),
-            ]
-        )
-        for value, source in order:
-            if value is not None:
-                sources[name] = source
-                return value
-        return None
-
     # The column spacing, as the search's physical crop uses it.
     file_spacing = metadata.pixel_spacing_mm[1] if metadata.pixel_spacing_mm else None
+    from_file = {
+        "side": metadata.laterality,
+        "view": metadata.view_position,
+        "body_part": metadata.body_part,
+        "sex": metadata.patient_sex,
+    }
+    sources = {name: FILE for name, value in from_file.items() if value is not None}
+    spacing, sources["pixel_spacing_mm"] = _form_first(stated_spacing, file_spacing)
+    stated = date.fromisoformat(stated_date) if stated_date else None
+    study_date, sources["study_date"] = _form_first(stated, metadata.acquisition_date)
     return QueryFacts(
         format=metadata.format,
         width=metadata.width,
         height=metadata.height,
-        side=pick("side", metadata.laterality, filters.get("side")),
-        view=pick("view", metadata.view_position, None),
-        body_part=pick("body_part", metadata.body_part, filters.get("body_part")),
-        sex=pick("sex", metadata.patient_sex, filters.get("sex")),
-        pixel_spacing_mm=pick("pixel_spacing_mm", file_spacing, stated_spacing, form_first=True),
-        study_date=pick(
-            "study_date",
-            metadata.acquisition_date,
-            date.fromisoformat(stated_date) if stated_date else None,
-            form_first=True,
-        ),
-        sources=sources,
+        **from_file,
+        pixel_spacing_mm=spacing,
+        study_date=study_date,
+        sources={name: source for name, source in sources.items() if source},
     )
+
+
+def _form_first(from_form: T | None, from_file: T | None) -> tuple[T | None, str]:
+    if from_form is not None:
+        return from_form, FORM
+    return from_file, FILE if from_file is not None else ""

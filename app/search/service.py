@@ -10,13 +10,14 @@ from functools import cached_property
 from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
-from app.core.errors import NotFound
+from app.core.errors import Gone, NotFound
 from app.core.metrics import Metrics
 from app.evidence.calibrations import current_calibration
 from app.evidence.open_set import DEFAULT_PRIOR, Prior
 from app.evidence.service import Assessed, Searched, assess
 from app.search.answer import ModelVersionRef, SearchAnswer
 from app.search.filters import SearchFilters
+from app.search.query_facts import QueryFacts, query_facts
 from app.search.ranking import Ranking, rank_people
 from app.serving.matcher import Matcher, Serving
 from app.storage.originals import sha256_of
@@ -219,6 +220,24 @@ def _add_results(session: Session, answer: SearchAnswer, *, key_id: int | None) 
         details={"query_sha256": answer.query_sha256, "candidates": len(answer.candidates)},
         key_id=key_id,
     )
+
+
+def stored_query(records: Records, search_id: int) -> Search:
+    """A search whose query image is still stored."""
+    with records.sessions() as session:
+        record = session.get(Search, search_id)
+    if record is None:
+        raise NotFound(f"no search with id {search_id}")
+    if not records.originals.exists(record.query_sha256):
+        raise Gone(f"the query image of search {search_id} is no longer stored")
+    return record
+
+
+def stored_query_facts(*, records: Records, matcher: Matcher, search_id: int) -> QueryFacts:
+    """What a stored search's query says about itself (app.search.query_facts), decoded again."""
+    record = stored_query(records, search_id)
+    decoded = matcher.decode(records.originals.read(record.query_sha256))
+    return query_facts(metadata=decoded.metadata, parameters=record.parameters)
 
 
 def stored_search(session: Session, search_id: int) -> SearchAnswer:

@@ -45,7 +45,11 @@ class UTCDateTime(TypeDecorator):
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, datetime: UTCDateTime}
+    type_annotation_map = {
+        dict[str, Any]: JSON,
+        list[dict[str, Any]]: JSON,
+        datetime: UTCDateTime,
+    }
 
 
 class ApiKey(Base):
@@ -224,6 +228,13 @@ class Conclusion(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     # The open review its examiner was under when they signed it: a conclusion made blind.
     blind_review_id: Mapped[int | None] = mapped_column(ForeignKey("reviews.id"))
+    # False when signed under sequential unmasking, before the ranking and evidence were shown.
+    ranking_seen: Mapped[bool] = mapped_column(Boolean, default=True)
+    # The candidate's image compared, and what the examiner marked and measured on the two
+    # images (app/cases/marks.py), in the originals' pixels.
+    candidate_image_id: Mapped[int | None] = mapped_column(ForeignKey("images.id"))
+    marks: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
+    measurements: Mapped[list[dict[str, Any]]] = mapped_column(default=list)
 
 
 class Review(Base):
@@ -246,6 +257,9 @@ class Review(Base):
     case_status_when_asked: Mapped[str] = mapped_column(String(12))
     case_description_when_asked: Mapped[str] = mapped_column(Text)
     case_updated_at_when_asked: Mapped[datetime]
+    # Sequential unmasking: the one candidate the reviewer is shown, without rank, score or
+    # evidence, until they conclude; None for a review that shows the whole ranking.
+    sequential_person_id: Mapped[int | None] = mapped_column(ForeignKey("people.id"))
 
 
 class DicomSource(Base):

@@ -45,9 +45,15 @@ REFUSED_STATEMENTS = [
     "UPDATE reviews SET completed_at = NULL WHERE completed_at IS NOT NULL",
     "UPDATE reviews SET completed_at = CURRENT_TIMESTAMP WHERE completed_at IS NOT NULL",
 ]
-# Columns that came after the protection (revision 0008): refused at the head, absent before.
+# Columns that came after the protection (revisions 0008, 0009): refused at the head, absent
+# before.
 REFUSED_AT_HEAD = [
     "UPDATE conclusions SET blind_review_id = NULL",
+    "UPDATE conclusions SET ranking_seen = NOT ranking_seen",
+    "UPDATE conclusions SET marks = measurements, candidate_image_id = NULL",
+    # An open review completed while it is turned into one with sequential unmasking.
+    "UPDATE reviews SET completed_at = CURRENT_TIMESTAMP, "
+    "sequential_person_id = (SELECT max(id) FROM people) WHERE completed_at IS NULL",
     # A completed review withdrawn; an open one withdrawn by no one, or completed and withdrawn.
     "UPDATE reviews SET withdrawn_at = CURRENT_TIMESTAMP, withdrawn_by_key_id = reviewer_key_id "
     "WHERE completed_at IS NOT NULL",
@@ -122,8 +128,16 @@ def write_a_case(engine: sa.Engine) -> dict[str, int]:
                 )
             )
         session.flush()
-        record_conclusion(session, case, searches[0].id, person.id, "identification", "", examiner)
-        record_conclusion(session, case, searches[0].id, person.id, "probable", "", reviewer)
+        for conclusion, key in (("identification", examiner), ("probable", reviewer)):
+            record_conclusion(
+                session,
+                case=case,
+                search_id=searches[0].id,
+                person_id=person.id,
+                conclusion=conclusion,
+                comment="",
+                key=key,
+            )
         return {"case": case.id, "search": searches[1].id, "person": person.id}
 
 
@@ -183,12 +197,12 @@ def test_the_service_still_completes_a_review_and_adds_conclusions(engine, datab
         reviewer = session.get(ApiKey, open_review.reviewer_key_id)
         record_conclusion(
             session,
-            session.get(Case, ids["case"]),
-            ids["search"],
-            ids["person"],
-            "possible",
-            "seen blind",
-            reviewer,
+            case=session.get(Case, ids["case"]),
+            search_id=ids["search"],
+            person_id=ids["person"],
+            conclusion="possible",
+            comment="seen blind",
+            key=reviewer,
         )
     completed = reviews(engine)[1]
     assert completed.completed_at is not None
@@ -215,3 +229,18 @@ def test_the_service_withdraws_an_open_review_once(engine):
     refused = pytest.raises(sa.exc.IntegrityError, match="append-only")
     with refused, engine.begin() as connection:
         connection.exec_driver_sql("UPDATE reviews SET withdrawn_at = NULL")
+
+
+def test_a_case_with_reviews_and_conclusions_migrates_down_and_up_again(engine, database_url):
+    """Revision 0009 rebuilds `reviews`, which conclusions refer to, on SQLite: with a case's
+    rows in place it goes down and up again, keeping them, and conclusions from before it say
+    they were made with the ranking seen and carry no marks."""
+    write_a_case(engine)
+    before = [(r.id, r.case_id, r.search_id, r.completed_at) for r in reviews(engine)]
+    downgrade(database_url, "0008")
+    upgrade(database_url)
+    assert [(r.id, r.case_id, r.search_id, r.completed_at) for r in reviews(engine)] == before
+    with session_factory(engine)() as session:
+        kept = session.scalars(sa.select(Conclusion).order_by(Conclusion.id)).all()
+        assert [(c.ranking_seen, c.marks, c.measurements) for c in kept] == [(True, [], [])] * 2
+        assert all(r.sequential_person_id is None for r in session.scalars(sa.select(Review)))

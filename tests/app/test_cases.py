@@ -352,3 +352,181 @@ def test_every_change_to_a_case_is_in_its_audit_trail(
         "case.review_request": 1,
         "case.update": 1,
     }
+
+
+# --- marked features, measurements and sequential unmasking ------------------------------------
+
+
+def spaced_search(client: httpx.Client, case_id: int, record: ImageRecord, spacing: float) -> dict:
+    response = client.post(
+        f"{API}/cases/{case_id}/searches",
+        files={"file": ("query.png", record.path.read_bytes())},
+        data={"pixel_spacing_mm": spacing},
+    )
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_marks_and_measurements_are_kept_with_the_conclusion(examiner, people, query, baselines):
+    """Marks and measurements are stored with the conclusion as sent, each measurement's value
+    computed from its points and its image's pixel spacing; a point off its image, a mark
+    without the candidate's image, another person's image or a malformed measurement is
+    refused and nothing is recorded."""
+    case = open_case(examiner, "2026-030")
+    search = spaced_search(examiner, case["id"], query, spacing=0.2)
+    top = search["candidates"][0]
+    image_id = top["images"][0]["image_id"]
+    facts = examiner.get(f"{API}/searches/{search['search_id']}/query/facts").json()
+    width, height = facts["width"], facts["height"]
+    body = {
+        "search_id": search["search_id"],
+        "person_id": top["person_id"],
+        "conclusion": "probable",
+        "comment": "two features correspond",
+        "candidate_image_id": image_id,
+        "marks": [
+            {
+                "number": 1,
+                "label": "bone island",
+                "query": {"x": 10, "y": 12},
+                "candidate": {"x": 11, "y": 13},
+            },
+            {
+                "number": 2,
+                "label": "osteophyte",
+                "query": {"x": width, "y": height},
+                "candidate": {"x": 0, "y": 0},
+            },
+        ],
+        "measurements": [
+            {
+                "image": "query",
+                "kind": "distance",
+                "points": [{"x": 0, "y": 0}, {"x": 30, "y": 40}],
+            },
+            {
+                "image": "candidate",
+                "kind": "angle",
+                "points": [{"x": 10, "y": 0}, {"x": 0, "y": 0}, {"x": 0, "y": 10}],
+                "label": "joint line",
+            },
+        ],
+    }
+    conclusions = f"{API}/cases/{case['id']}/conclusions"
+    other_image = next(
+        c["images"][0]["image_id"]
+        for c in search["candidates"]
+        if c["person_id"] != top["person_id"]
+    )
+    off_query = {**body["marks"][0], "query": {"x": width + 1, "y": 0}}
+    for bad, words in (
+        ({**body, "marks": [off_query]}, "outside the query"),
+        ({**body, "candidate_image_id": None}, "candidate_image_id"),
+        (
+            {**body, "candidate_image_id": other_image},
+            f"is not an image of person {top['person_id']}",
+        ),
+        ({**body, "marks": body["marks"][:1] * 2}, "a number of its own"),
+        (
+            {**body, "measurements": [{**body["measurements"][0], "kind": "angle"}]},
+            "takes 3 points",
+        ),
+    ):
+        refused = examiner.post(conclusions, json=bad)
+        assert refused.status_code == 422 and words in refused.text, refused.text
+    assert examiner.get(conclusions).json()["items"] == []
+
+    recorded = examiner.post(conclusions, json=body)
+    assert recorded.status_code == 201, recorded.text
+    saved = recorded.json()
+    assert saved["marks"] == [
+        {
+            **mark,
+            "query": {k: float(v) for k, v in mark["query"].items()},
+            "candidate": {k: float(v) for k, v in mark["candidate"].items()},
+        }
+        for mark in body["marks"]
+    ]
+    distance, angle = saved["measurements"]
+    assert (distance["value"], distance["unit"], distance["pixel_spacing_mm"]) == (10.0, "mm", 0.2)
+    assert (angle["value"], angle["unit"], angle["label"]) == (90.0, "°", "joint line")
+    assert saved["candidate_image_id"] == image_id and saved["ranking_seen"] is True
+    assert examiner.get(conclusions).json()["items"] == [saved]
+
+
+def ask_sequential(client: httpx.Client, case_id: int, search: dict, reviewer_id: int, person_id):
+    return client.post(
+        f"{API}/cases/{case_id}/reviews",
+        json={
+            "search_id": search["search_id"],
+            "reviewer_key_id": reviewer_id,
+            "sequential_unmasking": True,
+            "person_id": person_id,
+        },
+    )
+
+
+def test_sequential_unmasking_shows_one_candidate_until_the_reviewer_concludes(
+    shared_server, examiner, reviewer, people, query
+):
+    """Under sequential unmasking the reviewer is shown the asker's chosen candidate without
+    rank, score, evidence or the open-set answer (case, search, re-run and report alike), may
+    conclude only on that candidate, and that conclusion is recorded as made before the ranking
+    was seen; then the whole ranking is shown."""
+    case = open_case(examiner, "2026-031")
+    search = case_search(examiner, case["id"], query)
+    shown = search["candidates"][1]
+    reviews = f"{API}/cases/{case['id']}/reviews"
+    base = {"search_id": search["search_id"], "reviewer_key_id": key_id(reviewer)}
+    for bad, words in (
+        ({**base, "sequential_unmasking": True}, "needs person_id"),
+        ({**base, "person_id": shown["person_id"]}, "goes with sequential_unmasking"),
+        ({**base, "sequential_unmasking": True, "person_id": 999999}, "not a candidate"),
+    ):
+        refused = examiner.post(reviews, json=bad)
+        assert refused.status_code == 422 and words in refused.text, refused.text
+    asked = ask_sequential(examiner, case["id"], search, key_id(reviewer), shown["person_id"])
+    assert asked.status_code == 201, asked.text
+    assert (asked.json()["sequential_unmasking"], asked.json()["person_id"]) == (
+        True,
+        shown["person_id"],
+    )
+
+    masked = {
+        "review_id": asked.json()["id"],
+        "person_id": shown["person_id"],
+        "external_ref": shown["external_ref"],
+        "image_ids": sorted(match["image_id"] for match in shown["images"]),
+    }
+    seen = reviewer.get(f"{API}/cases/{case['id']}").json()["searches"][0]
+    direct = reviewer.get(f"{API}/searches/{search['search_id']}").json()
+    for answer in (seen, direct):
+        assert answer["masked"] == masked
+        assert answer["candidates"] == [] and answer["open_set"] is None
+        assert "similarity" not in str(answer)
+    unmasked = examiner.get(f"{API}/searches/{search['search_id']}").json()
+    assert unmasked["masked"] is None and unmasked["candidates"] == search["candidates"]
+    rerun = reviewer.post(f"{API}/searches/{search['search_id']}/rerun")
+    assert rerun.status_code == 409 and "sequential unmasking" in rerun.text
+    report = reviewer.get(f"{API}/cases/{case['id']}/report.pdf")
+    assert report.status_code == 409 and "sequential unmasking" in report.text
+
+    other = {
+        "search_id": search["search_id"],
+        "person_id": search["candidates"][0]["person_id"],
+        "conclusion": "excluded",
+    }
+    conclusions = f"{API}/cases/{case['id']}/conclusions"
+    refused = reviewer.post(conclusions, json=other)
+    assert refused.status_code == 422 and "the candidate you were shown" in refused.text
+    recorded = reviewer.post(conclusions, json={**other, "person_id": shown["person_id"]})
+    assert recorded.status_code == 201, recorded.text
+    assert (recorded.json()["ranking_seen"], recorded.json()["made_blind"]) == (False, True)
+
+    after = reviewer.get(f"{API}/cases/{case['id']}").json()
+    assert after["searches"][0]["masked"] is None
+    assert after["searches"][0]["candidates"] == search["candidates"]
+    assert after["reviews"][0]["state"] == "completed"
+    later = reviewer.post(conclusions, json={**other, "conclusion": "possible"})
+    assert later.status_code == 201 and later.json()["ranking_seen"] is True
+    assert reviewer.get(f"{API}/cases/{case['id']}/report.pdf").status_code == 200

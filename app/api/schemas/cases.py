@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from app.api.schemas.common import (
     CASE_NUMBER_LENGTH,
@@ -15,6 +15,7 @@ from app.api.schemas.common import (
     RowId,
     Text,
 )
+from app.api.schemas.marks import FindingsIn, Mark, Measurement
 from app.api.schemas.searches import (
     SearchOut,
 )
@@ -72,7 +73,7 @@ class CasesPage(Page[CaseOut]):
     pass
 
 
-class ConclusionCreate(BaseModel):
+class ConclusionCreate(FindingsIn):
     model_config = ConfigDict(extra="forbid")
 
     search_id: RowId
@@ -95,6 +96,15 @@ class ConclusionOut(BaseModel):
         "one else's conclusions"
     )
     blind_review_id: int | None = Field(description="The open review it was made under")
+    ranking_seen: bool = Field(
+        description="False when signed under sequential unmasking: before its examiner was "
+        "shown the ranking, scores and evidence"
+    )
+    candidate_image_id: int | None = Field(
+        description="The candidate's image its marks and measurements were made on"
+    )
+    marks: list[Mark]
+    measurements: list[Measurement]
 
 
 class Conclusions(BaseModel):
@@ -113,6 +123,23 @@ class ReviewCreate(BaseModel):
 
     search_id: RowId
     reviewer_key_id: RowId = Field(description="The second examiner's key (GET /examiners)")
+    sequential_unmasking: bool = Field(
+        default=False,
+        description="Show the reviewer only the query and one candidate's images, without "
+        "rank, score or evidence, until they record their conclusion on it",
+    )
+    person_id: RowId | None = Field(
+        default=None,
+        description="With sequential unmasking: the candidate the reviewer is shown (required)",
+    )
+
+    @model_validator(mode="after")
+    def a_candidate_goes_with_unmasking(self) -> ReviewCreate:
+        if self.sequential_unmasking and self.person_id is None:
+            raise ValueError("sequential unmasking needs person_id: the candidate to show")
+        if not self.sequential_unmasking and self.person_id is not None:
+            raise ValueError("person_id goes with sequential_unmasking: true")
+        return self
 
 
 class ReviewOut(BaseModel):
@@ -133,6 +160,10 @@ class ReviewOut(BaseModel):
     completed_at: datetime | None
     withdrawn_at: datetime | None
     withdrawn_by: str | None = Field(description="Who withdrew it: the asker or an admin")
+    sequential_unmasking: bool = False
+    person_id: int | None = Field(
+        default=None, description="With sequential unmasking: the candidate the reviewer is shown"
+    )
 
 
 class ReviewWaiting(ReviewOut):

@@ -100,6 +100,13 @@ class IndexUsed(BaseModel):
     )
 
 
+class MaskedCandidate(BaseModel):
+    review_id: int
+    person_id: int
+    external_ref: str
+    image_ids: list[int] = Field(description="The person's images, by id (not by similarity)")
+
+
 class SearchOut(BaseModel):
     search_id: int
     case_id: int | None = Field(default=None, description="The case it was run in, if any")
@@ -127,6 +134,11 @@ class SearchOut(BaseModel):
     )
     open_set: OpenSet | None = Field(
         default=None, description="Null where the model version has no calibration"
+    )
+    masked: MaskedCandidate | None = Field(
+        default=None,
+        description="Set while you review this search with sequential unmasking: the one "
+        "candidate you are shown, and no candidates, scores or evidence until you conclude",
     )
 
 

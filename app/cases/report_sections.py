@@ -64,7 +64,8 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
             "Each conclusion is signed by the examiner's key and never changed: a later entry "
             "about the same candidate supersedes an earlier one, and both stay. A conclusion "
             "marked (blind) was made while its examiner reviewed the case blind, shown no one "
-            "else's conclusions.",
+            "else's conclusions; one marked (before the ranking) under sequential unmasking, "
+            "before its examiner was shown the ranking, scores and evidence.",
             "note",
         ),
     ]
@@ -90,7 +91,9 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
                 entry["examiner"],
                 f"#{entry['search_id']}",
                 who + rank,
-                entry["conclusion"] + (" (blind)" if entry["made_blind"] else ""),
+                entry["conclusion"]
+                + (" (blind)" if entry["made_blind"] else "")
+                + ("" if entry["ranking_seen"] else " (before the ranking)"),
                 entry["comment"] or "no comment",
             ]
         )
@@ -99,8 +102,53 @@ def conclusions_section(contents: ReportContents) -> list[Flowable]:
         section.append(table(rows, [*widths, CONTENT_WIDTH - sum(widths)]))
     else:
         section.append(paragraph("No conclusions recorded."))
+    for entry in conclusions["items"]:
+        section += findings(entry)
     section += reviews_table(contents.reviews)
     return section
+
+
+def findings(entry: dict) -> list[Flowable]:
+    """A conclusion's marked features and measurements, as recorded with it."""
+    if not entry["marks"] and not entry["measurements"]:
+        return []
+    image = entry["candidate_image_id"]
+    flowables: list[Flowable] = [
+        paragraph(
+            f"Marked and measured with the conclusion of {when(entry['created_at'])} by "
+            f"{entry['examiner']} (search #{entry['search_id']}, person {entry['person_id']}"
+            + (f", candidate image #{image}" if image else "")
+            + "). Points are in the originals' pixels, from the top left.",
+            "h3",
+        )
+    ]
+    if entry["marks"]:
+        rows = [["Mark", "Feature", "On the query", "On the candidate"]]
+        rows += [
+            [str(m["number"]), m["label"], point(m["query"]), point(m["candidate"])]
+            for m in entry["marks"]
+        ]
+        widths = [12 * mm, 70 * mm, 40 * mm]
+        flowables.append(table(rows, [*widths, CONTENT_WIDTH - sum(widths)]))
+    if entry["measurements"]:
+        rows = [["Image", "Measured", "Value", "Points", "Label"]]
+        rows += [
+            [
+                m["image"],
+                m["kind"],
+                f"{m['value']:g} {m['unit']}",
+                ", ".join(point(p) for p in m["points"]),
+                m["label"] or "",
+            ]
+            for m in entry["measurements"]
+        ]
+        widths = [20 * mm, 20 * mm, 24 * mm, 60 * mm]
+        flowables.append(table(rows, [*widths, CONTENT_WIDTH - sum(widths)]))
+    return flowables
+
+
+def point(at: dict) -> str:
+    return f"({at['x']:.0f}, {at['y']:.0f})"
 
 
 def reviews_table(reviews: tuple[dict, ...]) -> list[Flowable]:
@@ -109,10 +157,16 @@ def reviews_table(reviews: tuple[dict, ...]) -> list[Flowable]:
         return [heading, paragraph("No blind reviews were asked for.")]
     rows = [["Search", "Reviewer", "Asked by", "Asked", "Ended"]]
     rows += [
-        [f"#{r['search_id']}", r["reviewer"], r["requested_by"], when(r["created_at"]), ended(r)]
+        [
+            f"#{r['search_id']}" + (" (sequential unmasking)" if r["sequential_unmasking"] else ""),
+            r["reviewer"],
+            r["requested_by"],
+            when(r["created_at"]),
+            ended(r),
+        ]
         for r in reviews
     ]
-    widths = [14 * mm, 40 * mm, 40 * mm, 38 * mm]
+    widths = [30 * mm, 36 * mm, 36 * mm, 34 * mm]
     return [heading, table(rows, [*widths, CONTENT_WIDTH - sum(widths)])]
 
 

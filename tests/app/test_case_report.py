@@ -195,7 +195,31 @@ def test_a_report_holds_what_the_board_needs(calibrated_gallery, baselines, tmp_
     with calibrated_gallery.examiner() as client:
         case = open_case(client, "2026/RPT-001", description="Right knee, found near the river")
         search = case_search(client, case["id"], query, query_date="2020-09-04")
-        conclude(client, case["id"], search, "probable", "Trabecular pattern agrees")
+        marked = {
+            "search_id": search["search_id"],
+            "person_id": search["candidates"][0]["person_id"],
+            "conclusion": "probable",
+            "comment": "Trabecular pattern agrees",
+            "candidate_image_id": search["candidates"][0]["images"][0]["image_id"],
+            "marks": [
+                {
+                    "number": 1,
+                    "label": "bone island",
+                    "query": {"x": 20, "y": 30},
+                    "candidate": {"x": 22, "y": 31},
+                }
+            ],
+            "measurements": [
+                {
+                    "image": "query",
+                    "kind": "distance",
+                    "points": [{"x": 0, "y": 0}, {"x": 30, "y": 40}],
+                }
+            ],
+        }
+        response = client.post(f"{API}/cases/{case['id']}/conclusions", json=marked)
+        assert response.status_code == 201, response.text
+        measured = response.json()["measurements"][0]
         other = open_case(client, "2026/RPT-001b")  # an entry about something else
         pdf = report(client, case["id"])
         disposition = client.get(f"{API}/cases/{case['id']}/report.pdf").headers
@@ -224,6 +248,10 @@ def test_a_report_holds_what_the_board_needs(calibrated_gallery, baselines, tmp_
     assert f"(p_in_gallery) {search['open_set']['p_in_gallery']:.3f}" in text
     assert " ".join(search["open_set"]["statement"].split()) in text
     assert "probable" in text and "Trabecular pattern agrees" in text
+    assert "1 bone island (20, 30) (22, 31)" in text
+    assert measured["unit"] == "mm"
+    assert measured["value"] == pytest.approx(50 * measured["pixel_spacing_mm"], abs=1e-3)
+    assert f"query distance {measured['value']:g} mm (0, 0), (30, 40)" in text
     assert "examiner in tests" in text
     assert "Validation of the calibrations" in text and "Cllr" in text
     assert f"calibration #{search['calibration']['id']} (logistic, current)" in text

@@ -97,11 +97,10 @@ def run_child(env: dict[str, str] | None = None, **options) -> dict:
 
 def measure(size: int, threads: int, repeats: int, spinning: bool = False) -> dict:
     import numpy as np
-    import onnxruntime
     import torch
 
     from bench.service_bench import radiograph_pixels
-    from model.backends import OnnxForward
+    from model.backends import OnnxForward, load_onnxruntime
     from model.inference import EmbeddingModel
     from model.preprocess import Preprocessing, preprocess
     from model.threads import apply_threads
@@ -115,6 +114,7 @@ def measure(size: int, threads: int, repeats: int, spinning: bool = False) -> di
     forward = ort_model.forward
     assert isinstance(forward, OnnxForward)
     if spinning:  # ONNX Runtime's default, for the comparison under load
+        onnxruntime = load_onnxruntime()
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads, options.inter_op_num_threads = threads, 1

@@ -12,6 +12,8 @@ convolution with its batch norm and activation, and its thread pool does not spi
 
 from __future__ import annotations
 
+import os
+from types import ModuleType
 from typing import Literal, Protocol
 
 import numpy as np
@@ -75,6 +77,16 @@ class TorchForward:
         return embed_inputs(self.network, tensor, BATCH_SIZE, self.precision).numpy()
 
 
+def load_onnxruntime() -> ModuleType:
+    """ONNX Runtime without its telemetry, which on import writes a device id and an event store
+    under ~/.cache/Microsoft unless told not to: labs are often air-gapped, and radmatch writes
+    nothing outside its data directory. Setting ORT_DISABLE_TELEMETRY=0 opts back in."""
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    import onnxruntime
+
+    return onnxruntime
+
+
 class OnnxForward:
     """ONNX Runtime on the CPU: graph optimisations all on, `threads` intra-op threads that do
     not spin, one operator at a time."""
@@ -82,8 +94,7 @@ class OnnxForward:
     name: Backend = "onnxruntime"
 
     def __init__(self, onnx: OnnxFile, threads: int | None = None):
-        import onnxruntime
-
+        onnxruntime = load_onnxruntime()
         options = onnxruntime.SessionOptions()
         options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads if threads is not None else thread_count()

@@ -1,7 +1,8 @@
 """The comparison page in a real browser against a real `radmatch serve`: each radiograph's facts
 beside it, the candidate's image of the query's side opened first (and a plain warning where the
-person has only the other side), both images at true scale with scale bars, and the viewer's
-flip, reset, zoom and per-image brightness."""
+person has only the other side), both images at true scale with scale bars, the viewer's flip,
+reset, zoom and per-image brightness, and the panes side by side on a wide screen and one above
+the other, both on the screen, on a narrow one."""
 
 from __future__ import annotations
 
@@ -367,3 +368,37 @@ def test_a_typed_conclusion_is_kept_over_back_and_forward(page: Page, comparison
     expect(heading).to_have_text(re.compile(f": {comparison.both_sides}$"))
     expect(page.get_by_label("Comment", exact=True)).to_have_value("")
     expect(page.locator("#conclusion-draft")).to_have_count(0)
+
+
+def no_sideways_scroll(page: Page) -> None:
+    width = page.evaluate("() => document.scrollingElement.scrollWidth")
+    assert width <= page.evaluate("() => innerWidth"), width
+
+
+def test_panes_side_by_side_down_to_1024_and_stacked_on_one_screen_below(
+    page: Page, comparison: Comparison
+):
+    open_candidate(page, comparison, comparison.both_sides)
+    for width, height in ((1366, 900), (1024, 768)):
+        page.set_viewport_size({"width": width, "height": height})
+        query, candidate = (page.locator(PANES).nth(i).bounding_box() for i in (0, 1))
+        assert math.isclose(query["y"], candidate["y"], abs_tol=1), (width, query, candidate)
+        assert query["x"] + query["width"] <= candidate["x"], (width, query, candidate)
+    images_loaded(page)
+    page.screenshot(path=SCREENSHOTS / "comparison-1024.png", full_page=True)
+
+    for width in (800, 400):
+        page.set_viewport_size({"width": width, "height": 900})
+        no_sideways_scroll(page)
+        page.locator(".panes").evaluate("panes => panes.scrollIntoView()")
+        query, candidate = (page.locator(PANES).nth(i).bounding_box() for i in (0, 1))
+        assert candidate["y"] >= query["y"] + query["height"], (width, query, candidate)
+        for box in (query, candidate):
+            # Scrolled to the panes' top, give or take the scroll's rounding to a pixel.
+            assert box["y"] >= -1 and box["y"] + box["height"] <= 900, (width, box)
+        # Each image keeps a useful height beside its caption and facts.
+        for index in (0, 1):
+            assert page.locator(".viewport").nth(index).bounding_box()["height"] >= 200, width
+        if width == 800:
+            images_loaded(page)
+            page.screenshot(path=SCREENSHOTS / "comparison-800.png")

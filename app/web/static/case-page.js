@@ -1,5 +1,5 @@
-// The case page: its details, searches with their ranked candidates, blind reviews and the
-// conclusion history.
+// The case page: its details, searches with their ranked candidates, blind reviews (with
+// sequential unmasking or without) and the conclusion history.
 
 import { api, ImageScope } from "./api.js";
 import { STATUSES } from "./cases.js";
@@ -15,14 +15,19 @@ import {
   separator,
   table,
   title,
+  uid,
 } from "./dom.js";
 import { BOUNDED_MEANING, evidenceCell, openSetPanel } from "./evidence.js";
+import { conclusionFindings, rankingNote } from "./findings.js";
 import { showDone, submitting } from "./messages.js";
 import { preventStrayDrops, searchPanel } from "./search-upload.js";
 
 export function compareHref(caseId, searchId, rank) {
   return `#/cases/${caseId}/searches/${searchId}/compare/${rank}`;
 }
+
+/** The comparison under sequential unmasking names no rank: the reviewer is shown none. */
+export const MASKED_RANK = 0;
 
 /**
  * A search as the case page names it: its place in the case, oldest first, and its id, which the
@@ -251,7 +256,8 @@ function searchSection(page, search, latest) {
           { class: "note note-blind" },
           "You were asked to review this search blind: other examiners' conclusions in this case, " +
             "and changes to its status and description since you were asked, stay hidden until " +
-            "you record yours on it. Open a candidate with Compare to record it.",
+            "you record yours on it.",
+          search.masked ? null : " Open a candidate with Compare to record it.",
         )
       : null,
     h(
@@ -279,11 +285,44 @@ function searchSection(page, search, latest) {
         "div",
         {},
         h("p", { class: "search-meta" }, searchFacts(search)),
-        openSetPanel(search),
-        candidateTable(page, search, latest),
-        boundedNote(search),
+        search.masked
+          ? maskedSearch(page, search)
+          : [
+              openSetPanel(search),
+              candidateTable(page, search, latest),
+              boundedNote(search),
+            ],
         reviewsOf(page, search),
-        reviewForm(page, search),
+        search.masked ? null : reviewForm(page, search),
+      ),
+    ),
+  );
+}
+
+/** What a reviewer under sequential unmasking is shown of a search: the one person to compare
+ * the query with, and nothing of the ranking. */
+function maskedSearch(page, search) {
+  const { masked } = search;
+  return h(
+    "div",
+    { class: "masked-search" },
+    h(
+      "p",
+      { class: "note note-blind" },
+      "Sequential unmasking: you were asked to compare the query with one person before seeing " +
+        "the search's ranking. Its candidates, scores and strength of evidence are shown once " +
+        "you record your conclusion on them.",
+    ),
+    h(
+      "p",
+      {},
+      h(
+        "a",
+        {
+          class: "button",
+          href: compareHref(page.caseId, search.search_id, MASKED_RANK),
+        },
+        `Compare the query with ${masked.external_ref}`,
       ),
     ),
   );
@@ -425,13 +464,23 @@ function reviewsOf(page, search) {
       h(
         "li",
         {},
-        `Blind review by ${review.reviewer}, asked by ${review.requested_by} ` +
-          `on ${formatTime(review.created_at)}: `,
+        review.sequential_unmasking
+          ? `Blind review with sequential unmasking by ${review.reviewer}, shown ` +
+              `${personName(search, review.person_id)} first, asked by ${review.requested_by} ` +
+              `on ${formatTime(review.created_at)}: `
+          : `Blind review by ${review.reviewer}, asked by ${review.requested_by} ` +
+              `on ${formatTime(review.created_at)}: `,
         reviewState(review),
         review.state === "open" ? withdrawButton(page, review) : null,
       ),
     ),
   );
+}
+
+function personName(search, personId) {
+  if (search.masked?.person_id === personId) return search.masked.external_ref;
+  const candidate = search.candidates.find((item) => item.person_id === personId);
+  return candidate ? candidate.external_ref : `person ${personId}`;
 }
 
 function reviewState(review) {
@@ -478,6 +527,7 @@ function reviewForm(page, search) {
   const reviewer = select(
     page.reviewers.map((key) => [String(key.id), key.name]),
   );
+  const unmasking = sequentialChoice(search);
   const submit = h("button", { type: "submit", class: "button-quiet" }, "Ask for a blind review");
   const form = h(
     "form",
@@ -487,16 +537,21 @@ function reviewForm(page, search) {
       onSubmit: submitting(submit, async () => {
         await api(`/cases/${page.caseId}/reviews`, {
           method: "POST",
-          body: { search_id: search.search_id, reviewer_key_id: Number(reviewer.value) },
+          body: {
+            search_id: search.search_id,
+            reviewer_key_id: Number(reviewer.value),
+            ...unmasking.body(),
+          },
         });
         showDone(
           `Blind review of ${name.toLowerCase()} ` +
-            `asked of ${page.names.get(Number(reviewer.value))}`,
+            `asked of ${page.names.get(Number(reviewer.value))}${unmasking.said()}`,
         );
         await page.reload();
       }),
     },
     field("Reviewer", reviewer),
+    unmasking.fields,
     h("div", { class: "field" }, submit),
   );
   return h(
@@ -508,10 +563,49 @@ function reviewForm(page, search) {
       { class: "hint" },
       `Until they record a conclusion on ${name.toLowerCase()}, the reviewer sees no one ` +
         "else's conclusion in this case, and the case as it is now; what they record meanwhile " +
-        "is marked as made blind.",
+        "is marked as made blind. With sequential unmasking they are first shown one candidate " +
+        "alone, without the ranking, scores or evidence, until they conclude on that person.",
     ),
     form,
   );
+}
+
+/** Sequential unmasking, ticked: the reviewer is shown the chosen candidate (the top one unless
+ * changed) without the ranking, scores or evidence until they conclude on them. */
+function sequentialChoice(search) {
+  if (search.candidates.length === 0) return { fields: null, body: () => ({}), said: () => "" };
+  const box = h("input", { type: "checkbox", id: uid("sequential") });
+  const person = select(
+    search.candidates.map((candidate) => [
+      String(candidate.person_id),
+      `${candidate.rank}. ${candidate.external_ref}`,
+    ]),
+  );
+  const personField = field(
+    "Candidate to show",
+    person,
+    "The only one they see, with no rank, score or evidence, until they record their " +
+      "conclusion on them",
+  );
+  personField.hidden = true;
+  box.addEventListener("change", () => {
+    personField.hidden = !box.checked;
+  });
+  const chosen = () =>
+    search.candidates.find((candidate) => String(candidate.person_id) === person.value);
+  return {
+    fields: [
+      h(
+        "div",
+        { class: "field field-check" },
+        h("label", { class: "check-label", for: box.id }, box, " Sequential unmasking"),
+      ),
+      personField,
+    ],
+    body: () =>
+      box.checked ? { sequential_unmasking: true, person_id: Number(person.value) } : {},
+    said: () => (box.checked ? `, with sequential unmasking on ${chosen().external_ref}` : ""),
+  };
 }
 
 // ---- Conclusion history -------------------------------------------------------------------------
@@ -523,6 +617,10 @@ export function conclusionHistory(page) {
   for (const search of searches) {
     for (const candidate of search.candidates) {
       refs.set(`${search.search_id}:${candidate.person_id}`, candidate);
+    }
+    if (search.masked) {
+      const { person_id: personId, external_ref: reference } = search.masked;
+      refs.set(`${search.search_id}:${personId}`, { external_ref: reference, rank: null });
     }
   }
   const rows = conclusions.items.map((entry) => {
@@ -541,15 +639,21 @@ export function conclusionHistory(page) {
           { href: `#/people/${entry.person_id}` },
           candidate ? candidate.external_ref : `person ${entry.person_id}`,
         ),
-        candidate ? ` (rank ${candidate.rank})` : "",
+        candidate?.rank ? ` (rank ${candidate.rank})` : "",
       ),
       h(
         "td",
         {},
         h("strong", {}, capitalise(entry.conclusion)),
         entry.made_blind ? [" ", badge("Made blind", "blind")] : null,
+        rankingNote(entry),
       ),
-      h("td", {}, entry.comment || h("span", { class: "muted" }, "no comment")),
+      h(
+        "td",
+        {},
+        entry.comment || h("span", { class: "muted" }, "no comment"),
+        conclusionFindings(entry),
+      ),
     );
   });
   return [

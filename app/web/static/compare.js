@@ -1,8 +1,11 @@
 // The comparison view: the query beside one candidate's radiographs, every visit of that person
-// to choose from, shortcuts to move through the candidates, and the examiner's conclusion.
+// to choose from, shortcuts to move through the candidates, marks and measurements, and the
+// examiner's conclusion. Under sequential unmasking (the search comes back `masked`) it shows the
+// one candidate the reviewer was given, with no rank, score, similarity or evidence, until the
+// reviewer's conclusion on them is recorded; then the full view follows.
 
 import { api } from "./api.js";
-import { compareHref, hiddenNote } from "./case-page.js";
+import { compareHref, hiddenNote, MASKED_RANK } from "./case-page.js";
 import {
   byVisit,
   capitalise,
@@ -25,7 +28,9 @@ import {
   verbalText,
   yearsText,
 } from "./evidence.js";
-import { announce, report, submitting } from "./messages.js";
+import { Annotations, TOOLS } from "./annotations.js";
+import { conclusionFindings, rankingNote } from "./findings.js";
+import { announce, report, showError, submitting } from "./messages.js";
 import { keepDraft } from "./conclusion-draft.js";
 import { PairViewer } from "./viewer.js";
 import { CANDIDATE, controls, QUERY, shortcutList } from "./viewer-controls.js";
@@ -46,11 +51,28 @@ const SCALE = [
   ["excluded", "Excluded"],
 ];
 
+/** The one candidate a sequential-unmasking review shows, as the ranked ones are given. */
+function maskedCandidate(masked) {
+  return {
+    rank: null,
+    person_id: masked.person_id,
+    external_ref: masked.external_ref,
+    images: [],
+    evidence: null,
+    similarity: null,
+  };
+}
+
 export async function compareView(ctx) {
   const { caseId, searchId } = ctx.params;
   const detail = await api(`/cases/${caseId}`);
   const search = detail.searches.find((item) => item.search_id === searchId);
   if (!search) throw new Error(`Case ${detail.number} has no search #${searchId}.`);
+  if (!search.masked && ctx.params.rank === MASKED_RANK && search.candidates.length) {
+    // The masked view's address once the ranking is shown: the first candidate instead.
+    location.replace(compareHref(caseId, searchId, search.candidates[0].rank));
+    return;
+  }
 
   const state = {
     ctx,
@@ -91,7 +113,10 @@ export async function compareView(ctx) {
   state.visits = h("div");
   state.conclusion = h("div");
   state.evidence = h("div");
+  state.shortcuts = h("div");
+  state.annotations = new Annotations(state.viewer);
 
+  ctx.root.classList.add("compare-page");
   ctx.root.replaceChildren(
     h(
       "nav",
@@ -109,6 +134,7 @@ export async function compareView(ctx) {
     ),
     state.summary,
     controls(state.viewer),
+    state.annotations.toolbar,
     h(
       "div",
       { class: "panes" },
@@ -126,9 +152,10 @@ export async function compareView(ctx) {
           h("h2", { id: "visits-title" }, "The candidate's radiographs"),
           state.visits,
         ),
+        state.annotations.panel,
         state.conclusion,
       ),
-      h("div", {}, state.evidence, shortcutList()),
+      h("div", {}, state.evidence, state.shortcuts),
     ),
   );
   state.viewer.panes[QUERY].caption.textContent =
@@ -156,6 +183,7 @@ async function loadQueryFacts(state) {
     const facts = queryFacts(await api(`/searches/${state.search.search_id}/query/facts`));
     pane.facts.replaceChildren(factsList(facts, "The query radiograph's facts"));
     state.viewer.setPhysical(QUERY, facts.pixel_spacing_mm, facts.width);
+    state.viewer.setOriginalSize(QUERY, facts.width, facts.height);
     return facts;
   } catch (error) {
     pane.facts.replaceChildren(
@@ -166,6 +194,7 @@ async function loadQueryFacts(state) {
 }
 
 function step(state, direction) {
+  if (state.search.masked) return;
   const rank = state.candidate.rank + direction;
   if (!state.search.candidates.some((candidate) => candidate.rank === rank)) {
     announce(direction > 0 ? "This is the last candidate" : "This is the first candidate");
@@ -175,7 +204,10 @@ function step(state, direction) {
 }
 
 async function showCandidate(state, rank) {
-  const candidate = state.search.candidates.find((item) => item.rank === rank);
+  const masked = state.search.masked;
+  const candidate = masked
+    ? maskedCandidate(masked)
+    : state.search.candidates.find((item) => item.rank === rank);
   if (!candidate) {
     throw new Error(`Search #${state.search.search_id} has no candidate ranked ${rank}.`);
   }
@@ -183,27 +215,18 @@ async function showCandidate(state, rank) {
   state.shown += 1;
   const ticket = state.shown;
   state.candidate = candidate;
-  const count = state.search.candidates.length;
-  state.heading.textContent = `Compare with candidate ${rank} of ${count}: ${candidate.external_ref}`;
-  state.ctx.setTitle(`Candidate ${rank} · Case ${state.detail.number}`);
-  state.previous.disabled = rank <= state.search.candidates[0].rank;
-  state.next.disabled = rank >= state.search.candidates[count - 1].rank;
-  state.summary.replaceChildren(
-    "Person ",
-    h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
-    candidate.evidence
-      ? ` · ${lrText(candidate.evidence)}, ${verbalText(candidate.evidence)}`
-      : " · no calibration",
-    ` · similarity ${formatSimilarity(candidate.similarity)} (best image) · `,
-    `${candidate.images.length} of their images retrieved by search #${state.search.search_id}`,
-  );
-  renderEvidence(state);
+  if (masked) showMasked(state);
+  else showRanked(state);
+  state.shortcuts.replaceChildren(shortcutList(Boolean(masked)));
   // A flip was for the previous candidate's image.
   state.viewer.unflip(CANDIDATE);
   state.viewer.panes[CANDIDATE].facts.replaceChildren();
   state.viewer.show(CANDIDATE, null, "Loading…");
   state.visits.replaceChildren(h("p", { class: "loading" }, "Loading…"));
-  renderConclusion(state);
+  const recorded = state.recorded?.person_id === candidate.person_id ? state.recorded : null;
+  state.recorded = null;
+  renderConclusion(state, recorded);
+  if (recorded) document.getElementById("conclusion-saved").focus();
 
   let person;
   try {
@@ -219,12 +242,55 @@ async function showCandidate(state, rank) {
   state.person = person;
   // The query's side and view first, the search's best match of those; else any of theirs.
   showImage(state, defaultImage(person, candidate, state.query));
-  announce(`Candidate ${rank} of ${count}: ${candidate.external_ref}`);
+  announce(state.heading.textContent);
+}
+
+function showRanked(state) {
+  const { candidate, search } = state;
+  const count = search.candidates.length;
+  state.heading.textContent =
+    `Compare with candidate ${candidate.rank} of ${count}: ${candidate.external_ref}`;
+  state.ctx.setTitle(`Candidate ${candidate.rank} · Case ${state.detail.number}`);
+  state.previous.hidden = false;
+  state.next.hidden = false;
+  state.previous.disabled = candidate.rank <= search.candidates[0].rank;
+  state.next.disabled = candidate.rank >= search.candidates[count - 1].rank;
+  state.summary.replaceChildren(
+    "Person ",
+    h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
+    candidate.evidence
+      ? ` · ${lrText(candidate.evidence)}, ${verbalText(candidate.evidence)}`
+      : " · no calibration",
+    ` · similarity ${formatSimilarity(candidate.similarity)} (best image) · `,
+    `${candidate.images.length} of their images retrieved by search #${search.search_id}`,
+  );
+  renderEvidence(state);
+}
+
+/** One candidate, and nothing of the ranking: no rank, score, similarity or evidence. */
+function showMasked(state) {
+  const { candidate } = state;
+  state.heading.textContent = `Compare the query with ${candidate.external_ref}`;
+  state.ctx.setTitle(`${candidate.external_ref} · Case ${state.detail.number}`);
+  state.previous.hidden = true;
+  state.next.hidden = true;
+  state.summary.replaceChildren(
+    h(
+      "span",
+      { class: "note note-blind masked-note" },
+      "Sequential unmasking: you were asked to compare the query with ",
+      h("a", { href: `#/people/${candidate.person_id}` }, candidate.external_ref),
+      " before seeing the search's ranking. The other candidates, the scores and the strength " +
+        "of evidence are shown once you record your conclusion on this person.",
+    ),
+  );
+  state.evidence.replaceChildren();
 }
 
 /** Which image of the candidate is in the right-hand pane; the visit list follows. */
 function showImage(state, imageId) {
   state.imageId = imageId;
+  state.annotations.candidateImage(imageId);
   renderVisits(state);
   const image = state.person.images.find((item) => item.id === imageId);
   const pane = state.viewer.panes[CANDIDATE];
@@ -232,6 +298,7 @@ function showImage(state, imageId) {
     pane.caption.textContent = `${state.candidate.external_ref} · no image on record`;
     pane.facts.replaceChildren();
     state.viewer.setPhysical(CANDIDATE, null, null);
+    state.viewer.setOriginalSize(CANDIDATE, null, null);
     state.viewer.show(CANDIDATE, null, "No image of this person is on record any more.");
     return;
   }
@@ -242,13 +309,23 @@ function showImage(state, imageId) {
     ...(warning ? [h("p", { class: "pane-warning", role: "note" }, warning), list] : [list]),
   );
   state.viewer.setPhysical(CANDIDATE, facts.pixel_spacing_mm, facts.width);
+  state.viewer.setOriginalSize(
+    CANDIDATE,
+    image.image_metadata?.width ?? null,
+    image.image_metadata?.height ?? null,
+  );
   const match = state.candidate.images.find((item) => item.image_id === imageId);
+  const retrieval = match
+    ? `similarity ${formatSimilarity(match.similarity)}`
+    : "not retrieved by this search";
   pane.caption.textContent = [
     `Candidate ${state.candidate.external_ref}`,
     imageWhen(image),
     imageWhat(image),
-    match ? `similarity ${formatSimilarity(match.similarity)}` : "not retrieved by this search",
-  ].join(" · ");
+    state.search.masked ? null : retrieval,
+  ]
+    .filter(Boolean)
+    .join(" · ");
   pane.img.alt = `Radiograph of ${state.candidate.external_ref}, ${imageWhen(image).toLowerCase()}`;
   state.viewer.show(CANDIDATE, null, "Loading…");
   const ticket = state.shown;
@@ -291,16 +368,19 @@ function renderVisits(state) {
               h("strong", {}, imageWhen(image)),
               h("br"),
               capitalise(imageWhat(image)),
-              h("br"),
-              matches.has(image.id)
-                ? `Similarity ${formatSimilarity(matches.get(image.id))}`
-                : "Not retrieved",
+              state.search.masked ? null : [h("br"), retrieval(matches, image.id)],
             ),
           ),
         ),
       ),
     ),
   );
+}
+
+function retrieval(matches, imageId) {
+  return matches.has(imageId)
+    ? `Similarity ${formatSimilarity(matches.get(imageId))}`
+    : "Not retrieved";
 }
 
 // ---- Strength of evidence -----------------------------------------------------------------------
@@ -385,6 +465,9 @@ function listenToKeys(state) {
     0: () => viewer.resetView(),
     i: () => viewer.toggleInvert(),
     f: () => viewer.toggleFlip(CANDIDATE),
+    ...Object.fromEntries(
+      TOOLS.map(([tool, , key]) => [key, () => state.annotations.setTool(tool)]),
+    ),
   };
   const onKey = (event) => {
     if (event.defaultPrevented || event.ctrlKey || event.metaKey || event.altKey) return;
@@ -428,6 +511,7 @@ function renderConclusion(state, saved = null) {
             "p",
             { class: "note note-success", id: "conclusion-saved", tabindex: "-1" },
             `Recorded: ${capitalise(saved.conclusion)}, by ${saved.examiner} at ${formatTime(saved.created_at)}.`,
+            saved.unmasked ? ` ${UNMASKED}` : null,
           )
         : null,
       earlier.length
@@ -444,6 +528,9 @@ function renderConclusion(state, saved = null) {
                 h("strong", {}, capitalise(entry.conclusion)),
                 ` — ${entry.examiner}, ${formatTime(entry.created_at)}`,
                 entry.comment ? `: ${entry.comment}` : "",
+                rankingNote(entry),
+                conclusionFindings(entry),
+                showRecordedButton(state, entry),
               ),
             ),
           )
@@ -451,6 +538,51 @@ function renderConclusion(state, saved = null) {
       conclusionForm(state),
     ),
   );
+}
+
+function showRecordedButton(state, entry) {
+  if (!entry.marks?.length && !entry.measurements?.length) return null;
+  return h(
+    "button",
+    { type: "button", class: "button-quiet", onClick: () => showRecorded(state, entry) },
+    "Show on the images",
+  );
+}
+
+/** A recorded conclusion's marks and measurements, on the candidate's image they were made on. */
+function showRecorded(state, entry) {
+  const imageId = entry.candidate_image_id;
+  if (!state.person) return;
+  if (imageId !== null && imageId !== state.imageId) {
+    if (!state.person.images.some((image) => image.id === imageId)) {
+      showError("The candidate's image these marks were made on is no longer on record.");
+      return;
+    }
+    showImage(state, imageId);
+  }
+  state.annotations.showRecorded(entry, formatTime(entry.created_at));
+  document.querySelector(".compare-page .panes").scrollIntoView({ block: "start" });
+}
+
+const UNMASKED =
+  "Sequential unmasking is over: the search's ranking, scores and strength of evidence are " +
+  "now shown.";
+
+/** The reviewer's conclusion under sequential unmasking is recorded: the full view follows, on
+ * the same person at their rank. */
+async function unmask(state, saved) {
+  const search = state.detail.searches.find((item) => item.search_id === state.search.search_id);
+  const ranked = search?.candidates.find((item) => item.person_id === saved.person_id);
+  if (!search || search.masked || !ranked) {
+    renderConclusion(state, saved);
+    return;
+  }
+  state.search = search;
+  state.recorded = { ...saved, unmasked: true };
+  announce(`Conclusion recorded: ${saved.conclusion}. ${UNMASKED}`);
+  const href = compareHref(state.ctx.params.caseId, search.search_id, ranked.rank);
+  if (location.hash === href) await showCandidate(state, ranked.rank);
+  else location.replace(href);
 }
 
 function conclusionForm(state) {
@@ -470,6 +602,12 @@ function conclusionForm(state) {
     "form",
     {
       onSubmit: submitting(submit, async () => {
+        const problem = state.annotations.problem();
+        if (problem) {
+          showError(problem);
+          return;
+        }
+        const masked = Boolean(state.search.masked);
         const saved = await api(`/cases/${state.ctx.params.caseId}/conclusions`, {
           method: "POST",
           body: {
@@ -477,11 +615,17 @@ function conclusionForm(state) {
             person_id: candidate.person_id,
             conclusion: scale.value,
             comment: comment.value,
+            ...state.annotations.payload(),
           },
         });
         draft.forget();
+        state.annotations.clear();
         // Recording one ends a blind review: the case now shows everyone's conclusions.
         state.detail = await api(`/cases/${state.ctx.params.caseId}`);
+        if (masked) {
+          await unmask(state, saved);
+          return;
+        }
         if (state.candidate === candidate) {
           renderConclusion(state, saved);
           document.getElementById("conclusion-saved").focus();

@@ -121,15 +121,26 @@ export function controls(viewer) {
   );
 }
 
-export function shortcutList() {
+/** The keys of the comparison; without the ones that move through the ranking when there is
+ * none to move through (sequential unmasking). */
+export function shortcutList(withoutRanking = false) {
   const rows = [
-    [["→", "n"], "Next candidate"],
-    [["←", "p"], "Previous candidate"],
+    ...(withoutRanking
+      ? []
+      : [
+          [["→", "n"], "Next candidate"],
+          [["←", "p"], "Previous candidate"],
+        ]),
     [["+", "−"], "Zoom in, zoom out"],
     [["0"], "Reset zoom and pan"],
     [["Shift", "arrows"], "Pan"],
     [["i"], "Invert both images"],
     [["f"], "Flip the candidate horizontally"],
+    [["m"], "Mark features"],
+    [["d"], "Measure a distance"],
+    [["a"], "Measure an angle"],
+    [["Esc"], "Back to panning"],
+    [["Enter"], "With a tool, place a point at the centre of the focused image"],
   ];
   return h(
     "aside",

@@ -2,8 +2,14 @@
 // examiner needs to compare them: brightness and contrast for both images or one, inversion, a
 // horizontal flip for when the query and the candidate are of opposite sides, and true scale:
 // both shown at the same millimetres per screen pixel from their pixel spacing, with scale bars.
+// Each image carries an overlay (for marks and measurements) that zooms, pans and flips with it,
+// and a click or Enter on an image can be picked as a point of the original.
 
 import { h } from "./dom.js";
+
+const SVG = "http://www.w3.org/2000/svg";
+// A press that moves less than this is a click on the image, not a drag of it.
+const CLICK_SLOP_PX = 4;
 
 const MIN_SCALE = 0.5;
 const MAX_SCALE = 20;
@@ -27,6 +33,9 @@ export class PairViewer {
     this.target = BOTH;
     this.panes = labels.map((label) => this.makePane(label));
     this.listeners = [];
+    // While set, a click (or Enter) on an image calls it with the pane's index and the point of
+    // the original under the pointer (the centre of the view for Enter).
+    this.picker = null;
     this.resizes = new ResizeObserver(() => this.changed());
     for (const pane of this.panes) this.resizes.observe(pane.viewport);
   }
@@ -46,7 +55,9 @@ export class PairViewer {
         `contrast(${pane.adjust.contrast}%)`,
         this.invert ? "invert(1)" : "",
       ].join(" ");
+      this.placeOverlay(pane);
       this.drawScaleBar(pane);
+      pane.viewport.classList.toggle("picking", Boolean(this.picker));
     }
     for (const listener of this.listeners) listener(this);
   }
@@ -54,7 +65,10 @@ export class PairViewer {
   makePane(label) {
     const img = h("img", { alt: label, draggable: "false" });
     img.addEventListener("load", () => this.changed());
-    const stage = h("div", { class: "stage" }, img);
+    const overlay = document.createElementNS(SVG, "svg");
+    overlay.setAttribute("class", "overlay");
+    overlay.setAttribute("aria-hidden", "true");
+    const stage = h("div", { class: "stage" }, img, overlay);
     const message = h("div", { class: "viewport-message" }, "Loading…");
     const barLine = h("span", { class: "scale-bar-line" });
     const barLabel = h("span", { class: "scale-bar-label" });
@@ -77,6 +91,7 @@ export class PairViewer {
     const element = h("figure", { class: "pane" }, caption, facts, viewport, scaleNote);
     const pane = {
       img,
+      overlay,
       stage,
       viewport,
       caption,
@@ -92,9 +107,67 @@ export class PairViewer {
       // Millimetres per pixel of the original, and the original's width: what true scale needs.
       physical: null,
       mmPerScreenPixel: null,
+      // The original's size in pixels, which points are given in; null when not on record.
+      original: null,
     };
     this.listenToPointer(pane);
+    viewport.addEventListener("keydown", (event) => {
+      if (!this.picker || (event.key !== "Enter" && event.key !== " ")) return;
+      event.preventDefault();
+      const box = viewport.getBoundingClientRect();
+      this.pick(pane, box.left + box.width / 2, box.top + box.height / 2);
+    });
     return pane;
+  }
+
+  /** The overlay lies exactly over the image as laid out, in the image's unscaled pixels. */
+  placeOverlay(pane) {
+    const shown = Boolean(pane.img.getAttribute("src")) && pane.img.naturalWidth > 0;
+    pane.overlay.style.display = shown ? "" : "none";
+    if (!shown) return;
+    const { left, top, width, height } = pane.img.style;
+    Object.assign(pane.overlay.style, { left, top, width, height });
+  }
+
+  /** The original's size in pixels (null when unknown): the frame of picked points. */
+  setOriginalSize(index, width, height) {
+    this.panes[index].original = width && height ? { width, height } : null;
+    this.changed();
+  }
+
+  setPicker(picker) {
+    this.picker = picker;
+    this.changed();
+  }
+
+  /** The point of the original under (clientX, clientY), unflipped; null off the image. */
+  originalPoint(pane, clientX, clientY) {
+    if (!pane.original || !pane.img.getAttribute("src")) return null;
+    const box = pane.img.getBoundingClientRect();
+    if (!box.width || !box.height) return null;
+    let across = (clientX - box.left) / box.width;
+    const down = (clientY - box.top) / box.height;
+    if (across < 0 || across > 1 || down < 0 || down > 1) return null;
+    if (pane.flipped) across = 1 - across;
+    const round = (value) => Math.round(value * 100) / 100;
+    return { x: round(across * pane.original.width), y: round(down * pane.original.height) };
+  }
+
+  /** Where a point of the original is drawn on the pane's overlay (CSS pixels, before zoom). */
+  overlayPoint(pane, point) {
+    const width = parseFloat(pane.img.style.width) || 0;
+    const height = parseFloat(pane.img.style.height) || 0;
+    if (!pane.original) return { x: 0, y: 0 };
+    const across = point.x / pane.original.width;
+    return {
+      x: (pane.flipped ? 1 - across : across) * width,
+      y: (point.y / pane.original.height) * height,
+    };
+  }
+
+  pick(pane, clientX, clientY) {
+    if (!this.picker) return;
+    this.picker(this.panes.indexOf(pane), this.originalPoint(pane, clientX, clientY));
   }
 
   /** Show an image (an object URL) in pane `index`; null with a message says why there is none. */
@@ -181,22 +254,32 @@ export class PairViewer {
 
   listenToPointer(pane) {
     let last = null;
+    let start = null;
     pane.viewport.addEventListener("pointerdown", (event) => {
       if (event.button !== 0) return;
       last = { x: event.clientX, y: event.clientY };
+      start = last;
       pane.viewport.setPointerCapture(event.pointerId);
       pane.viewport.classList.add("dragging");
     });
+    const moved = (event) => Math.hypot(event.clientX - start.x, event.clientY - start.y);
     pane.viewport.addEventListener("pointermove", (event) => {
       if (!last) return;
       this.pan(event.clientX - last.x, event.clientY - last.y);
       last = { x: event.clientX, y: event.clientY };
+      // Once it has been a drag, it is no click, even if it ends where it began.
+      if (start && moved(event) >= CLICK_SLOP_PX) start = null;
     });
     const stop = () => {
       last = null;
+      start = null;
       pane.viewport.classList.remove("dragging");
     };
-    pane.viewport.addEventListener("pointerup", stop);
+    pane.viewport.addEventListener("pointerup", (event) => {
+      const still = start && moved(event) < CLICK_SLOP_PX;
+      stop();
+      if (still) this.pick(pane, event.clientX, event.clientY);
+    });
     pane.viewport.addEventListener("pointercancel", stop);
     pane.viewport.addEventListener(
       "wheel",

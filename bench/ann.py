@@ -29,7 +29,8 @@ from pathlib import Path
 import faiss
 import numpy as np
 
-from app.serving.index import IndexOptions, VectorIndex
+from app.serving.index import VectorIndex
+from app.serving.index_options import IndexOptions
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CHUNK = 8_192  # rows generated at a time: small temporaries, so freed memory goes back to the OS

@@ -8,11 +8,8 @@ instead of silently producing other embeddings.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
-import os
-import secrets
 import subprocess
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -22,6 +19,7 @@ from typing import Any
 
 import torch
 
+from model.files import write_atomically
 from model.network import Embedder
 from model.preprocess import Preprocessing
 
@@ -92,27 +90,6 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Che
 
 def sha256_path(path: Path) -> Path:
     return path.with_name(path.name + ".sha256")
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Readers see the old file or the new one, never a partial one, even after a crash."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(8)}.tmp")  # one per writer
-    try:
-        with open(temporary, "wb") as file:
-            file.write(data)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:  # a full disk, say: leave no partial file behind
-        with contextlib.suppress(OSError):
-            temporary.unlink()
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def code_version() -> str:

@@ -25,7 +25,8 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import Checkpoint, write_atomically
+from model.checkpoint import Checkpoint
+from model.files import write_atomically
 
 log = logging.getLogger("radmatch")
 

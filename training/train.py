@@ -29,7 +29,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from model.checkpoint import save_checkpoint, write_atomically
+from model.checkpoint import save_checkpoint
+from model.files import write_atomically
 from model.inference import embed_inputs
 from model.network import Embedder
 from model.preprocess import Preprocessing

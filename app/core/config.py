@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from app.serving.index import IndexOptions
+from app.serving.index_options import IndexOptions
 
 
 class Settings(BaseSettings):

@@ -18,48 +18,25 @@ from __future__ import annotations
 
 import io
 import json
-import math
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import faiss
 import numpy as np
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
+from app.serving.index_options import IndexKind, IndexOptions
 from app.storage.tables import Embedding, ModelVersion
-from model.checkpoint import write_atomically
+from model.files import write_atomically
 
 SNAPSHOT_FORMAT = "radmatch-index/2"
-
-IndexKind = Literal["flat", "hnsw", "ivf"]
 
 
 class SnapshotError(ValueError):
     """An index file that cannot be used: damaged, or made for another model version."""
-
-
-@dataclass(frozen=True)
-class IndexOptions:
-    """Which index a build makes, and the approximate indexes' build and search parameters."""
-
-    approximate_from: int = 250_000  # galleries this large or larger get an approximate index
-    approximate_kind: Literal["hnsw", "ivf"] = "hnsw"
-    hnsw_m: int = 32  # graph degree: memory and recall
-    hnsw_ef_construction: int = 200
-    hnsw_ef_search: int = 256  # candidates kept while searching: recall against time
-    ivf_lists: int = 0  # 0: about 4 x sqrt(images), at least 39 training images per list
-    ivf_nprobe: int = 64  # lists scanned per query
-
-    def kind_for(self, size: int) -> IndexKind:
-        return self.approximate_kind if size >= self.approximate_from else "flat"
-
-    def ivf_lists_for(self, size: int) -> int:
-        if self.ivf_lists:
-            return self.ivf_lists
-        return max(1, min(int(4 * math.sqrt(size)), size // 39))
 
 
 def _new_faiss_index(kind: IndexKind, dimension: int, options: IndexOptions, size: int):

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from app.core.errors import InsufficientStorage
-from model.checkpoint import write_atomically
+from model.files import write_atomically
 
 log = logging.getLogger("radmatch")
 

@@ -10,7 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from app.serving.index import IndexOptions, VectorIndex
+from app.serving.index import VectorIndex
+from app.serving.index_options import IndexOptions
 
 DIM = 128
 PEOPLE = 500

@@ -7,14 +7,15 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import nn
+
+from model.resnet import ResNet18
 
 
 class Embedder(nn.Module):
     def __init__(self, embedding_dim: int = 128, backbone_weights: Path | None = None):
         super().__init__()
-        backbone = torchvision.models.resnet18(weights=None)
+        backbone = ResNet18()
         if backbone_weights is not None:
             backbone.load_state_dict(
                 _grayscale_stem(torch.load(backbone_weights, map_location="cpu"))

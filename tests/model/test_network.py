@@ -1,4 +1,5 @@
-"""The embedder: the paper's architecture, unit-length output, and a user's own backbone weights."""
+"""The embedder: the paper's architecture (torchvision's ResNet-18, module for module and seed for
+seed), unit-length output, and a user's own backbone weights."""
 
 from __future__ import annotations
 
@@ -6,12 +7,26 @@ import torch
 import torchvision
 
 from model.network import Embedder
+from model.resnet import ResNet18
 
 
 def test_output_is_128_d_and_unit_length():
     embeddings = Embedder().eval()(torch.randn(3, 1, 64, 64))
     assert embeddings.shape == (3, 128)
     assert torch.allclose(embeddings.norm(dim=1), torch.ones(3), atol=1e-6)
+
+
+def test_the_backbone_is_torchvisions_resnet18_seed_for_seed():
+    torch.manual_seed(3)
+    ours = ResNet18().eval()
+    torch.manual_seed(3)
+    reference = torchvision.models.resnet18(weights=None).eval()
+    theirs = reference.state_dict()
+    assert list(ours.state_dict()) == list(theirs)
+    assert all(torch.equal(value, theirs[name]) for name, value in ours.state_dict().items())
+    images = torch.randn(2, 3, 64, 64)
+    with torch.inference_mode():
+        assert torch.equal(ours(images), reference(images))
 
 
 def test_imagenet_style_weights_become_a_grayscale_stem(tmp_path):

@@ -329,6 +329,9 @@ def test_sequential_unmasking(
         sign_out(page)
 
         sign_in(page, reviewer_key)
+        page.goto(f"{comparison.server.url}/#/cases")
+        inbox = page.get_by_role("region", name="Blind reviews waiting for you")
+        expect(inbox).to_contain_text("sequential unmasking")
         page.goto(f"{comparison.server.url}/#/cases/{case['id']}")
         section = page.get_by_role("region", name=re.compile(r"^Search 1 "))
         expect(section).to_contain_text("Sequential unmasking")

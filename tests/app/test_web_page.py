@@ -432,6 +432,7 @@ def test_blind_review_hides_others_conclusions_until_the_reviewer_concludes(
     inbox = page.get_by_role("region", name="Blind reviews waiting for you")
     expect(inbox).to_contain_text(f"Search 1 (#{search['search_id']})")
     expect(inbox).to_contain_text("examiner in tests")
+    page.screenshot(path=SCREENSHOTS / "reviews-inbox.png")
     inbox.get_by_role("link", name="Case UID-7").click()
     expect(page.get_by_role("heading", name="Case UID-7")).to_be_visible()
     expect(page.locator(".page-head .badge")).to_have_text("Open")

@@ -28,7 +28,12 @@ export function reviewInbox(reviews) {
         { class: "nowrap" },
         h("a", { href: `#/cases/${review.case_id}` }, `Case ${review.case_number}`),
       ),
-      h("td", { class: "nowrap" }, `Search ${review.number_in_case} (#${review.search_id})`),
+      h(
+        "td",
+        { class: "nowrap" },
+        `Search ${review.number_in_case} (#${review.search_id})`,
+        review.sequential_unmasking ? [h("br"), "sequential unmasking"] : null,
+      ),
       h("td", {}, review.requested_by),
       h("td", { class: "nowrap" }, formatTime(review.created_at)),
     ),

@@ -57,6 +57,11 @@ def authenticate(session: Session, key: str) -> ApiKey | None:
     return row if hmac.compare_digest(row.key_hash, _hash(key)) else None
 
 
+def key_names(session: Session) -> dict[int, str]:
+    """Every key's owner by key id, for naming who did what."""
+    return dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+
+
 def revoke_key(session: Session, key_id: int, *, by: dict[str, str] | None = None) -> ApiKey:
     row = session.get(ApiKey, key_id)
     if row is None:

@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Response
 from sqlalchemy.exc import IntegrityError
 
+from app.access.keys import key_names
 from app.api import API_PREFIX
 from app.api.audit import CheckpointerDep
 from app.api.deps import AnyKey, PathId, ServiceDep
@@ -49,7 +50,6 @@ from app.cases.service import (
     cases_page,
     conclusion_json,
     conclusions_for,
-    key_names,
     live_case,
     record_conclusion,
     update_case,

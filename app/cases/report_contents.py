@@ -11,13 +11,13 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session, defer
 
+from app.access.keys import key_names
 from app.audit.chain import HEAD_ID
 from app.cases.reviews import blind_sight, refuse_while_masked, review_json
 from app.cases.service import conclusions_for
 from app.evidence.calibrations import newest_row, shown_source
 from app.search.answer import SearchAnswer
 from app.storage.tables import (
-    ApiKey,
     AuditChainHead,
     AuditEntry,
     Case,
@@ -86,7 +86,7 @@ def report_contents(session: Session, case: Case, key_id: int) -> ReportContents
     """Everything the report shows, as the requesting key may see it: a blind reviewer's report
     leaves out the conclusions their review must not see yet, and shows the case as it was when
     they were asked, as the case page does."""
-    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+    names = key_names(session)
     searches = tuple(
         SearchAnswer.from_json(response)
         for response in session.scalars(

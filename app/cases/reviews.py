@@ -26,6 +26,7 @@ from typing import Any
 from sqlalchemy import ColumnElement, exists, func, or_, select
 from sqlalchemy.orm import Session, aliased
 
+from app.access.keys import key_names
 from app.audit.entries import record_entry
 from app.core.errors import Conflict, Forbidden, NotFound, Unprocessable
 from app.search.answer import SearchAnswer
@@ -301,7 +302,7 @@ def reviews_waiting_for(session: Session, key_id: int) -> list[dict[str, Any]]:
         .where(Review.reviewer_key_id == key_id, is_open())
         .order_by(Review.id)
     ).all()
-    names = dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
+    names = key_names(session)
     return [
         {**review_json(review, names), "case_number": number, "number_in_case": position}
         for review, number, position in rows

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, aliased
 
+from app.access.keys import key_names
 from app.audit.entries import record_entry
 from app.cases.marks import Findings, ImageFrame
 from app.cases.reviews import (
@@ -197,10 +198,6 @@ def update_case(session: Session, *, case: Case, changes: dict[str, Any], key: A
     case.updated_at = utcnow()
     audit(session, key.id, "case.update", case.id, **changes)
     return case
-
-
-def key_names(session: Session) -> dict[int, str]:
-    return dict(session.execute(select(ApiKey.id, ApiKey.name)).all())
 
 
 def conclusion_json(entry: Conclusion, names: dict[int, str]) -> dict[str, Any]:

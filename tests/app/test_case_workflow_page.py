@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.support.pages import watched_tab
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
 
@@ -42,15 +43,9 @@ def module_database_url(tmp_path_factory) -> str:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    """A fresh tab, signed out; it fails the test on a script error."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    yield tab
-    context.close()
-    assert not problems, problems
+    """A fresh tab, signed out; it fails the test on a script error or a blocked resource."""
+    with watched_tab(browser) as tab:
+        yield tab
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.app.test_web_page import SCREENSHOTS, images_loaded, sign_in
 from tests.support.images import phantom_dicom
+from tests.support.pages import watched_tab
 from tests.support.servers import Server, new_server
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
@@ -145,24 +146,10 @@ def build_comparison(server: Server, records: list[ImageRecord]) -> Comparison:
 @pytest.fixture
 def page(browser: Browser, comparison: Comparison) -> Iterator[Page]:
     """A signed-in tab; it fails the test on a script error or a blocked resource."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    tab.on(
-        "console",
-        lambda message: (
-            problems.append(f"blocked: {message.text}")
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    tab.goto(comparison.server.url)
-    sign_in(tab, comparison.server.examiner_key)
-    yield tab
-    context.close()
-    assert not problems, problems
+    with watched_tab(browser) as tab:
+        tab.goto(comparison.server.url)
+        sign_in(tab, comparison.server.examiner_key)
+        yield tab
 
 
 def open_candidate(page: Page, comparison: Comparison, reference: str) -> None:

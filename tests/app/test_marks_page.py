@@ -23,6 +23,7 @@ from tests.app.test_comparison_page import (
     open_candidate,
 )
 from tests.app.test_web_page import SCREENSHOTS, images_loaded, sign_in, sign_out
+from tests.support.pages import watched_tab
 from tests.support.servers import new_server
 from training.cohorts import read_knee_manifest
 
@@ -49,26 +50,10 @@ def reviewer_key(comparison: Comparison) -> str:
 @contextmanager
 def signed_in(browser: Browser, comparison: Comparison, key: str) -> Iterator[Page]:
     """A tab signed in with `key`; it fails the test on a script error or a blocked resource."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    tab.on(
-        "console",
-        lambda message: (
-            problems.append(f"blocked: {message.text}")
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    tab.goto(comparison.server.url)
-    sign_in(tab, key)
-    try:
+    with watched_tab(browser) as tab:
+        tab.goto(comparison.server.url)
+        sign_in(tab, key)
         yield tab
-    finally:
-        context.close()
-    assert not problems, problems
 
 
 @pytest.fixture

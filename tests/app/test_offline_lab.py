@@ -12,6 +12,7 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
+from tests.support.pages import watch
 from tests.support.servers import new_server
 from training.cohorts import read_knee_manifest
 
@@ -139,7 +140,6 @@ def test_which_endpoints_are_open_is_a_setting(tmp_path, checkpoint):
 def test_docs_page_in_a_browser_asks_for_the_key(server, browser):
     """The page, under its policy, shows nothing without a key and the whole API with one; the
     key the examiner's page keeps for the tab is used too."""
-    problems: list[str] = []
     context = browser.new_context()
     context.set_default_timeout(30_000)
     external: list[str] = []
@@ -148,15 +148,7 @@ def test_docs_page_in_a_browser_asks_for_the_key(server, browser):
         lambda route: (external.append(route.request.url), route.abort()),
     )
     tab = context.new_page()
-    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    tab.on(
-        "console",
-        lambda message: (
-            problems.append(f"blocked: {message.text}")
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
+    problems = watch(tab)
     tab.goto(f"{server.url}/docs")
     expect(tab.get_by_text("Failed to load API definition")).to_be_visible(timeout=30_000)
     tab.get_by_label("API key").fill(server.examiner_key)

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.support.pages import watched_tab
 from tests.support.servers import WorkerProcess
 from training.cohorts import read_knee_manifest
 from training.records import ImageRecord
@@ -34,24 +35,9 @@ TO_THE_SECOND = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC[+-]\d\d:\d\d")
 
 @pytest.fixture
 def page(browser: Browser):
-    """A fresh tab (fresh sessionStorage, so signed out); it fails the test on a script error or
-    on anything the page's Content-Security-Policy blocked."""
-    context = browser.new_context(viewport={"width": 1366, "height": 900})
-    context.set_default_timeout(15_000)
-    tab = context.new_page()
-    problems: list[str] = []
-    tab.on("pageerror", lambda error: problems.append(f"script error: {error}"))
-    tab.on(
-        "console",
-        lambda message: (
-            problems.append(f"blocked: {message.text}")
-            if "Content Security Policy" in message.text
-            else None
-        ),
-    )
-    yield tab
-    context.close()
-    assert not problems, problems
+    """A fresh tab, signed out, that fails the test on a script error or a blocked resource."""
+    with watched_tab(browser) as tab:
+        yield tab
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image as PILImage
 from playwright.sync_api import Browser, Page, expect
 
-from tests.app.test_web_page import SCREENSHOTS, images_loaded, sign_in
+from tests.app.test_web_page import SCREENSHOTS, images_loaded, sign_in, sign_out
 from tests.support.images import phantom_dicom
 from tests.support.pages import watched_tab
 from tests.support.servers import Server, new_server
@@ -347,6 +347,17 @@ def test_a_typed_conclusion_is_kept_over_back_and_forward(page: Page, comparison
     expect(comment).to_have_value("")
     page.go_back()
     expect(comment).to_have_value("Same patellar outline; draft")
+
+    # Signed out, the draft goes with the examiner: whoever signs in next does not see it.
+    url = page.url
+    sign_out(page)
+    sign_in(page, comparison.server.examiner_key)
+    page.goto(url)
+    expect(heading).to_have_text(re.compile(f": {comparison.both_sides}$"))
+    expect(comment).to_have_value("")
+    expect(page.locator("#conclusion-draft")).to_have_count(0)
+    conclusion.select_option("possible")
+    comment.fill("Same patellar outline; draft")
 
     # Recorded, the draft is gone: the form is empty when the candidate is opened again.
     page.get_by_role("button", name="Record conclusion").click()

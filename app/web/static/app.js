@@ -6,6 +6,7 @@ import { adminView } from "./admin.js";
 import { caseView } from "./case-page.js";
 import { caseListView } from "./cases.js";
 import { compareView } from "./compare.js";
+import { forgetAllDrafts } from "./conclusion-draft.js";
 import { announce, clearError, onUnauthorized, report, showError } from "./messages.js";
 import { personView } from "./people.js";
 import { reviewsWaiting, showReviewCount } from "./review-inbox.js";
@@ -46,6 +47,7 @@ function showIdentity() {
 
 function signOut(message) {
   leaveView();
+  forgetAllDrafts();
   credentials.key = null;
   me = null;
   showIdentity();

@@ -1,6 +1,7 @@
 // A conclusion being typed is kept as a draft in this tab's sessionStorage, per case, search and
 // candidate, so that Back, Forward or moving to another candidate loses nothing; it is cleared
-// once the conclusion is recorded.
+// once the conclusion is recorded, and every draft is cleared at sign-out, so that whoever signs
+// in next on this tab never sees what the last examiner typed.
 
 const PREFIX = "radmatch.conclusion-draft";
 
@@ -47,4 +48,14 @@ export function keepDraft(where, { scale, comment }) {
       }
     },
   };
+}
+
+/** Every draft in this tab, at sign-out. */
+export function forgetAllDrafts() {
+  try {
+    const keys = Array.from({ length: sessionStorage.length }, (_, i) => sessionStorage.key(i));
+    for (const key of keys) if (key?.startsWith(PREFIX)) sessionStorage.removeItem(key);
+  } catch {
+    // storage off: nothing was kept
+  }
 }

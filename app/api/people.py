@@ -30,6 +30,7 @@ from app.api.schemas.people import (
 )
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import display_name, read_upload
+from app.cases.reviews import masked_search_ids
 from app.gallery.deletion import delete_person
 from app.gallery.images import ImageFields, ingest_image
 from app.gallery.people import add_person, live_person
@@ -80,10 +81,12 @@ def get_person(person_id: PathId, service: ServiceDep, _: AnyKey) -> dict:
 @router.get(
     "/people/{person_id}/searches", response_model=list[Appearance], responses=refusals(404)
 )
-def person_in_searches(person_id: PathId, service: ServiceDep, _: AnyKey) -> list[dict]:
-    """The searches this person was a candidate in, newest first, with the rank they had."""
+def person_in_searches(person_id: PathId, service: ServiceDep, key: AnyKey) -> list[dict]:
+    """The searches this person was a candidate in, newest first, with the rank they had; not
+    those you review with sequential unmasking, until you have concluded."""
     with service.records.sessions() as session:
         live_person(session, person_id)
+        masked = masked_search_ids(session, key.id)
         rows = session.execute(
             select(SearchResult, Search.case_id, Case.number, Search.created_at)
             .join(Search, Search.id == SearchResult.search_id)
@@ -102,6 +105,7 @@ def person_in_searches(person_id: PathId, service: ServiceDep, _: AnyKey) -> lis
             "similarity": result.similarity,
         }
         for result, case_id, case_number, created_at in rows
+        if result.search_id not in masked
     ]
 
 

@@ -96,6 +96,19 @@ def blind_sight(session: Session, case_id: int, key_id: int) -> BlindSight:
     return BlindSight(tuple(reviews))
 
 
+def masked_search_ids(session: Session, key_id: int) -> set[int]:
+    """The searches this key reviews under sequential unmasking and has not concluded on yet."""
+    return set(
+        session.scalars(
+            select(Review.search_id).where(
+                Review.reviewer_key_id == key_id,
+                Review.sequential_person_id.is_not(None),
+                is_open(),
+            )
+        )
+    )
+
+
 def search_sight(session: Session, answer: SearchAnswer, key_id: int) -> BlindSight:
     """What this key may see of the search's case; a search run outside a case hides nothing."""
     if answer.case_id is None:

@@ -510,6 +510,9 @@ def test_sequential_unmasking_shows_one_candidate_until_the_reviewer_concludes(
     assert rerun.status_code == 409 and "sequential unmasking" in rerun.text
     report = reviewer.get(f"{API}/cases/{case['id']}/report.pdf")
     assert report.status_code == 409 and "sequential unmasking" in report.text
+    appearances = f"{API}/people/{shown['person_id']}/searches"
+    assert search["search_id"] not in [a["search_id"] for a in reviewer.get(appearances).json()]
+    assert search["search_id"] in [a["search_id"] for a in examiner.get(appearances).json()]
 
     other = {
         "search_id": search["search_id"],
@@ -527,6 +530,7 @@ def test_sequential_unmasking_shows_one_candidate_until_the_reviewer_concludes(
     assert after["searches"][0]["masked"] is None
     assert after["searches"][0]["candidates"] == search["candidates"]
     assert after["reviews"][0]["state"] == "completed"
+    assert search["search_id"] in [a["search_id"] for a in reviewer.get(appearances).json()]
     later = reviewer.post(conclusions, json={**other, "conclusion": "possible"})
     assert later.status_code == 201 and later.json()["ranking_seen"] is True
     assert reviewer.get(f"{API}/cases/{case['id']}/report.pdf").status_code == 200

@@ -11,8 +11,8 @@ from fastapi import APIRouter, Depends, File, Form, Query, Request, Response, Up
 from app.api import API_PREFIX
 from app.api.deps import AnyKey, PathId, ServiceDep
 from app.api.headers import ORIGINAL_CACHING, tagged_content
-from app.api.schemas.common import NoNul, Sex, Side, refusals
-from app.api.schemas.searches import QueryFactsOut, RerunOut, SearchOut
+from app.api.schemas.common import MAX_ROW_ID, NoNul, Sex, Side, refusals
+from app.api.schemas.searches import ExplanationOut, QueryFactsOut, RerunOut, SearchOut
 from app.api.uploads import body_part as normal_body_part
 from app.api.uploads import read_upload
 from app.cases.reviews import answer_as_seen, search_sight
@@ -20,6 +20,7 @@ from app.core.errors import Conflict, Unprocessable
 from app.gallery.previews import PREVIEW_CACHING, preview_png
 from app.rerun.service import rerun
 from app.search.answer import SearchAnswer
+from app.search.explanation import explain
 from app.search.filters import SearchFilters
 from app.search.service import (
     SearchQuery,
@@ -152,16 +153,51 @@ def rerun_search(search_id: PathId, service: ServiceDep, key: AnyKey) -> dict:
     say whether the answer is identical; then against today's model and gallery, and explain
     every difference from the stored answer. Nothing is stored but an audit entry. Refused (409)
     while you review the search with sequential unmasking."""
-    with service.records.sessions() as session:
-        if search_sight(session, stored_search(session, search_id), key.id).masking(search_id):
-            raise Conflict(
-                f"you review search {search_id} with sequential unmasking: its re-run shows the "
-                "ranking, which you see once you have recorded your conclusion"
-            )
+    refuse_if_masked(service, search_id, key.id, "its re-run shows the ranking")
     answer = rerun(
         records=service.records, matcher=service.matcher, search_id=search_id, key_id=key.id
     )
     return answer.as_json()
+
+
+def refuse_if_masked(service: Service, search_id: int, key_id: int, why: str) -> None:
+    """409 while the key reviews this search with sequential unmasking."""
+    with service.records.sessions() as session:
+        if search_sight(session, stored_search(session, search_id), key_id).masking(search_id):
+            raise Conflict(
+                f"you review search {search_id} with sequential unmasking: {why}, which you see "
+                "once you have recorded your conclusion"
+            )
+
+
+@router.get(
+    "/searches/{search_id}/candidates/{person_id}/explanation",
+    response_model=ExplanationOut,
+    responses=refusals(404, 409, 410, 413, 422, 429),
+)
+def explain_candidate(
+    search_id: PathId,
+    person_id: PathId,
+    service: ServiceDep,
+    key: AnyKey,
+    image_id: Annotated[
+        int | None,
+        Query(ge=1, le=MAX_ROW_ID, description="The candidate's image (default: their best)"),
+    ] = None,
+) -> dict:
+    """Where the similarity of the query and one of the candidate's images comes from: for each
+    image, a map over the network's last feature grid whose cells are their shares of the cosine
+    similarity (positive: alike, negative: unlike) and sum to it exactly, recomputed with the
+    model version that answered the search. `region` is the square of the original, in its
+    pixels, that the network saw and the map covers."""
+    refuse_if_masked(service, search_id, key.id, "the explanation shows the similarity")
+    return explain(
+        records=service.records,
+        matcher=service.matcher,
+        search_id=search_id,
+        person_id=person_id,
+        image_id=image_id,
+    )
 
 
 def _query_sha256(service: Service, search_id: int) -> str:

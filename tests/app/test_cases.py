@@ -510,6 +510,10 @@ def test_sequential_unmasking_shows_one_candidate_until_the_reviewer_concludes(
     assert rerun.status_code == 409 and "sequential unmasking" in rerun.text
     report = reviewer.get(f"{API}/cases/{case['id']}/report.pdf")
     assert report.status_code == 409 and "sequential unmasking" in report.text
+    explanation = (
+        f"{API}/searches/{search['search_id']}/candidates/{shown['person_id']}/explanation"
+    )
+    assert reviewer.get(explanation).status_code == 409
     appearances = f"{API}/people/{shown['person_id']}/searches"
     assert search["search_id"] not in [a["search_id"] for a in reviewer.get(appearances).json()]
     assert search["search_id"] in [a["search_id"] for a in examiner.get(appearances).json()]
@@ -534,3 +538,37 @@ def test_sequential_unmasking_shows_one_candidate_until_the_reviewer_concludes(
     later = reviewer.post(conclusions, json={**other, "conclusion": "possible"})
     assert later.status_code == 201 and later.json()["ranking_seen"] is True
     assert reviewer.get(f"{API}/cases/{case['id']}/report.pdf").status_code == 200
+
+
+def test_an_explanation_map_sums_to_the_similarity_of_the_search(
+    examiner, people, query, baselines
+):
+    """The maps of the query and a candidate's image each sum to their similarity, which is the
+    one the search reported; another person's image or a person who is no candidate is
+    refused."""
+    case = open_case(examiner, "2026-032")
+    search = spaced_search(examiner, case["id"], query, spacing=0.2)
+    for candidate in search["candidates"]:
+        explained = examiner.get(
+            f"{API}/searches/{search['search_id']}/candidates/{candidate['person_id']}/explanation"
+        )
+        assert explained.status_code == 200, explained.text
+        answer = explained.json()
+        assert answer["image_id"] == candidate["images"][0]["image_id"]
+        assert answer["similarity"] == pytest.approx(candidate["similarity"], abs=1e-4)
+        for side in ("query", "candidate"):
+            cells = [cell for row in answer[side]["map"] for cell in row]
+            assert len(cells) == 4  # the test model's 64 px input gives a 2 x 2 feature grid
+            assert sum(cells) == pytest.approx(answer["similarity"], abs=1e-5)
+            region = answer[side]["region"]
+            assert (
+                region["x"] >= 0 and region["x"] + region["width"] <= answer[side]["width"] + 1e-6
+            )
+    first, second = search["candidates"][:2]
+    explanation = (
+        f"{API}/searches/{search['search_id']}/candidates/{first['person_id']}/explanation"
+    )
+    wrong = examiner.get(explanation, params={"image_id": second["images"][0]["image_id"]})
+    assert wrong.status_code == 422 and "is not an image of person" in wrong.text
+    outside = examiner.get(f"{API}/searches/{search['search_id']}/candidates/999999/explanation")
+    assert outside.status_code == 404 and "not a candidate" in outside.text

@@ -217,3 +217,29 @@ class QueryFactsOut(BaseModel):
     sources: dict[str, Literal["file", "search form"]] = Field(
         description="Where each known fact came from: the file's header or the search form"
     )
+
+
+class Region(BaseModel):
+    x: float
+    y: float
+    width: float
+    height: float
+
+
+class SimilarityMap(BaseModel):
+    map: list[list[float]] = Field(
+        description="Rows top to bottom over `region`: each cell's share of the similarity"
+    )
+    region: Region = Field(description="The square the network saw, in the original's pixels")
+    width: int = Field(description="The original's width in pixels")
+    height: int
+
+
+class ExplanationOut(BaseModel):
+    search_id: int
+    person_id: int
+    image_id: int = Field(description="The candidate's image explained")
+    similarity: float = Field(description="Recomputed; each map sums to it")
+    method: str
+    query: SimilarityMap
+    candidate: SimilarityMap

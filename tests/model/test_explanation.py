@@ -1,0 +1,42 @@
+"""Explanation maps: each sums to the cosine similarity of the two embeddings, exactly (to float
+rounding), and covers the square of the original that the network saw."""
+
+from __future__ import annotations
+
+import torch
+
+from model.explanation import input_region, similarity_maps
+from model.network import Embedder
+from model.preprocess import Preprocessing
+
+
+def test_each_map_sums_to_the_similarity_of_the_embeddings():
+    torch.manual_seed(5)
+    embedder = Embedder().eval()
+    query, candidate = torch.randn(2, 1, 128, 128)
+    maps = similarity_maps(embedder, query, candidate)
+    with torch.inference_mode():
+        embeddings = embedder(torch.stack([query, candidate]))
+    assert abs(maps.similarity - float(embeddings[0] @ embeddings[1])) < 1e-5
+    assert maps.query.shape == maps.candidate.shape == (4, 4)  # 128 px / 32
+    assert abs(float(maps.query.sum()) - maps.similarity) < 1e-5
+    assert abs(float(maps.candidate.sum()) - maps.similarity) < 1e-5
+    # Not uniform: the locations differ in what they contribute.
+    assert float(maps.query.max() - maps.query.min()) > 1e-4
+
+
+def test_the_region_is_the_central_input_crop_in_the_originals_pixels():
+    prep = Preprocessing(input_size=256)  # resized to prep.resize, then 256 from its centre
+    region = input_region(1000, 800, prep, crop_side_px=600)
+    scale = 600 / prep.resize
+    margin = (prep.resize - 256) // 2 * scale
+    assert region == {
+        "x": (800 - 600) // 2 + margin,
+        "y": (1000 - 600) // 2 + margin,
+        "width": 256 * scale,
+        "height": 256 * scale,
+    }
+    # A crop larger than the image takes the largest central square that fits.
+    assert input_region(300, 500, prep, crop_side_px=600)["x"] == 100 + (
+        (prep.resize - 256) // 2 * 300 / prep.resize
+    )

@@ -25,7 +25,7 @@ from app.search.filters import SearchFilters
 from app.search.service import (
     SearchQuery,
     search,
-    stored_query,
+    search_with_query,
     stored_query_facts,
     stored_search,
 )
@@ -202,7 +202,7 @@ def explain_candidate(
 
 def _query_sha256(service: Service, search_id: int) -> str:
     """The sha256 of a search's query image, which is still stored."""
-    return stored_query(service.records, search_id).query_sha256
+    return search_with_query(service.records, search_id).query_sha256
 
 
 @router.get(

@@ -222,7 +222,7 @@ def _add_results(session: Session, answer: SearchAnswer, *, key_id: int | None) 
     )
 
 
-def stored_query(records: Records, search_id: int) -> Search:
+def search_with_query(records: Records, search_id: int) -> Search:
     """A search whose query image is still stored."""
     with records.sessions() as session:
         record = session.get(Search, search_id)
@@ -235,7 +235,7 @@ def stored_query(records: Records, search_id: int) -> Search:
 
 def stored_query_facts(*, records: Records, matcher: Matcher, search_id: int) -> QueryFacts:
     """What a stored search's query says about itself (app.search.query_facts), decoded again."""
-    record = stored_query(records, search_id)
+    record = search_with_query(records, search_id)
     decoded = matcher.decode(records.originals.read(record.query_sha256))
     return query_facts(metadata=decoded.metadata, parameters=record.parameters)
 

@@ -1,8 +1,9 @@
-"""Marks, measurements and sequential unmasking on the comparison page, in a real browser against
-a real `radmatch serve`: numbered marks placed on both images (one of them flipped) and distances
-and angles kept with the conclusion in the originals' pixels, the service's values shown in the
-histories, points placed from the keyboard, and a reviewer shown one candidate without the
-ranking until their conclusion is recorded."""
+"""Marks, measurements, the similarity explained and sequential unmasking on the comparison page,
+in a real browser against a real `radmatch serve`: numbered marks placed on both images (one of
+them flipped) and distances and angles kept with the conclusion in the originals' pixels, the
+service's values shown in the histories, points placed from the keyboard, each image's map of its
+share of the similarity drawn over it, and a reviewer shown one candidate without the ranking
+until their conclusion is recorded."""
 
 from __future__ import annotations
 
@@ -287,6 +288,103 @@ def test_another_candidate_image_clears_the_candidate_points(page: Page, compari
     assert [mark["label"] for mark in saved["marks"]] == ["Patellar apex"]
 
 
+def explanation(comparison: Comparison, reference: str, image_id: int) -> dict:
+    search_id = comparison.search["search_id"]
+    path = f"{API}/searches/{search_id}/candidates/{person_id(comparison, reference)}/explanation"
+    with comparison.server.examiner() as client:
+        answer = client.get(path, params={"image_id": image_id})
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def cell_centre(page: Page, index: int, cell: int) -> tuple[float, float]:
+    """Where cell number `cell` (rows top to bottom) of pane `index`'s map is drawn, as fractions
+    of the image as drawn."""
+    box = page.locator(PANES).nth(index).locator(".map-layer rect").nth(cell).bounding_box()
+    image = image_box(page, index)
+    return (
+        (box["x"] + box["width"] / 2 - image["x"]) / image["width"],
+        (box["y"] + box["height"] / 2 - image["y"]) / image["height"],
+    )
+
+
+def expected_centre(side: dict, row: int, column: int) -> tuple[float, float]:
+    """Where a cell's centre lies in its original, as fractions of it."""
+    rows, columns = len(side["map"]), len(side["map"][0])
+    region = side["region"]
+    return (
+        (region["x"] + (column + 0.5) * region["width"] / columns) / side["width"],
+        (region["y"] + (row + 0.5) * region["height"] / rows) / side["height"],
+    )
+
+
+def shown_sum(page: Page) -> float:
+    found = re.search(r"\(sum = (-?[\d.]+)\)", page.locator("#explanation-legend").inner_text())
+    assert found, page.locator("#explanation-legend").inner_text()
+    return float(found.group(1))
+
+
+def test_the_similarity_explained_over_both_images(page: Page, comparison: Comparison):
+    open_candidate(page, comparison, comparison.both_sides)
+    toggle = page.get_by_role("button", name="Explain the similarity")
+    cells = page.locator(".stage .map-layer rect")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(cells).to_have_count(0)
+    expect(page.get_by_role("complementary", name="Keyboard shortcuts")).to_contain_text(
+        "Explain the similarity"
+    )
+    page.keyboard.press("e")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    expected = explanation(comparison, comparison.both_sides, comparison.right_image_id)
+    legend = page.locator("#explanation-legend")
+    expect(legend).to_contain_text(expected["method"])
+    for index, side in enumerate(("query", "candidate")):
+        grid = expected[side]["map"]
+        expect(page.locator(PANES).nth(index).locator(".stage .map-layer rect")).to_have_count(
+            len(grid) * len(grid[0])
+        )
+        assert sum(map(sum, grid)) == pytest.approx(expected["similarity"], abs=1e-4)
+    assert shown_sum(page) == pytest.approx(expected["similarity"], abs=5e-4)
+    assert shown_sum(page) == pytest.approx(sum(map(sum, expected["query"]["map"])), abs=6e-4)
+
+    # Each cell over its square of the original.
+    across, down = expected_centre(expected["candidate"], 0, 0)
+    assert cell_centre(page, 1, 0) == pytest.approx((across, down), abs=0.01)
+    # The largest share of either map is the least see-through: warm if it pulls, cool if not.
+    shares = [
+        (index, number, value)
+        for index, side in enumerate(("query", "candidate"))
+        for number, value in enumerate(value for row in expected[side]["map"] for value in row)
+    ]
+    index, number, value = max(shares, key=lambda share: abs(share[2]))
+    strongest = page.locator(PANES).nth(index).locator(".map-layer rect").nth(number)
+    expect(strongest).to_have_attribute("fill-opacity", "0.700")
+    red, _, blue = map(int, re.findall(r"\d+", strongest.get_attribute("fill")))
+    assert (red > blue) == (value > 0), (value, strongest.get_attribute("fill"))
+    images_loaded(page)
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=SCREENSHOTS / "comparison-explanation.png", full_page=True)
+    # Flipped, the map is mirrored with its image.
+    page.keyboard.press("f")
+    assert cell_centre(page, 1, 0) == pytest.approx((1 - across, down), abs=0.01)
+
+    # Another image of the candidate: its own explanation.
+    page.locator(".visit", has_text="Left knee").click()
+    other = explanation(comparison, comparison.both_sides, comparison.left_image_id)
+    expect(legend).to_contain_text(f"(sum = {other['similarity']:.3f})")
+    expect(page.locator(PANES).nth(1).locator(".map-layer rect")).to_have_count(
+        sum(len(row) for row in other["candidate"]["map"])
+    )
+    page.keyboard.press("e")
+    expect(toggle).to_have_attribute("aria-pressed", "false")
+    expect(cells).to_have_count(0)
+    expect(legend).to_be_hidden()
+    toggle.click()
+    expect(legend).to_contain_text(f"(sum = {other['similarity']:.3f})")
+    toggle.click()
+    expect(cells).to_have_count(0)
+
+
 def test_sequential_unmasking(
     browser: Browser, comparison: Comparison, reviewer_key: str, phantom_manifest
 ):
@@ -338,8 +436,10 @@ def test_sequential_unmasking(
         ):
             assert not re.search(hidden, shown, re.I), (hidden, shown)
         expect(page.get_by_role("region", name="Strength of evidence")).to_have_count(0)
-        for name in ("Next candidate ›", "‹ Previous candidate"):
+        for name in ("Next candidate ›", "‹ Previous candidate", "Explain the similarity"):
             expect(page.get_by_role("button", name=name)).to_be_hidden()
+        page.keyboard.press("e")
+        expect(page.locator(".map-layer rect")).to_have_count(0)
         page.keyboard.press("n")
         expect(heading).to_have_text(f"Compare the query with {top['external_ref']}")
         SCREENSHOTS.mkdir(parents=True, exist_ok=True)
@@ -353,6 +453,7 @@ def test_sequential_unmasking(
             re.compile(rf"^Compare with candidate {top['rank']} of \d+: {top['external_ref']}$")
         )
         expect(page.get_by_role("region", name="Strength of evidence")).to_be_visible()
+        expect(page.get_by_role("button", name="Explain the similarity")).to_be_visible()
         expect(page.get_by_role("list", name=re.compile("^Conclusions on"))).to_contain_text(
             "Made before the ranking was shown (sequential unmasking)"
         )

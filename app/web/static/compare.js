@@ -1,8 +1,9 @@
 // The comparison view: the query beside one candidate's radiographs, every visit of that person
-// to choose from, shortcuts to move through the candidates, marks and measurements, and the
-// examiner's conclusion. Under sequential unmasking (the search comes back `masked`) it shows the
-// one candidate the reviewer was given, with no rank, score, similarity or evidence, until the
-// reviewer's conclusion on them is recorded; then the full view follows.
+// to choose from, shortcuts to move through the candidates, marks and measurements, the
+// similarity explained over both images, and the examiner's conclusion. Under sequential
+// unmasking (the search comes back `masked`) it shows the one candidate the reviewer was given,
+// with no rank, score, similarity or evidence, until the reviewer's conclusion on them is
+// recorded; then the full view follows.
 
 import { api } from "./api.js";
 import { compareHref, hiddenNote, MASKED_RANK } from "./case-page.js";
@@ -29,6 +30,7 @@ import {
   yearsText,
 } from "./evidence.js";
 import { Annotations, TOOLS } from "./annotations.js";
+import { Explanation } from "./explanation.js";
 import { conclusionFindings, rankingNote } from "./findings.js";
 import { announce, report, showError, submitting } from "./messages.js";
 import { keepDraft } from "./conclusion-draft.js";
@@ -115,6 +117,7 @@ export async function compareView(ctx) {
   state.evidence = h("div");
   state.shortcuts = h("div");
   state.annotations = new Annotations(state.viewer);
+  state.explanation = new Explanation(state.viewer, searchId);
 
   ctx.root.classList.add("compare-page");
   ctx.root.replaceChildren(
@@ -135,6 +138,7 @@ export async function compareView(ctx) {
     state.summary,
     controls(state.viewer),
     state.annotations.toolbar,
+    state.explanation.toolbar,
     h(
       "div",
       { class: "panes" },
@@ -217,6 +221,8 @@ async function showCandidate(state, rank) {
   state.candidate = candidate;
   if (masked) showMasked(state);
   else showRanked(state);
+  state.explanation.setAvailable(!masked);
+  state.explanation.showFor(candidate.person_id, null);
   state.shortcuts.replaceChildren(shortcutList(Boolean(masked)));
   // A flip was for the previous candidate's image.
   state.viewer.unflip(CANDIDATE);
@@ -293,6 +299,7 @@ function showImage(state, imageId) {
   state.annotations.candidateImage(imageId);
   renderVisits(state);
   const image = state.person.images.find((item) => item.id === imageId);
+  state.explanation.showFor(state.candidate.person_id, image ? imageId : null);
   const pane = state.viewer.panes[CANDIDATE];
   if (!image) {
     pane.caption.textContent = `${state.candidate.external_ref} · no image on record`;
@@ -465,6 +472,7 @@ function listenToKeys(state) {
     0: () => viewer.resetView(),
     i: () => viewer.toggleInvert(),
     f: () => viewer.toggleFlip(CANDIDATE),
+    e: () => state.explanation.toggle(),
     ...Object.fromEntries(
       TOOLS.map(([tool, , key]) => [key, () => state.annotations.setTool(tool)]),
     ),

@@ -121,8 +121,8 @@ export function controls(viewer) {
   );
 }
 
-/** The keys of the comparison; without the ones that move through the ranking when there is
- * none to move through (sequential unmasking). */
+/** The keys of the comparison; without the ones that move through the ranking or explain its
+ * scores when there is no ranking shown (sequential unmasking). */
 export function shortcutList(withoutRanking = false) {
   const rows = [
     ...(withoutRanking
@@ -136,6 +136,7 @@ export function shortcutList(withoutRanking = false) {
     [["Shift", "arrows"], "Pan"],
     [["i"], "Invert both images"],
     [["f"], "Flip the candidate horizontally"],
+    ...(withoutRanking ? [] : [[["e"], "Explain the similarity over both images"]]),
     [["m"], "Mark features"],
     [["d"], "Measure a distance"],
     [["a"], "Measure an angle"],

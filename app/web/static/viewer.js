@@ -3,7 +3,8 @@
 // horizontal flip for when the query and the candidate are of opposite sides, and true scale:
 // both shown at the same millimetres per screen pixel from their pixel spacing, with scale bars.
 // Each image carries an overlay (for marks and measurements) that zooms, pans and flips with it,
-// and a click or Enter on an image can be picked as a point of the original.
+// beneath it a layer drawn in the original's pixels (for maps over the image), and a click or
+// Enter on an image can be picked as a point of the original.
 
 import { h } from "./dom.js";
 
@@ -68,7 +69,12 @@ export class PairViewer {
     const overlay = document.createElementNS(SVG, "svg");
     overlay.setAttribute("class", "overlay");
     overlay.setAttribute("aria-hidden", "true");
-    const stage = h("div", { class: "stage" }, img, overlay);
+    const mapLayer = document.createElementNS(SVG, "svg");
+    mapLayer.setAttribute("class", "map-layer");
+    mapLayer.setAttribute("aria-hidden", "true");
+    // Its viewBox is the original's size, stretched over the image as drawn.
+    mapLayer.setAttribute("preserveAspectRatio", "none");
+    const stage = h("div", { class: "stage" }, img, mapLayer, overlay);
     const message = h("div", { class: "viewport-message" }, "Loading…");
     const barLine = h("span", { class: "scale-bar-line" });
     const barLabel = h("span", { class: "scale-bar-label" });
@@ -92,6 +98,7 @@ export class PairViewer {
     const pane = {
       img,
       overlay,
+      mapLayer,
       stage,
       viewport,
       caption,
@@ -120,13 +127,17 @@ export class PairViewer {
     return pane;
   }
 
-  /** The overlay lies exactly over the image as laid out, in the image's unscaled pixels. */
+  /** The overlay and the map layer lie exactly over the image as laid out, in the image's
+   * unscaled pixels; the map layer, drawn unflipped, is mirrored as the image is. */
   placeOverlay(pane) {
     const shown = Boolean(pane.img.getAttribute("src")) && pane.img.naturalWidth > 0;
-    pane.overlay.style.display = shown ? "" : "none";
-    if (!shown) return;
-    const { left, top, width, height } = pane.img.style;
-    Object.assign(pane.overlay.style, { left, top, width, height });
+    for (const layer of [pane.overlay, pane.mapLayer]) {
+      layer.style.display = shown ? "" : "none";
+      if (!shown) continue;
+      const { left, top, width, height } = pane.img.style;
+      Object.assign(layer.style, { left, top, width, height });
+    }
+    pane.mapLayer.style.transform = pane.flipped ? "scaleX(-1)" : "";
   }
 
   /** The original's size in pixels (null when unknown): the frame of picked points. */

@@ -12,11 +12,10 @@
 // A recorded conclusion's marks and measurements can be shown again, dashed and apart from the
 // unsaved ones, on the candidate's image they were made on.
 
-import { h } from "./dom.js";
+import { h, svg } from "./dom.js";
 import { formatValue, PIXELS_NOTE } from "./findings.js";
 import { CANDIDATE, QUERY } from "./viewer-controls.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 const SIDES = ["query", "candidate"];
 const MAX_MARKS = 50;
 const MAX_MEASUREMENTS = 50;
@@ -39,13 +38,6 @@ export const TOOLS = [
 function armless(angle) {
   const [a, vertex, b] = angle.points;
   return [a, b].some((end) => end.x === vertex.x && end.y === vertex.y);
-}
-
-function svg(tag, attributes = {}, text = null) {
-  const element = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
-  if (text !== null) element.textContent = text;
-  return element;
 }
 
 /** A distance in mm where the image's pixel spacing is known, else in pixels; an angle in

@@ -1,6 +1,16 @@
 // Building the page from data: elements are made with h() and text is always set as text, so that
 // nothing from the database (comments, references, file names) can ever become markup.
 
+const SVG_NAMESPACE = "http://www.w3.org/2000/svg";
+
+/** An SVG element with its attributes (set as given) and, optionally, its text. */
+export function svg(tag, attributes = {}, text = null) {
+  const element = document.createElementNS(SVG_NAMESPACE, tag);
+  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
+  if (text !== null) element.textContent = text;
+  return element;
+}
+
 export function h(tag, attributes = {}, ...children) {
   const element = document.createElement(tag);
   for (const [name, value] of Object.entries(attributes)) {

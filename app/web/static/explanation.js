@@ -5,22 +5,15 @@
 // no score to explain, and so no toggle.
 
 import { api } from "./api.js";
-import { formatSimilarity, h } from "./dom.js";
+import { formatSimilarity, h, svg } from "./dom.js";
 import { report } from "./messages.js";
 import { CANDIDATE, QUERY } from "./viewer-controls.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 // The faint and the strong end of each half of the scale, as style.css's legend draws them.
 const WARM = { faint: [253, 174, 97], strong: [215, 25, 28] };
 const COOL = { faint: [171, 217, 233], strong: [44, 123, 182] };
 // Even the strongest cell lets the radiograph show through.
 const MAX_OPACITY = 0.7;
-
-function svg(tag, attributes) {
-  const element = document.createElementNS(SVG, tag);
-  for (const [name, value] of Object.entries(attributes)) element.setAttribute(name, value);
-  return element;
-}
 
 /** A cell's colour and opacity: stronger and less clear the nearer |value| is to `largest`. */
 function cellPaint(value, largest) {

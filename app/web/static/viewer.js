@@ -6,9 +6,8 @@
 // beneath it a layer drawn in the original's pixels (for maps over the image), and a click or
 // Enter on an image can be picked as a point of the original.
 
-import { h } from "./dom.js";
+import { h, svg } from "./dom.js";
 
-const SVG = "http://www.w3.org/2000/svg";
 // A press that moves less than this is a click on the image, not a drag of it.
 const CLICK_SLOP_PX = 4;
 
@@ -66,14 +65,13 @@ export class PairViewer {
   makePane(label) {
     const img = h("img", { alt: label, draggable: "false" });
     img.addEventListener("load", () => this.changed());
-    const overlay = document.createElementNS(SVG, "svg");
-    overlay.setAttribute("class", "overlay");
-    overlay.setAttribute("aria-hidden", "true");
-    const mapLayer = document.createElementNS(SVG, "svg");
-    mapLayer.setAttribute("class", "map-layer");
-    mapLayer.setAttribute("aria-hidden", "true");
+    const overlay = svg("svg", { class: "overlay", "aria-hidden": "true" });
     // Its viewBox is the original's size, stretched over the image as drawn.
-    mapLayer.setAttribute("preserveAspectRatio", "none");
+    const mapLayer = svg("svg", {
+      class: "map-layer",
+      "aria-hidden": "true",
+      preserveAspectRatio: "none",
+    });
     const stage = h("div", { class: "stage" }, img, mapLayer, overlay);
     const message = h("div", { class: "viewport-message" }, "Loading…");
     const barLine = h("span", { class: "scale-bar-line" });

@@ -30,7 +30,7 @@ from app.core.errors import ClientError
 from app.core.metrics import Metrics
 from app.dicom.arrival import Arrival, Destination
 from app.dicom.intake import Received, receive
-from app.dicom.objects import OUT_OF_RESOURCES, Refused
+from app.dicom.objects import CANNOT_UNDERSTAND, OUT_OF_RESOURCES, Refused
 from app.dicom.sources import destination_of, normal_ae_title, source_for
 from app.serving.matcher import Matcher, StartupError
 from app.serving.model_versions import active_version
@@ -240,8 +240,9 @@ class Receiver:
     def _receive(self, event: Event, calling: str) -> Received:
         size = event.request.DataSet.getbuffer().nbytes
         if size > self.where.max_object_bytes:
+            # A failure, not "out of resources": sending the same object again cannot succeed.
             raise Refused(
-                OUT_OF_RESOURCES,
+                CANNOT_UNDERSTAND,
                 f"the object is {size} bytes; this receiver takes at most "
                 f"{self.where.max_object_bytes} (RADMATCH_MAX_UPLOAD_BYTES)",
             )

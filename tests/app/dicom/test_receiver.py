@@ -346,6 +346,26 @@ def test_a_pacs_sends_known_people_into_the_gallery(
     assert "already there" in receiver.log_text()
 
 
+def test_an_object_over_the_size_limit_is_a_failure_not_a_retry(
+    shared_server: Server, sessions: sessionmaker[Session], tmp_path: Path
+) -> None:
+    """Over RADMATCH_MAX_UPLOAD_BYTES an object is refused with 0xC000 (a failure, so the sender
+    does not retry it as it would 0xA700, out of resources), its size named, nothing stored."""
+    register(shared_server, "BIGPACS", issuer="BIG")
+    small = Listener(shared_server.env | {"RADMATCH_MAX_UPLOAD_BYTES": "4096"}, tmp_path).start()
+    try:
+        before = counts(sessions)
+        refused = storescu(
+            small.port, written(tmp_path, {"big": knee("big")}), calling_aet="BIGPACS"
+        )
+    finally:
+        small.stop()
+    assert "Received Store Response (Error: CannotUnderstand)" in refused.stderr, refused.stderr
+    assert refused.returncode == 0xC0  # the status's high byte
+    assert "this receiver takes at most 4096" in small.log_text()
+    assert counts(sessions) == before
+
+
 def test_what_is_not_a_single_radiograph_is_refused_with_its_reason(
     shared_server: Server, receiver: Listener, sessions: sessionmaker[Session], tmp_path: Path
 ) -> None:

@@ -154,7 +154,7 @@ def add_conclusion(
         marks=[mark.model_dump() for mark in body.marks],
         measurements=[measurement.model_dump() for measurement in body.measurements],
     )
-    query = query_frame(service, body.search_id) if findings.on_query else None
+    query = query_frame(service, case_id, body.search_id) if findings.on_query else None
     with service.records.sessions.begin() as session:
         entry = record_conclusion(
             session,
@@ -170,8 +170,11 @@ def add_conclusion(
         return conclusion_json(entry, {key.id: key.name})
 
 
-def query_frame(service: Service, search_id: int) -> ImageFrame:
-    """The query's size and pixel spacing, for the points marked and measured on it."""
+def query_frame(service: Service, case_id: int, search_id: int) -> ImageFrame:
+    """The query's size and pixel spacing, for the points marked and measured on it; the search
+    is checked to be the case's before its query is decoded."""
+    with service.records.sessions() as session:
+        case_search(session, live_case(session, case_id), search_id)
     facts = stored_query_facts(
         records=service.records, matcher=service.matcher, search_id=search_id
     )

@@ -3,13 +3,17 @@ memory, single-query latency (one search at a time, as the service searches) and
 and IVF against the exact flat index's top k, measured in one run on one machine, with a sweep of
 each kind's search effort over the index built once (target: p50 <= 5 ms and recall@10 >= 0.99).
 
-The gallery is clustered as embeddings are: people with a centre on the unit sphere, each image
-the normalised centre plus noise (about 0.8 cosine to its centre, 0.64 between two images of a
-person); queries are new images of gallery people. Latencies are measured twice: with faiss's
+With --checkpoint and --manifest the gallery is drawn with the structure of that embedder's own
+outputs on phantom people it never trained on (bench/embedding_structure.py). Without them it is
+synthetic clusters: people with a centre on the unit sphere, each image the normalised centre plus
+isotropic noise (about 0.8 cosine to its centre, 0.64 between two images of a person). Either
+way, queries are new images of gallery people. Latencies are measured twice: with faiss's
 default threads, as the service searches, and on one thread. Prints one JSON object.
 
     .venv/bin/python -m bench.ann --json /tmp/ann.json
     .venv/bin/python -m bench.ann --vectors 50000 --queries 50
+    .venv/bin/python -m bench.ann --checkpoint runs/cpu-preset/checkpoint.pt \
+        --manifest data/phantom-1000/manifest.csv --json /tmp/ann_structured.json
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ import numpy as np
 
 from app.serving.index import VectorIndex
 from app.serving.index_options import IndexOptions
+from bench.embedding_structure import EmbeddingStructure, summary
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 CHUNK = 8_192  # rows generated at a time: small temporaries, so freed memory goes back to the OS
@@ -91,6 +96,52 @@ def clustered_data(vectors: int, people: int, dim: int, queries: int, seed: int)
     sample = min(CHUNK, vectors)
     own_cosine = float(np.mean(np.sum(gallery[:sample] * centres[np.arange(sample) % people], 1)))
     return gallery, query_vectors, query_people, own_cosine
+
+
+def structured_data(
+    structure: EmbeddingStructure, vectors: int, people: int, queries: int, seed: int
+):
+    """Gallery vectors drawn with a trained embedder's structure (image i is person i % people,
+    its (i // people) // 2-th visit: two images a visit), and queries that are a new visit of
+    gallery people."""
+    rng = np.random.default_rng(seed)
+    centres = structure.centres(people, rng)
+    images_per_person = -(-vectors // people)
+    visit_count = -(-images_per_person // 2)
+    visit_points = np.stack([centres + structure.visits(people, rng) for _ in range(visit_count)])
+    gallery = np.empty((vectors, structure.dim), dtype=np.float32)
+    for start in range(0, vectors, CHUNK):
+        rows = np.arange(start, min(start + CHUNK, vectors))
+        gallery[rows] = structure.images(visit_points[(rows // people) // 2, rows % people], rng)
+    del visit_points
+    query_people = rng.choice(min(people, vectors), size=queries, replace=False)
+    new_visits = centres[query_people] + structure.visits(queries, rng)
+    return gallery, structure.images(new_visits, rng), query_people
+
+
+def measured_structure(checkpoint: Path, manifest: Path) -> tuple[EmbeddingStructure, dict]:
+    """The structure of the checkpoint's embeddings of a cohort's images (its people should be
+    ones it never trained on), embedded as the service embeds."""
+    from app.core.config import Settings
+    from app.serving.model_versions import load_embedding_model
+    from training.cohorts import read_cohort
+    from training.embedders import model_embedder
+
+    records, _ = read_cohort(manifest)
+    model = load_embedding_model(checkpoint, Settings(device="cpu", data_dir=Path("/tmp")))
+    progress(f"embedding {len(records)} images of {manifest} with {checkpoint}")
+    embeddings = model_embedder(model)(records).numpy()
+    people = np.array([r.person_id for r in records])
+    structure = EmbeddingStructure.fit(embeddings, people, [r.visit_months for r in records])
+    source = {
+        "checkpoint": str(checkpoint),
+        "checkpoint_sha256": model.sha256,
+        "manifest": str(manifest),
+        "images": len(records),
+        "people": len(set(people)),
+        "measured": summary(embeddings, people),
+    }
+    return structure, source
 
 
 def progress(message: str) -> None:
@@ -195,6 +246,12 @@ def main() -> None:
     parser.add_argument("--target-p50-ms", type=float, default=5.0)
     parser.add_argument("--target-recall", type=float, default=0.99)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--checkpoint", type=Path, help="draw the gallery with this embedder's structure"
+    )
+    parser.add_argument(
+        "--manifest", type=Path, help="with --checkpoint: phantom people it never trained on"
+    )
     parser.add_argument("--json", type=Path, help="also write the JSON object here")
     args = parser.parse_args()
     people = args.people or max(1, args.vectors // 4)
@@ -209,9 +266,37 @@ def main() -> None:
     load_at_start = os.getloadavg()
 
     started = time.perf_counter()
-    gallery, queries, query_people, own_cosine = clustered_data(
-        args.vectors, people, args.dim, args.queries, args.seed
-    )
+    if args.checkpoint is not None:
+        structure, source = measured_structure(args.checkpoint, args.manifest)
+        args.dim = structure.dim
+        gallery, queries, query_people = structured_data(
+            structure, args.vectors, people, args.queries, args.seed
+        )
+        sample = (np.arange(1_000)[:, None] + people * np.arange(4)).ravel()
+        sample = sample[sample < args.vectors]
+        drawn = summary(gallery[sample], sample % people)
+        data = {
+            "data": (
+                f"drawn with the structure of a trained embedder's outputs (bench/embedding_"
+                f"structure.py): {people} people, image i is person i % {people}, two images a "
+                f"visit; queries are {args.queries} images of a new visit of distinct gallery "
+                "people; ground truth is the flat index's top k"
+            ),
+            "structure": {**source, "drawn": drawn},
+        }
+    else:
+        gallery, queries, query_people, own_cosine = clustered_data(
+            args.vectors, people, args.dim, args.queries, args.seed
+        )
+        data = {
+            "data": (
+                f"clustered, not uniform noise: {people} people, each a centre on the unit "
+                f"sphere; image i is person i % {people}, normalised(centre + N(0, (0.75/"
+                f"sqrt(dim))^2)), float32; mean cosine image-to-own-centre {own_cosine:.3f}; "
+                f"queries are {args.queries} new images of distinct gallery people (not in the "
+                "gallery); ground truth is the flat index's top k"
+            )
+        }
     data_seconds = time.perf_counter() - started
     ids = np.arange(args.vectors, dtype=np.int64)  # image i belongs to person i % people
 
@@ -263,13 +348,7 @@ def main() -> None:
         "queries": args.queries,
         "k": args.k,
         "seed": args.seed,
-        "data": (
-            f"clustered, not uniform noise: {people} people, each a centre on the unit sphere; "
-            f"image i is person i % {people}, normalised(centre + N(0, (0.75/sqrt(dim))^2)), float32; "
-            f"mean cosine image-to-own-centre {own_cosine:.3f}; queries are {args.queries} new "
-            "images of distinct gallery people (not in the gallery); ground truth is the flat "
-            "index's top k"
-        ),
+        **data,
         "data_seconds": round(data_seconds, 1),
         "search": "VectorIndex.search, one query at a time, k as given, no filter",
         "metrics": (

@@ -1,5 +1,5 @@
-"""`radmatch synth`, `train`, `calibrate` and `evaluate`: phantom cohorts, the embedder, its
-likelihood ratios, and how well it matches."""
+"""`radmatch synth`, `train`, `calibrate`, `evaluate` and `quantize`: phantom cohorts, the embedder,
+its likelihood ratios, how well it matches, and what int8 costs it."""
 
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ def add_commands(commands: Subcommands) -> None:
     _add_train(commands)
     _add_calibrate(commands)
     _add_evaluate(commands)
+    _add_quantize(commands)
 
 
 def _add_synth(commands: Subcommands) -> None:
@@ -97,6 +98,23 @@ def _add_evaluate(commands: Subcommands) -> None:
         "tippett.png, ece.png, pav.png, scores.png)",
     )
     evaluate.set_defaults(run=_evaluate)
+
+
+def _add_quantize(commands: Subcommands) -> None:
+    quantize = commands.add_parser(
+        "quantize",
+        help="make a checkpoint's int8 ONNX file and measure its accuracy and speed against fp32",
+    )
+    quantize.add_argument("--checkpoint", type=Path, required=True, help="a trained embedder")
+    quantize.add_argument(
+        "--training-cohort",
+        type=Path,
+        required=True,
+        help="the manifest (or ChestX-ray14 folder) it trained on: calibration images come from "
+        "its training people",
+    )
+    add_cohort_options(quantize, split="its test split")
+    quantize.set_defaults(run=_quantize)
 
 
 def synthesize_cohort(
@@ -198,6 +216,48 @@ def _evaluate(args: argparse.Namespace) -> int:
         (args.out / "metrics.md").write_text(tables + "\n")
         write_figure(args.out / "evaluation.png", report)
     return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from app.serving.model_versions import load_embedding_model
+    from model.backends import BackendError
+    from model.checkpoint import CheckpointError
+    from model.int8 import ACCURACY_BOUND_PP
+    from training.cohorts import CohortFormatError, read_cohort
+    from training.int8_trial import (
+        CALIBRATION_IMAGES,
+        calibration_sample,
+        run_int8_trial,
+        training_images,
+    )
+
+    test_cohort = args.manifest or args.chestxray14
+    settings = load_settings().model_copy(
+        update={"device": "cpu", "precision": "fp32", "inference_backend": "onnxruntime"}
+    )
+    try:
+        model = load_embedding_model(args.checkpoint, settings)
+        calibration = calibration_sample(
+            training_images(model, args.training_cohort), CALIBRATION_IMAGES
+        )
+        _, test_sha256 = read_cohort(test_cohort)
+        if test_sha256 == model.checkpoint.info.get("manifest_sha256") and args.manifest:
+            raise ValueError(f"{test_cohort} is the cohort it trained on: test on other people")
+        test = read_cohort_records("quantize", args.manifest, args.chestxray14)
+        sources = {
+            "calibration": {"cohort": str(args.training_cohort)},
+            "test": {"cohort": str(test_cohort), "sha256": test_sha256},
+        }
+        record = run_int8_trial(model, calibration, test, sources)
+    except (CheckpointError, BackendError, CohortFormatError, ValueError, OSError) as error:
+        raise SystemExit(f"radmatch quantize: {error}") from None
+    print(json.dumps({k: record[k] for k in ("fp32", "int8", "loss_pp", "speed")}, indent=2))
+    verdict = "may serve it" if record["accepted"] else "is refused for it"
+    print(
+        f"precision int8 {verdict}: the bound is {ACCURACY_BOUND_PP} percentage points of CMC "
+        f"top-1 and of mAP ({args.checkpoint}.int8.json)"
+    )
+    return 0 if record["accepted"] else 1
 
 
 def _evaluation_embedder(args: argparse.Namespace) -> tuple[RecordEmbedder, dict[str, Any] | str]:

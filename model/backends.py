@@ -28,7 +28,8 @@ BACKENDS: tuple[Backend, ...] = ("torch", "onnxruntime")
 BATCH_SIZE = 64  # at most this many images per forward: bounds the activations' memory
 
 
-Precision = Literal["fp32", "bf16"]
+# int8 runs only on ONNX Runtime, and only a model measured for it (model/int8.py).
+Precision = Literal["fp32", "bf16", "int8"]
 
 
 class BackendError(ValueError):

@@ -26,6 +26,7 @@ from model.backends import (
 from model.backends import embed_inputs as embed_inputs  # the torch forward, for training
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.image import DecodedImage
+from model.int8 import checked_int8
 from model.onnx_file import checked_onnx
 from model.preprocess import preprocess
 from model.threads import apply_threads
@@ -76,11 +77,13 @@ class EmbeddingModel:
         onnx_dir: Path | None = None,
     ) -> EmbeddingModel:
         """Raises CheckpointError for a file that is not a radmatch checkpoint, BackendError for a
-        backend the device or precision cannot use. Precision "auto" is bfloat16 on a GPU,
+        backend the device or precision cannot use (Int8Refused, one of them, for precision int8
+        without a measured int8 file within its bound). Precision "auto" is bfloat16 on a GPU,
         float32 on the CPU; backend "auto" is ONNX Runtime on the CPU, PyTorch on a GPU. ONNX
         Runtime runs the checkpoint's ONNX file, checked or exported first (model/onnx_file.py;
-        `onnx_dir` where the checkpoint's directory cannot be written). `threads`: the
-        process's thread setting (model/threads.py), None to keep what was applied."""
+        `onnx_dir` where the checkpoint's directory cannot be written), or in int8 the measured
+        int8 file (model/int8.py). `threads`: the process's thread setting (model/threads.py),
+        None to keep what was applied."""
         device = device or default_device()
         if backend == "auto":
             backend = default_backend(device)
@@ -94,15 +97,19 @@ class EmbeddingModel:
             checkpoint.embedder.to(memory_format=torch.channels_last)
         if precision == "auto":
             precision = "bf16" if on_gpu else "fp32"
-        if backend == "torch":
+        if backend == "torch" and precision != "int8":
             return cls(checkpoint, Path(path), precision)
-        if on_gpu or precision != "fp32":
+        if on_gpu or precision == "bf16" or backend == "torch":
             raise BackendError(
-                "the onnxruntime backend runs on the CPU in fp32: use device cpu and precision "
-                f"fp32 with it (not {device}, {precision}), or the torch backend"
+                "the onnxruntime backend runs on the CPU in fp32 or int8, and int8 runs only on "
+                f"it: use device cpu with it (not {device} in {precision} by {backend}), or "
+                "the torch backend in fp32 or bf16"
             )
-        forward = OnnxForward(checked_onnx(checkpoint, Path(path), onnx_dir), threads)
-        return cls(checkpoint, Path(path), precision, forward)
+        if precision == "int8":
+            onnx = checked_int8(checkpoint, Path(path))
+        else:
+            onnx = checked_onnx(checkpoint, Path(path), onnx_dir)
+        return cls(checkpoint, Path(path), precision, OnnxForward(onnx, threads))
 
     @property
     def sha256(self) -> str:

@@ -21,8 +21,9 @@ class Settings(BaseSettings):
     # A checkpoint from `radmatch train` to serve; empty means the database's active model version.
     checkpoint: Path | None = None
     device: str = ""  # empty: the GPU when there is one
-    # auto: bfloat16 autocast on a GPU, float32 on the CPU.
-    precision: Literal["auto", "fp32", "bf16"] = "auto"
+    # auto: bfloat16 autocast on a GPU, float32 on the CPU. int8 (CPU, ONNX Runtime) serves only a
+    # model whose int8 file `radmatch quantize` made and measured within its accuracy bound.
+    precision: Literal["auto", "fp32", "bf16", "int8"] = "auto"
     # What runs the network's forward pass (model/backends.py); auto: onnxruntime on the CPU
     # (faster than PyTorch eager, the same embeddings), torch on a GPU. The ONNX file
     # is exported beside the checkpoint, or under <data_dir>/models/onnx where that is read-only.

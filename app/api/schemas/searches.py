@@ -85,7 +85,7 @@ class ModelVersionRef(BaseModel):
 
 class Inference(BaseModel):
     device: str = Field(description="cpu or cuda")
-    precision: Literal["fp32", "bf16"]
+    precision: Literal["fp32", "bf16", "int8"]
     backend: Literal["torch", "onnxruntime"] = Field(
         default="torch",
         description="What ran the network (torch on searches stored before it was recorded)",

@@ -11,7 +11,7 @@ from app.rerun.causes import Cause, Change
 from app.rerun.compare import compare, max_similarity_difference
 from app.rerun.context import Context
 from app.rerun.gallery import Gallery
-from app.rerun.replay import DRIFT_CPU_FP32, DRIFT_GPU_OR_BF16, rounding
+from app.rerun.replay import DRIFT_CPU_FP32, DRIFT_GPU_OR_BF16, DRIFT_INT8, rounding
 from app.rerun.words import approximate, model_change, when
 from app.search.answer import Candidate, ImageMatch
 from app.search.filters import SearchFilters
@@ -225,8 +225,15 @@ def test_someone_who_no_longer_matches_the_filters_left_for_that_reason():
             "the stored search embedded it on cpu in fp32 by onnxruntime, the re-run on cpu in "
             "fp32 by torch",
         ),
+        (
+            {"device": "cpu", "precision": "int8", "backend": "onnxruntime"},
+            {"device": "cpu", "precision": "fp32", "backend": "onnxruntime"},
+            DRIFT_INT8,
+            "the stored search embedded it on cpu in int8 by onnxruntime, the re-run on cpu in "
+            "fp32 by onnxruntime",
+        ),
     ],
-    ids=["cpu-both", "gpu-then", "not-recorded", "other-backend"],
+    ids=["cpu-both", "gpu-then", "not-recorded", "other-backend", "int8-then"],
 )
 def test_rounding_allowed_depends_on_how_both_runs_embedded(stored, rerun, drift, says):
     allowed, words = rounding(stored, rerun)

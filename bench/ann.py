@@ -122,13 +122,12 @@ def structured_data(
 def measured_structure(checkpoint: Path, manifest: Path) -> tuple[EmbeddingStructure, dict]:
     """The structure of the checkpoint's embeddings of a cohort's images (its people should be
     ones it never trained on), embedded as the service embeds."""
-    from app.core.config import Settings
-    from app.serving.model_versions import load_embedding_model
+    from model.inference import EmbeddingModel
     from training.cohorts import read_cohort
     from training.embedders import model_embedder
 
     records, _ = read_cohort(manifest)
-    model = load_embedding_model(checkpoint, Settings(device="cpu", data_dir=Path("/tmp")))
+    model = EmbeddingModel.load(checkpoint, "cpu", backend="auto")
     progress(f"embedding {len(records)} images of {manifest} with {checkpoint}")
     embeddings = model_embedder(model)(records).numpy()
     people = np.array([r.person_id for r in records])

@@ -19,10 +19,10 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from bench.service_bench import (
     API,
+    baseline_models,
     forward_seconds,
     histogram_means,
     new_database,
@@ -30,7 +30,7 @@ from bench.service_bench import (
     radiograph_pixels,
     start_server,
 )
-from model.inference import EmbeddingModel
+from model.threads import available_cpus
 from tests.support.images import phantom_dicom, png_bytes
 from tests.support.servers import seeded_checkpoint
 
@@ -44,6 +44,12 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=192, help="per format")
     parser.add_argument("--formats", default="png,dicom")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backend", default="auto", help="RADMATCH_INFERENCE_BACKEND, server and baseline alike"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=available_cpus(), help="RADMATCH_THREADS, both alike"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     formats = args.formats.split(",")
@@ -51,7 +57,8 @@ def main() -> None:
     result: dict = {
         "bench": "ingest",
         "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "backend": args.backend,
         "input_size": args.input_size,
         "image": "512 x 512, 16-bit",
         "clients": args.clients,
@@ -60,7 +67,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size)
-        model = EmbeddingModel.load(checkpoint, "cpu")
+        model, reference = baseline_models(checkpoint, args.backend, args.threads)
         uploads = {
             name: [encode(name, radiograph_pixels(rng), i) for i in range(args.images + 8)]
             for name in formats
@@ -68,7 +75,15 @@ def main() -> None:
         database_url, key = new_database(scratch)
         # The baseline: the network alone on the largest batch the clients can form.
         forward = [forward_seconds(model, args.clients, repeats=5)]
-        server = start_server(scratch, database_url, key, checkpoint)
+        torch_forward = forward_seconds(reference, args.clients, repeats=5)
+        server = start_server(
+            scratch,
+            database_url,
+            key,
+            checkpoint,
+            inference_backend=args.backend,
+            threads=str(args.threads),
+        )
         try:
             with server.admin() as client:
                 people = [
@@ -90,6 +105,8 @@ def main() -> None:
         "ms_per_batch": round(seconds * 1e3, 1),
         "ms_per_batch_before_and_after": [round(f * 1e3, 1) for f in forward],
         "images_per_s": round(raw, 1),
+        "backend_in_use": model.backend,
+        "torch_eager_images_per_s": round(args.clients / torch_forward, 1),
     }
     for name in formats:
         result[name]["ratio_to_raw_forward"] = round(result[name]["images_per_s"] / raw, 3)

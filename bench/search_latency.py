@@ -21,12 +21,12 @@ from pathlib import Path
 
 import numpy as np
 import sqlalchemy as sa
-import torch
 
 from app.storage.database import make_engine
 from app.storage.tables import Embedding, Image, ModelVersion, Person
 from bench.service_bench import (
     API,
+    baseline_models,
     forward_seconds,
     histogram_means,
     new_database,
@@ -34,7 +34,7 @@ from bench.service_bench import (
     radiograph_pixels,
     start_server,
 )
-from model.inference import EmbeddingModel
+from model.threads import available_cpus
 from tests.support.images import png_bytes
 from tests.support.servers import seeded_checkpoint
 
@@ -50,16 +50,23 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=10)
     parser.add_argument("--approximate-from", type=int, default=None, help="RADMATCH_ setting")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--backend", default="auto", help="RADMATCH_INFERENCE_BACKEND, server and baseline alike"
+    )
+    parser.add_argument(
+        "--threads", type=int, default=available_cpus(), help="RADMATCH_THREADS, both alike"
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     rng = np.random.default_rng(args.seed)
-    settings = {}
+    settings = {"inference_backend": args.backend, "threads": str(args.threads)}
     if args.approximate_from is not None:
         settings["approximate_index_from"] = str(args.approximate_from)
     result: dict = {
         "bench": "search_latency",
         "cpu_cores": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
+        "threads": args.threads,
+        "backend": args.backend,
         "input_size": args.input_size,
         "gallery_images": args.gallery,
         "k": args.k,
@@ -68,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size)
-        model = EmbeddingModel.load(checkpoint, "cpu")
+        model, reference = baseline_models(checkpoint, args.backend, args.threads)
         queries = [png_bytes(radiograph_pixels(rng)) for _ in range(args.queries + 5)]
         database_url, key = new_database(scratch)
         start_server(scratch, database_url, key, checkpoint).stop()  # registers the model
@@ -77,6 +84,7 @@ def main() -> None:
         result["gallery_write_seconds"] = round(time.perf_counter() - started, 1)
 
         forward = [forward_seconds(model, 1, repeats=20)]
+        torch_forward = forward_seconds(reference, 1, repeats=20)
         started = time.perf_counter()
         server = start_server(scratch, database_url, key, checkpoint, **settings)
         result["server_start_seconds"] = round(time.perf_counter() - started, 1)
@@ -106,6 +114,8 @@ def main() -> None:
             "index_size": answer["index_size"],
             "single_forward_ms": round(single * 1e3, 1),
             "single_forward_ms_before_and_after": [round(f * 1e3, 1) for f in forward],
+            "backend_in_use": model.backend,
+            "torch_eager_single_forward_ms": round(torch_forward * 1e3, 1),
             "search_ms_p50": round(p50 * 1e3, 1),
             "search_ms_p95": round(percentile(latencies, 95) * 1e3, 1),
             "ratio_p50_to_forward": round(p50 / single, 3),

@@ -48,6 +48,14 @@ def radiograph_pixels(rng: np.random.Generator) -> np.ndarray:
     return (np.clip(0.2 + 0.6 * bones + noise, 0, 1) * 65535).astype(np.uint16)
 
 
+def baseline_models(
+    checkpoint: Path, backend: str, threads: int
+) -> tuple[EmbeddingModel, EmbeddingModel]:
+    """The model as the server runs it (this backend and threads), and PyTorch eager beside it."""
+    model = EmbeddingModel.load(checkpoint, "cpu", backend=backend, threads=threads)
+    return model, EmbeddingModel.load(checkpoint, "cpu", backend="torch", threads=threads)
+
+
 def forward_seconds(model: EmbeddingModel, batch: int, repeats: int) -> float:
     """Median seconds of one network run on `batch` preprocessed inputs, nothing else."""
     size = model.checkpoint.preprocessing.input_size

@@ -22,6 +22,7 @@ when any request failed or the memory grew.
     .venv/bin/python -m bench.load                              # 32 clients for 5 minutes
     .venv/bin/python -m bench.load --clients 8 --duration 20    # a quick look
     .venv/bin/python -m bench.load --trace-heap                 # Python's heap traced beside
+    OMP_WAIT_POLICY=ACTIVE .venv/bin/python -m bench.load --backend torch   # threads spinning
 """
 
 from __future__ import annotations
@@ -236,6 +237,7 @@ def main() -> int:
         action="store_true",
         help="run the server under bench/heap_trace.py and report Python's heap beside RSS",
     )
+    parser.add_argument("--backend", default="auto", help="the server's RADMATCH_INFERENCE_BACKEND")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
@@ -248,6 +250,9 @@ def main() -> int:
         "duration_s": args.duration,
         "upload_share": args.upload_share,
         "k": args.k,
+        "backend": args.backend,
+        # The server inherits it; radmatch sets PASSIVE when it is unset (model/threads.py).
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "PASSIVE (radmatch's default)"),
     }
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
@@ -264,7 +269,9 @@ def main() -> int:
             if args.trace_heap
             else Server.launcher
         )
-        server = start_server(scratch, database_url, key, checkpoint, launcher)
+        server = start_server(
+            scratch, database_url, key, checkpoint, launcher, inference_backend=args.backend
+        )
         try:
             people = load_gallery(server, args.gallery_people, args.images_per_person, rng)
             result["gallery"] = {

@@ -4,7 +4,9 @@ For input sizes 128 and 256 px and 1 and 2 threads, images per second of each on
 phantom-like radiographs through the service's preprocessing (a seeded ResNet-18 checkpoint,
 tests.support.servers.seeded_checkpoint), the ratio onnxruntime / torch (target >= 2), and how
 close the two backends' embeddings are: the worst cosine over the batch (target >= 0.99999) and
-the largest difference between the similarities the two give the batch's pairs.
+the largest difference between the similarities the two give the batch's pairs. Beside them,
+the same graph in int8 (model/int8.py, calibrated on the batch: speed only; its accuracy is
+measured by `radmatch quantize`). These rows run as radmatch runs: OpenMP threads passive.
 
 Then the same at 128 px and 2 threads with the other core busy (a `python -c "while True: pass"`
 process), with and without the thread settings of model/threads.py: PyTorch with its OpenMP
@@ -31,6 +33,7 @@ import time
 from pathlib import Path
 
 BATCH = 32
+AS_RADMATCH_RUNS = {"OMP_WAIT_POLICY": "PASSIVE"}  # model/threads.py
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -48,7 +51,9 @@ def main() -> None:
         "cpus": len(os.sched_getaffinity(0)),
         "repeats": args.repeats,
         "throughput": [
-            run_child(size=size, threads=threads, repeats=args.repeats)
+            run_child(
+                size=size, threads=threads, repeats=args.repeats, int8=True, env=AS_RADMATCH_RUNS
+            )
             for size in (128, 256)
             for threads in (1, 2)
         ],
@@ -68,7 +73,7 @@ def under_load(repeats: int) -> dict:
         hog = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if busy else None
         try:
             for policy in ("spinning", "passive"):
-                env = {"OMP_WAIT_POLICY": "PASSIVE"} if policy == "passive" else {}
+                env = AS_RADMATCH_RUNS if policy == "passive" else {}
                 rows[f"{name}_{policy}"] = run_child(
                     size=128, threads=2, repeats=repeats, spinning=policy == "spinning", env=env
                 )
@@ -95,13 +100,17 @@ def run_child(env: dict[str, str] | None = None, **options) -> dict:
     return json.loads(output.strip().splitlines()[-1])
 
 
-def measure(size: int, threads: int, repeats: int, spinning: bool = False) -> dict:
+def measure(
+    size: int, threads: int, repeats: int, spinning: bool = False, int8: bool = False
+) -> dict:
     import numpy as np
     import torch
 
     from bench.service_bench import radiograph_pixels
     from model.backends import OnnxForward, load_onnxruntime
     from model.inference import EmbeddingModel
+    from model.int8 import quantize
+    from model.onnx_file import OnnxFile
     from model.preprocess import Preprocessing, preprocess
     from model.threads import apply_threads
     from tests.support.servers import seeded_checkpoint
@@ -129,12 +138,18 @@ def measure(size: int, threads: int, repeats: int, spinning: bool = False) -> di
             for _ in range(BATCH)
         ]
     )
-    expected, got = torch_model.embed_inputs(inputs), ort_model.embed_inputs(inputs)  # warm-up
-    times: dict[str, list[float]] = {"torch": [], "onnxruntime": []}
+    forwards = {"torch": torch_model.forward, "onnxruntime": forward}
+    if int8:  # calibrated on the batch itself: this measures speed, not accuracy
+        int8_data = quantize(forward.onnx.data, inputs.numpy())
+        forwards["int8"] = OnnxForward(OnnxFile(Path("int8"), int8_data), threads)
+    expected, got = forwards["torch"](inputs), forwards["onnxruntime"](inputs)  # warm-up
+    for run in forwards.values():
+        run(inputs)
+    times: dict[str, list[float]] = {name: [] for name in forwards}
     for _ in range(repeats):
-        for name, model in (("torch", torch_model), ("onnxruntime", ort_model)):
+        for name, run in forwards.items():
             started = time.perf_counter()
-            model.embed_inputs(inputs)
+            run(inputs)
             times[name].append(time.perf_counter() - started)
     rate = {name: BATCH / statistics.median(seconds) for name, seconds in times.items()}
     cosine = np.sum(expected * got, axis=1) / (
@@ -148,6 +163,14 @@ def measure(size: int, threads: int, repeats: int, spinning: bool = False) -> di
         "torch_images_per_s": round(rate["torch"], 2),
         "onnxruntime_images_per_s": round(rate["onnxruntime"], 2),
         "ratio_ort_over_torch": round(rate["onnxruntime"] / rate["torch"], 3),
+        **(
+            {
+                "int8_images_per_s": round(rate["int8"], 2),
+                "ratio_int8_over_torch": round(rate["int8"] / rate["torch"], 3),
+            }
+            if int8
+            else {}
+        ),
         "min_cosine": float(cosine.min()),
         "max_similarity_difference": float(np.abs(expected @ expected.T - got @ got.T).max()),
     }

@@ -1,11 +1,12 @@
 """Ingest throughput: images per second through the HTTP API (upload, decode, embed, store, index)
 with concurrent clients, against the raw batched network forward measured in the same run.
 
-A real `radmatch serve` on the embedded defaults (SQLite) and 512 x 512 16-bit radiographs, PNG
+A real `radmatch serve` on the embedded defaults (SQLite, or the empty database given) and 512 x 512 16-bit radiographs, PNG
 and DICOM, made before the clock starts so that the clients only send. Prints one JSON object.
 
     .venv/bin/python -m bench.ingest                    # the paper's 256 px model, 8 clients
     .venv/bin/python -m bench.ingest --input-size 128   # the cpu preset's model
+    .venv/bin/python -m bench.ingest --database-url postgresql+psycopg://postgres@127.0.0.1/EMPTY_DB
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--formats", default="png,dicom")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--database-url", default=None, help="an empty database (default: a new SQLite file)"
+    )
+    parser.add_argument(
         "--backend", default="auto", help="RADMATCH_INFERENCE_BACKEND, server and baseline alike"
     )
     parser.add_argument(
@@ -72,7 +76,8 @@ def main() -> None:
             name: [encode(name, radiograph_pixels(rng), i) for i in range(args.images + 8)]
             for name in formats
         }
-        database_url, key = new_database(scratch)
+        database_url, key = new_database(scratch, args.database_url)
+        result["database"] = database_url.split(":", 1)[0].split("+", 1)[0]
         # The baseline: the network alone on the largest batch the clients can form.
         forward = [forward_seconds(model, args.clients, repeats=5)]
         torch_forward = forward_seconds(reference, args.clients, repeats=5)

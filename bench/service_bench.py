@@ -19,9 +19,9 @@ API = "/api/v1"
 SIDE = 512
 
 
-def new_database(scratch: Path) -> tuple[str, str]:
-    """A migrated SQLite database in `scratch`, and an admin key for it."""
-    database_url = f"sqlite:///{scratch / 'radmatch.db'}"
+def new_database(scratch: Path, database_url: str | None = None) -> tuple[str, str]:
+    """The database migrated (by default a SQLite file in `scratch`), and an admin key for it."""
+    database_url = database_url or f"sqlite:///{scratch / 'radmatch.db'}"
     admin, _ = prepare_database(database_url)
     return database_url, admin
 

@@ -3,8 +3,8 @@ bfloat16) or ONNX Runtime (CPU, float32). Each is called with preprocessed input
 (N, 1, S, S), and returns unit embeddings, float32 (N, D), as a numpy array; EmbeddingModel
 (model/inference.py) keeps the checkpoint and the preprocessing and hands the forward to one.
 
-On the CPU, ONNX Runtime runs the same network faster than PyTorch eager (1.3 to 2.2 times on a
-2-core AMD EPYC with AVX-512, by input size and threads; docs/results/performance.md), with the
+On the CPU, ONNX Runtime runs the same network faster than PyTorch eager (1.45 to 3.1 times on a
+2-core Intel Xeon, by input size and threads; docs/results/performance.md), with the
 same embeddings to within float32 rounding (bench/inference_backends.py): it fuses each
 convolution with its batch norm and activation, and its thread pool does not spin
 (model/threads.py).

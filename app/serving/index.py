@@ -8,7 +8,7 @@ the embeddings added or removed after it. A snapshot on disk is only a shortcut 
 
 Small galleries are searched exactly (a flat inner-product scan). From `approximate_from` images
 on, a build makes an approximate index instead, HNSW or IVF as configured: a flat scan costs about
-65 ms per query at a million images on two cores. The kind is chosen when an index is built (at
+50-65 ms per query at a million images on two cores, HNSW about 1 ms (docs/results/performance.md). The kind is chosen when an index is built (at
 start-up without a usable snapshot, or by a rebuild job); catching up adds to the index it has.
 HNSW and IVF cannot remove vectors in place, so their removals are tombstones that searches skip
 and the next build drops. Every search says which index answered it.

@@ -158,3 +158,20 @@ def test_quantize_calibrates_on_the_training_cohort_and_tests_on_others(
     with pytest.raises(SystemExit, match="is the cohort it trained on: test on other people"):
         main(["quantize", "--checkpoint", str(checkpoint), *same])
     assert not int8_path(checkpoint).exists() and not int8_record_path(checkpoint).exists()
+
+
+def test_quantize_splits_a_chestxray14_release_into_calibration_and_test(
+    tmp_path, chestxray14_release
+):
+    root = chestxray14_release(tmp_path / "cxr", patients=8, test_patients={7, 8}, visits=3)
+    checkpoint = tmp_path / "chest.pt"
+    torch.manual_seed(0)
+    trained_on = hashlib.sha256((root / "Data_Entry_2017.csv").read_bytes()).hexdigest()
+    save_checkpoint(
+        checkpoint, Embedder(), Preprocessing(input_size=64), manifest_sha256=trained_on
+    )
+    main(["quantize", "--checkpoint", str(checkpoint), "--training-cohort", str(root),
+          "--chestxray14", str(root)])  # fmt: skip
+    record = json.loads(int8_record_path(checkpoint).read_text())
+    assert record["calibration"]["images"] == 6 * 3  # the six patients outside the test split
+    assert record["test"]["people"] == 2 and record["test"]["images"] == 2 * 3

@@ -51,6 +51,9 @@ def main() -> None:
     parser.add_argument("--approximate-from", type=int, default=None, help="RADMATCH_ setting")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--flip-tta", action="store_true", help="a model that embeds each image and its mirror"
+    )
+    parser.add_argument(
         "--backend", default="auto", help="RADMATCH_INFERENCE_BACKEND, server and baseline alike"
     )
     parser.add_argument(
@@ -68,13 +71,14 @@ def main() -> None:
         "threads": args.threads,
         "backend": args.backend,
         "input_size": args.input_size,
+        "flip_tta": args.flip_tta,
         "gallery_images": args.gallery,
         "k": args.k,
         "target_ratio": TARGET_RATIO,
     }
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
-        checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size)
+        checkpoint = seeded_checkpoint(scratch / "model.pt", args.input_size, args.flip_tta)
         model, reference = baseline_models(checkpoint, args.backend, args.threads)
         queries = [png_bytes(radiograph_pixels(rng)) for _ in range(args.queries + 5)]
         database_url, key = new_database(scratch)

@@ -9,7 +9,11 @@ candidate's map is the same with the two images' roles swapped. Each map sums to
 float rounding): a positive cell pulls the two images together, a negative one pushes them apart.
 The decomposition is exact only for average pooling followed by a linear head, which is this
 embedder's; a cell is a location of the feature grid, whose receptive field is wider than its
-share of the image."""
+share of the image.
+
+For a checkpoint made with flip_tta, z is the sum of the image's and its mirror image's, so each
+image has twice N terms; a mirror cell is added to the cell it lies over (its column reversed), so
+the maps still sum to the similarity exactly, and a cell holds what both views found there."""
 
 from __future__ import annotations
 
@@ -29,13 +33,15 @@ class SimilarityMaps:
 
 
 def similarity_maps(
-    embedder: Embedder, query: torch.Tensor, candidate: torch.Tensor
+    embedder: Embedder, query: torch.Tensor, candidate: torch.Tensor, flip_tta: bool = False
 ) -> SimilarityMaps:
     """The maps of two preprocessed inputs (1, S, S), computed in float32 on the embedder's
-    device."""
+    device; with flip_tta, of the embeddings averaged with their mirror images'."""
     backbone = embedder.backbone
     parameter = next(embedder.parameters())
     inputs = torch.stack([query, candidate]).to(parameter.device, torch.float32)
+    if flip_tta:
+        inputs = torch.cat([inputs, inputs.flip(-1)])
     with torch.inference_mode():
         features = backbone.features(inputs).float()
         locations = features.shape[2] * features.shape[3]
@@ -43,6 +49,8 @@ def similarity_maps(
         terms = (
             torch.einsum("bchw,dc->bdhw", features, weight) + bias[None, :, None, None]
         ) / locations
+        if flip_tta:  # each mirror cell onto the cell of the image it lies over
+            terms = terms[:2] + terms[2:].flip(-1)
         z = terms.sum(dim=(2, 3))
         norms = z.norm(dim=1)
         unit = z / norms[:, None]

@@ -7,12 +7,13 @@ default there): about twice the images per second, at cosine differences around 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from model.backends import (
     BACKENDS,
@@ -28,7 +29,7 @@ from model.checkpoint import Checkpoint, load_checkpoint
 from model.image import DecodedImage
 from model.int8 import checked_int8
 from model.onnx_file import checked_onnx
-from model.preprocess import preprocess
+from model.preprocess import Preprocessing, preprocess
 from model.threads import apply_threads
 
 
@@ -48,6 +49,19 @@ def pixel_spacing(image: DecodedImage, known_mm: float | None = None) -> float |
         return known_mm
     spacing = image.metadata.pixel_spacing_mm
     return spacing[1] if spacing is not None else None
+
+
+def flip_averaged(
+    embed: Callable[[torch.Tensor], torch.Tensor], inputs: torch.Tensor, prep: Preprocessing
+) -> torch.Tensor:
+    """Unit embeddings of preprocessed inputs (N, 1, S, S) by `embed`; for a checkpoint made
+    with flip_tta, the normalised mean of each image's and its mirror image's, in one batch.
+    Every path from a checkpoint to embeddings (the service, ingest, evaluate, calibration)
+    comes through here."""
+    if not prep.flip_tta:
+        return embed(inputs)
+    both = embed(torch.cat([inputs, inputs.flip(-1)]))
+    return F.normalize(both[: len(inputs)] + both[len(inputs) :], dim=1)
 
 
 class EmbeddingModel:
@@ -151,4 +165,6 @@ class EmbeddingModel:
 
     def embed_inputs(self, inputs: torch.Tensor) -> np.ndarray:
         """Unit embeddings, float32 (N, D), of preprocessed inputs (N, 1, S, S)."""
-        return self.forward(inputs)
+        forward = self.forward
+        prep = self.checkpoint.preprocessing
+        return flip_averaged(lambda x: torch.from_numpy(forward(x)), inputs, prep).numpy()

@@ -22,6 +22,10 @@ class Preprocessing:
     crop_px: int = PAPER_CROP_PX
     mean: float = 0.5
     std: float = 0.25
+    # Embed the mean of an image's embedding and its left-right mirror image's (test-time
+    # augmentation: both knees are one identity). It belongs to the checkpoint, not to a search,
+    # because the gallery must be embedded the same way (docs/results/accuracy.md).
+    flip_tta: bool = False
 
     @property
     def resize(self) -> int:

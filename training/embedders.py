@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import load_checkpoint
 from model.decode import decode_image
-from model.inference import EmbeddingModel, embed_inputs, pixel_spacing
+from model.inference import EmbeddingModel, embed_inputs, flip_averaged, pixel_spacing
 from model.network import Embedder
 from model.preprocess import Preprocessing, final_crop, resized
 from training.records import ImageRecord
@@ -49,7 +49,8 @@ def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
 
 def network_embedder(network: Embedder, prep: Preprocessing) -> RecordEmbedder:
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
-        return embed_inputs(network.eval(), _inputs(records, prep))
+        network.eval()
+        return flip_averaged(lambda x: embed_inputs(network, x), _inputs(records, prep), prep)
 
     return embed
 

@@ -92,7 +92,7 @@ def train_on_records(
         trained_on_sha256=cohort_sha256,
         trained_people=frozenset(r.person_id for r in train_records),
     )
-    prep = Preprocessing(input_size=config.input_size)
+    prep = Preprocessing(input_size=config.input_size, flip_tta=config.flip_tta)
     show = progress and process.is_main
     images = TrainingImages(train_records, prep, config.cache_images, show)
     people = int(images.labels.max()) + 1
@@ -385,10 +385,11 @@ def _save_last(
 
 def _resume(path: Path, config: TrainConfig, objective: Objective, optimiser) -> RunState:
     saved = torch.load(path, map_location="cpu", weights_only=True)
+    defaults = asdict(TrainConfig())  # an option newer than the run had its default then
     changed = {
         key
         for key, value in asdict(config).items()
-        if key not in RESUMABLE_CHANGES and saved["config"].get(key) != value
+        if key not in RESUMABLE_CHANGES and saved["config"].get(key, defaults[key]) != value
     }
     if changed:
         raise ConfigError(

@@ -49,6 +49,7 @@ def explain(
         model.checkpoint.embedder,
         model.input_tensor(query_image, query_spacing),
         model.input_tensor(candidate_image, candidate_spacing),
+        model.checkpoint.preprocessing.flip_tta,
     )
     return {
         "search_id": search_id,

@@ -202,13 +202,12 @@ def new_server(root: Path, database_url: str, checkpoint: Path | None, **setting
     return Server(env=env, log=root / "server.log", admin_key=admin, examiner_key=examiner).start()
 
 
-def seeded_checkpoint(path: Path, input_size: int = 64) -> Path:
+def seeded_checkpoint(path: Path, input_size: int = 64, flip_tta: bool = False) -> Path:
     """A seeded ResNet-18 embedder: untrained, but a fixed, real model that costs what a trained
     one costs to run."""
     torch.manual_seed(0)
-    save_checkpoint(
-        path, Embedder(), Preprocessing(input_size=input_size), metrics={"val_mAP": 0.0}
-    )
+    prep = Preprocessing(input_size=input_size, flip_tta=flip_tta)
+    save_checkpoint(path, Embedder(), prep, metrics={"val_mAP": 0.0})
     return path
 
 

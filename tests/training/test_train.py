@@ -23,7 +23,18 @@ SMOKE = PRESETS["smoke"]
 def test_train_then_evaluate_from_the_command_line(phantom_manifest, tmp_path, capsys):
     run = tmp_path / "run"
     assert (
-        main(["train", "--manifest", str(phantom_manifest), "--preset", "smoke", "--out", str(run)])
+        main(
+            [
+                "train",
+                "--manifest",
+                str(phantom_manifest),
+                "--preset",
+                "smoke",
+                "--out",
+                str(run),
+                "--flip-tta",
+            ]
+        )  # fmt: skip
         == 0
     )
     checkpoint = load_checkpoint(run / "checkpoint.pt")
@@ -42,6 +53,7 @@ def test_train_then_evaluate_from_the_command_line(phantom_manifest, tmp_path, c
     # AutoMargin moved the margins away from their epoch-0 values after the first epoch
     assert (history[0]["margin"], history[0]["beta"]) != (0.25, 0.0)
     assert checkpoint.preprocessing.input_size == SMOKE.input_size
+    assert checkpoint.preprocessing.flip_tta and not SMOKE.flip_tta  # the option reached it
 
     capsys.readouterr()  # training's own output
     out = tmp_path / "evaluation"

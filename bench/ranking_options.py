@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from model.inference import EmbeddingModel
 from training.cohorts import read_cohort
-from training.embedders import load_input
+from training.embedders import record_inputs
 from training.protocol import evaluate_embeddings, protocol_groups
 
 
@@ -84,7 +84,7 @@ def main() -> None:
     args = parser.parse_args()
     records, sha256 = read_cohort(args.manifest)
     model = EmbeddingModel.load(args.checkpoint, "cpu", backend="auto")
-    inputs = torch.stack([load_input(r, model.checkpoint.preprocessing) for r in records])
+    inputs = record_inputs(records, model.checkpoint.preprocessing)
     plain = torch.from_numpy(model.embed_inputs(inputs))
     mirrored = torch.from_numpy(model.embed_inputs(torch.flip(inputs, dims=[3])))
     flip_tta = F.normalize(plain + mirrored, dim=1)

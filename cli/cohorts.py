@@ -191,7 +191,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from training.protocol import evaluate_embeddings, metrics_table, protocol_groups
     from training.report import verification_table, write_figure
 
-    records = read_cohort_records("evaluate", args.manifest, args.chestxray14)
+    records, _ = read_cohort_records("evaluate", args.manifest, args.chestxray14)
     try:
         protocol_groups(records)  # refuse a cohort without follow-ups before embedding it
     except ValueError as error:
@@ -223,7 +223,7 @@ def _quantize(args: argparse.Namespace) -> int:
     from model.backends import BackendError
     from model.checkpoint import CheckpointError
     from model.int8 import ACCURACY_BOUND_PP
-    from training.cohorts import CohortFormatError, read_cohort
+    from training.cohorts import CohortFormatError
     from training.int8_trial import (
         CALIBRATION_IMAGES,
         calibration_sample,
@@ -232,6 +232,7 @@ def _quantize(args: argparse.Namespace) -> int:
     )
 
     test_cohort = args.manifest or args.chestxray14
+    test, test_sha256 = read_cohort_records("quantize", args.manifest, args.chestxray14)
     settings = load_settings().model_copy(
         update={"device": "cpu", "precision": "fp32", "inference_backend": "onnxruntime"}
     )
@@ -240,10 +241,8 @@ def _quantize(args: argparse.Namespace) -> int:
         calibration = calibration_sample(
             training_images(model, args.training_cohort), CALIBRATION_IMAGES
         )
-        _, test_sha256 = read_cohort(test_cohort)
         if test_sha256 == model.checkpoint.info.get("manifest_sha256") and args.manifest:
             raise ValueError(f"{test_cohort} is the cohort it trained on: test on other people")
-        test = read_cohort_records("quantize", args.manifest, args.chestxray14)
         sources = {
             "calibration": {"cohort": str(args.training_cohort)},
             "test": {"cohort": str(test_cohort), "sha256": test_sha256},

@@ -105,14 +105,15 @@ def add_cohort_options(
 
 def read_cohort_records(
     command: str, manifest: Path | None, chestxray14: Path | None
-) -> list[ImageRecord]:
-    """The records of a knee manifest, or of a ChestX-ray14 release's test split."""
+) -> tuple[list[ImageRecord], str]:
+    """The records of a knee manifest, or of a ChestX-ray14 release's test split, and the sha256
+    of the file that lists them."""
     from training.cohorts import CohortFormatError, read_cohort
 
     try:
-        records, _ = read_cohort(manifest or chestxray14)
+        records, sha256 = read_cohort(manifest or chestxray14)
     except (CohortFormatError, OSError) as error:
         raise SystemExit(f"radmatch {command}: {error}") from None
     if chestxray14 is not None:  # training leaves these people out: they are the ones to match
         records = [r for r in records if r.split == "test"]
-    return records
+    return records, sha256

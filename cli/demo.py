@@ -121,7 +121,8 @@ def _make_gallery(plan: DemoPlan, settings: Settings) -> tuple[str, str]:
     _step("3/5 the case database: schema, and the gallery people's first visits")
     upgrade_schema(settings)
     manifest = plan.gallery_cohort / "manifest.csv"
-    ingest(settings, read_cohort_records("ingest", manifest, None), baseline_only=True)
+    records, _ = read_cohort_records("ingest", manifest, None)
+    ingest(settings, records, baseline_only=True)
     return _new_key(settings, "admin", "demo admin"), _new_key(
         settings, "examiner", "demo examiner"
     )

@@ -142,7 +142,7 @@ def _ingest(args: argparse.Namespace) -> int:
         )
     if args.issuer is not None:
         raise SystemExit("radmatch ingest: --issuer applies to --dicomdir and --dicom-folder")
-    records = read_cohort_records("ingest", args.manifest, args.chestxray14)
+    records, _ = read_cohort_records("ingest", args.manifest, args.chestxray14)
     ingest(settings, records, args.baseline_only)
     return 0
 

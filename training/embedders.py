@@ -35,13 +35,13 @@ def load_input(record: ImageRecord, prep: Preprocessing) -> torch.Tensor:
     return final_crop(load_resized(record, prep), prep)
 
 
-def _inputs(records: Sequence[ImageRecord], prep: Preprocessing) -> torch.Tensor:
+def record_inputs(records: Sequence[ImageRecord], prep: Preprocessing) -> torch.Tensor:
     return torch.stack([load_input(r, prep) for r in tqdm(records, desc="decode", unit="img")])
 
 
 def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
-        flat = _inputs(records, prep).flatten(1)
+        flat = record_inputs(records, prep).flatten(1)
         return F.normalize(flat - flat.mean(dim=1, keepdim=True), dim=1)
 
     return embed
@@ -50,7 +50,7 @@ def raw_pixels(prep: Preprocessing) -> RecordEmbedder:
 def network_embedder(network: Embedder, prep: Preprocessing) -> RecordEmbedder:
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
         network.eval()
-        return flip_averaged(lambda x: embed_inputs(network, x), _inputs(records, prep), prep)
+        return flip_averaged(lambda x: embed_inputs(network, x), record_inputs(records, prep), prep)
 
     return embed
 
@@ -59,7 +59,7 @@ def model_embedder(model: EmbeddingModel) -> RecordEmbedder:
     """A checkpoint as the service embeds with it: its preprocessing, then its backend."""
 
     def embed(records: Sequence[ImageRecord]) -> torch.Tensor:
-        inputs = _inputs(records, model.checkpoint.preprocessing)
+        inputs = record_inputs(records, model.checkpoint.preprocessing)
         return torch.from_numpy(model.embed_inputs(inputs))
 
     return embed

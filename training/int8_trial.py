@@ -21,7 +21,7 @@ from model.inference import EmbeddingModel
 from model.int8 import quantize, write_int8
 from model.onnx_file import OnnxFile
 from training.cohorts import read_cohort
-from training.embedders import load_input
+from training.embedders import record_inputs
 from training.protocol import evaluate_embeddings
 from training.records import ImageRecord
 from training.train import split_people
@@ -68,10 +68,10 @@ def run_int8_trial(
     if not isinstance(model.forward, OnnxForward):
         raise ValueError("the int8 trial compares against the onnxruntime backend in fp32")
     prep = model.checkpoint.preprocessing
-    calibration_inputs = torch.stack([load_input(r, prep) for r in calibration]).numpy()
+    calibration_inputs = record_inputs(calibration, prep).numpy()
     int8_data = quantize(model.forward.onnx.data, calibration_inputs)
     int8 = OnnxForward(OnnxFile(Path("int8"), int8_data), model.forward.threads)
-    inputs = torch.stack([load_input(r, prep) for r in test]).numpy()
+    inputs = record_inputs(test, prep).numpy()
     fp32_embeddings, int8_embeddings = model.forward(inputs), int8(inputs)
     record = {
         "checkpoint_sha256": model.sha256,

@@ -20,14 +20,14 @@ from pathlib import Path
 
 import torch
 
-from model.checkpoint import load_checkpoint
-from model.inference import embed_inputs
+from model.checkpoint import Checkpoint, load_checkpoint
+from model.inference import embed_inputs, flip_averaged
 from model.preprocess import Preprocessing
 from training.cohorts import read_knee_manifest
 from training.config import resolve_config
 from training.embedders import load_input, raw_pixels
 from training.phantom.cohort import CohortSpec, synthesize
-from training.protocol import METRICS, evaluate_by_interval
+from training.protocol import METRICS, evaluate_by_interval, evaluate_embeddings
 from training.train import train
 
 LOSSES = ("triplet", "triplet-am", "adatriplet", "adatriplet-am")
@@ -55,8 +55,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
 
-    train_manifest = _cohort(args.train_seed, args.train_subjects)
-    test = read_knee_manifest(_cohort(args.test_seed, args.test_subjects))
+    train_manifest = cohort_manifest(args.train_seed, args.train_subjects)
+    test = read_knee_manifest(cohort_manifest(args.test_seed, args.test_subjects))
     base = resolve_config(args.preset, overrides={"epochs": args.epochs})
     prep = Preprocessing(input_size=base.input_size)
     test_inputs = torch.stack([load_input(r, prep) for r in test])
@@ -73,10 +73,7 @@ def main() -> None:
                     args.preset, overrides={"epochs": args.epochs, "loss": loss, "seed": seed}
                 )
                 checkpoint = load_checkpoint(train(config, train_manifest, out, progress=False))
-                network = checkpoint.embedder
-                report = evaluate_by_interval(
-                    test, lambda _, n=network: embed_inputs(n, test_inputs)
-                )
+                report = evaluate_embeddings(test, checkpoint_embeddings(checkpoint, test_inputs))
                 report["run"] = {
                     "loss": loss,
                     "seed": seed,
@@ -107,7 +104,13 @@ def main() -> None:
     write_markdown(result, args, args.docs / "phantom_benchmark.md")
 
 
-def _cohort(seed: int, subjects: int) -> Path:
+def checkpoint_embeddings(checkpoint: Checkpoint, inputs: torch.Tensor) -> torch.Tensor:
+    """The embeddings of preprocessed inputs as the service computes them (flip TTA included)."""
+    network = checkpoint.embedder
+    return flip_averaged(lambda x: embed_inputs(network, x), inputs, checkpoint.preprocessing)
+
+
+def cohort_manifest(seed: int, subjects: int) -> Path:
     manifest = Path("data") / f"phantom-{seed}" / "manifest.csv"
     if not manifest.exists():
         synthesize(CohortSpec(out=manifest.parent, subjects=subjects, seed=seed, dicom=False))

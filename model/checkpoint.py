@@ -20,7 +20,7 @@ from typing import Any
 import torch
 
 from model.files import write_atomically
-from model.network import Embedder
+from model.network import Architecture, Embedder
 from model.preprocess import Preprocessing
 
 FORMAT = "radmatch-embedder/1"
@@ -45,7 +45,7 @@ def save_checkpoint(
     sha256. `info` holds JSON-like values: training config, manifest hash, metrics."""
     payload = {
         "format": FORMAT,
-        "architecture": {"name": "resnet18", "embedding_dim": embedder.embedding_dim},
+        "architecture": {"name": "resnet18", **asdict(embedder.architecture)},
         "preprocessing": asdict(preprocessing),
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in embedder.state_dict().items()},
         "info": {"code_version": code_version(), "created": _now(), **info},
@@ -78,7 +78,9 @@ def load_checkpoint(path: Path | str, device: str | torch.device = "cpu") -> Che
         raise CheckpointError(f"{path}: not a torch checkpoint ({error})") from None
     if not isinstance(payload, dict) or payload.get("format") != FORMAT:
         raise CheckpointError(f"{path}: not a radmatch embedder checkpoint (format {FORMAT})")
-    embedder = Embedder(payload["architecture"]["embedding_dim"])
+    # Options newer than a checkpoint keep the values it was trained with: their defaults.
+    options = {k: v for k, v in payload["architecture"].items() if k != "name"}
+    embedder = Embedder(Architecture(**options))
     embedder.load_state_dict(payload["state_dict"])
     return Checkpoint(
         embedder=embedder.to(device).eval(),

@@ -34,17 +34,17 @@ class BasicBlock(nn.Module):
 
 
 class ResNet18(nn.Module):
-    def __init__(self, classes: int = 1000):
+    def __init__(self, classes: int = 1000, last_stride: int = 2):
         super().__init__()
         self.conv1 = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(64)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         inputs = 64
-        for number, (width, blocks) in enumerate(
-            zip(STAGE_WIDTHS, BLOCKS_PER_STAGE, strict=True), start=1
+        strides = (1, 2, 2, last_stride)  # last_stride 1: re-identification's finer last map
+        for number, (width, blocks, stride) in enumerate(
+            zip(STAGE_WIDTHS, BLOCKS_PER_STAGE, strides, strict=True), start=1
         ):
-            stride = 1 if number == 1 else 2
             stage = [BasicBlock(inputs, width, stride)]
             stage += [BasicBlock(width, width, 1) for _ in range(blocks - 1)]
             setattr(self, f"layer{number}", nn.Sequential(*stage))

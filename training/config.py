@@ -16,6 +16,12 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from model.network import NECKS, POOLINGS, Architecture
+from training.losses import LOSSES, TRIPLET_MINING
+
+LR_SCHEDULES = ("constant", "cosine")
+AUGMENTATIONS = ("paper", "radiograph")
+
 
 @dataclass(frozen=True)
 class TrainConfig:
@@ -31,6 +37,8 @@ class TrainConfig:
     max_steps_per_epoch: int | None = None  # a shorter epoch (the default visits every image once)
     lr: float = 1e-4
     weight_decay: float = 1e-4
+    lr_schedule: str = "constant"  # "cosine": decays to zero over the run, step by step
+    warmup_epochs: int = 0  # the rate rises linearly from zero over these first epochs
     # loss (training.losses.build_loss)
     loss: str = "adatriplet-am"
     margin: float = 0.25
@@ -39,8 +47,18 @@ class TrainConfig:
     triplets: str = "semihard"
     k_delta: float = 2.0
     k_an: float = 2.0
-    # network
+    # A cosine-softmax identity term beside the metric loss (training/losses.py,
+    # CosineClassifier), weighted by this; 0 leaves it out (the paper's).
+    classification_weight: float = 0.0
+    # augmentation (training/data.py): "paper" (rotation, gamma, noise), or "radiograph", which
+    # adds what differs between X-ray systems and exposures (scale, window, edge processing,
+    # occlusion by markers)
+    augmentation: str = "paper"
+    # network (model/network.py, Architecture)
     embedding_dim: int = 128
+    pooling: str = "avg"
+    neck: str = "linear"
+    last_stride: int = 2
     # Checkpoints embed the mean of an image and its mirror image (model/preprocess.py): +1.6
     # points of CMC top-1 on phantom test people for the cpu preset (docs/results/accuracy.md).
     flip_tta: bool = False
@@ -57,6 +75,15 @@ class TrainConfig:
     @property
     def batch_size(self) -> int:
         return self.people_per_batch * self.images_per_person
+
+    @property
+    def architecture(self) -> Architecture:
+        return Architecture(
+            embedding_dim=self.embedding_dim,
+            pooling=self.pooling,
+            neck=self.neck,
+            last_stride=self.last_stride,
+        )
 
 
 PRESETS: dict[str, TrainConfig] = {
@@ -103,7 +130,7 @@ def resolve_config(
             raise ConfigError(f"{config_file}: {error}") from None
         check_options(values, str(config_file))
     values.update({k: v for k, v in (overrides or {}).items() if v is not None})
-    return _checked_ranges(dataclasses.replace(PRESETS[preset], **values))
+    return _checked_choices(_checked_ranges(dataclasses.replace(PRESETS[preset], **values)))
 
 
 # Options that only make sense within limits: (lowest, highest), None for unbounded.
@@ -118,7 +145,20 @@ _RANGES: dict[str, tuple[float | None, float | None]] = {
     "lr": (0.0, None),
     "weight_decay": (0.0, None),
     "margin": (0.0, 2.0),
+    "classification_weight": (0.0, None),
+    "warmup_epochs": (0, None),
     "embedding_dim": (2, None),
+}
+
+# Options that name one of a few things.
+_CHOICES: dict[str, tuple[Any, ...]] = {
+    "loss": LOSSES,
+    "triplets": TRIPLET_MINING,
+    "lr_schedule": LR_SCHEDULES,
+    "augmentation": AUGMENTATIONS,
+    "pooling": POOLINGS,
+    "neck": NECKS,
+    "last_stride": (1, 2),
 }
 
 
@@ -130,6 +170,14 @@ def _checked_ranges(config: TrainConfig) -> TrainConfig:
         if (lowest is not None and value < lowest) or (highest is not None and value > highest):
             bounds = f"at least {lowest}" if highest is None else f"between {lowest} and {highest}"
             raise ConfigError(f"{name} = {value!r} must be {bounds}")
+    return config
+
+
+def _checked_choices(config: TrainConfig) -> TrainConfig:
+    for name, choices in _CHOICES.items():
+        if getattr(config, name) not in choices:
+            listed = ", ".join(str(choice) for choice in choices)
+            raise ConfigError(f"{name} = {getattr(config, name)!r} must be one of {listed}")
     return config
 
 

@@ -29,11 +29,30 @@ NOISE_STD = 0.02
 AUGMENT_PROBABILITY = 0.5
 
 
-def augment(image: torch.Tensor, prep: Preprocessing, generator: torch.Generator) -> torch.Tensor:
+# What the "radiograph" augmentation adds, from what differs between the phantom's X-ray systems and
+# exposures (training/phantom/render.py): the scale an anatomy is shown at (magnification, and the
+# pixel spacing a DICOM header rounds), the window a reader's histogram analysis picks, the
+# detector's edge enhancement (or a softer system's blur), and what covers the anatomy (burned-in
+# markers, implants, collimation).
+SCALE_SPREAD = 0.1  # zoom within 1 +- this
+WINDOW_SPREAD = 0.1  # black and white levels move by up to this share of the range
+EDGE_AMOUNT = (-0.6, 0.8)  # unsharp-mask amount; below zero it blurs
+OCCLUSION_SIDE = (0.1, 0.3)  # an occluding rectangle's sides, as shares of the image's
+
+
+def augment(
+    image: torch.Tensor,
+    prep: Preprocessing,
+    generator: torch.Generator,
+    augmentation: str = "paper",
+) -> torch.Tensor:
     """A resized image (1, R, R) in [0, 1] -> a randomly augmented, cropped, normalised input."""
     draws = torch.rand(5, generator=generator).tolist()
     angle = (2 * draws[0] - 1) * ROTATION_DEGREES
-    image = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR)
+    if augmentation == "radiograph":
+        image = _acquisition_changes(image, angle, torch.rand(12, generator=generator).tolist())
+    else:
+        image = TF.rotate(image, angle, interpolation=TF.InterpolationMode.BILINEAR)
     if draws[1] < AUGMENT_PROBABILITY:
         low, high = GAMMA_RANGE
         image = image.clamp(0, 1) ** (low + (high - low) * draws[2])
@@ -42,14 +61,50 @@ def augment(image: torch.Tensor, prep: Preprocessing, generator: torch.Generator
     return final_crop(image, prep, generator)
 
 
+def _acquisition_changes(image: torch.Tensor, angle: float, draws: list[float]) -> torch.Tensor:
+    """Rotation by `angle` with a random zoom, then (each with AUGMENT_PROBABILITY) another window,
+    edge enhancement or blur, and an occluding rectangle of a random grey, from 12 draws in [0, 1)."""
+    scale = 1 + (2 * draws[0] - 1) * SCALE_SPREAD
+    image = TF.affine(
+        image,
+        angle=angle,
+        translate=[0, 0],
+        scale=scale,
+        shear=[0.0, 0.0],
+        interpolation=TF.InterpolationMode.BILINEAR,
+    )
+    if draws[1] < AUGMENT_PROBABILITY:
+        black = (2 * draws[2] - 1) * WINDOW_SPREAD
+        white = 1 + (2 * draws[3] - 1) * WINDOW_SPREAD
+        image = (image - black) / (white - black)
+    if draws[4] < AUGMENT_PROBABILITY:
+        low, high = EDGE_AMOUNT
+        amount = low + (high - low) * draws[5]
+        image = image + amount * (image - TF.gaussian_blur(image, [5, 5], [1.0, 1.0]))
+    if draws[6] < AUGMENT_PROBABILITY:
+        side = image.shape[-1]
+        low, high = OCCLUSION_SIDE
+        height, width = (round(side * (low + (high - low) * d)) for d in draws[7:9])
+        top, left = round((side - height) * draws[9]), round((side - width) * draws[10])
+        image = image.clone()
+        image[..., top : top + height, left : left + width] = draws[11]
+    return image
+
+
 class TrainingImages(Dataset):
     """Items are addressed by (record index, augmentation seed) and are (input, identity label)."""
 
     def __init__(
-        self, records: Sequence[ImageRecord], prep: Preprocessing, cache: bool, progress: bool
+        self,
+        records: Sequence[ImageRecord],
+        prep: Preprocessing,
+        cache: bool,
+        progress: bool,
+        augmentation: str = "paper",
     ):
         self.records = list(records)
         self.prep = prep
+        self.augmentation = augmentation
         people = {pid: i for i, pid in enumerate(sorted({r.person_id for r in self.records}))}
         self.labels = torch.tensor([people[r.person_id] for r in self.records])
         self.cached: torch.Tensor | None = None
@@ -65,7 +120,8 @@ class TrainingImages(Dataset):
         image = self.cached[index] if self.cached is not None else None
         if image is None:
             image = load_resized(self.records[index], self.prep)
-        return augment(image, self.prep, torch.Generator().manual_seed(seed)), self.labels[index]
+        generator = torch.Generator().manual_seed(seed)
+        return augment(image, self.prep, generator, self.augmentation), self.labels[index]
 
 
 class IdentityBatches:

@@ -193,6 +193,29 @@ class LibraryLoss(nn.Module):
         pass
 
 
+class CosineClassifier(nn.Module):
+    """The identity term beside a metric loss: cross-entropy over the training people of scaled
+    cosine similarities between an embedding and one learned centre per person (NormFace, Wang
+    et al., 2017), with label smoothing (Luo et al., 2019). It works on the same unit embeddings
+    that the service compares, so it asks for nothing a search does not use."""
+
+    def __init__(
+        self, num_classes: int, embedding_dim: int, scale: float = 16.0, smoothing: float = 0.1
+    ):
+        super().__init__()
+        self.centres = nn.Parameter(torch.randn(num_classes, embedding_dim))
+        self.scale = float(scale)
+        self.smoothing = float(smoothing)
+
+    def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        centres = nn.functional.normalize(self.centres, dim=1)
+        with torch.autocast(embeddings.device.type, enabled=False):
+            logits = self.scale * embeddings.float() @ centres.T
+        return nn.functional.cross_entropy(
+            logits, labels.to(embeddings.device), label_smoothing=self.smoothing
+        )
+
+
 LOSSES = (
     "triplet",
     "triplet-am",

@@ -40,7 +40,7 @@ from training.config import ConfigError, TrainConfig
 from training.data import IdentityBatches, TrainingImages
 from training.embedders import load_input
 from training.evaluate import retrieval_metrics
-from training.losses import build_loss
+from training.losses import CosineClassifier, build_loss
 from training.protocol import protocol_groups
 from training.records import ImageRecord
 
@@ -94,7 +94,7 @@ def train_on_records(
     )
     prep = Preprocessing(input_size=config.input_size, flip_tta=config.flip_tta)
     show = progress and process.is_main
-    images = TrainingImages(train_records, prep, config.cache_images, show)
+    images = TrainingImages(train_records, prep, config.cache_images, show, config.augmentation)
     people = int(images.labels.max()) + 1
     validation = Validation(val_records, prep) if val_records and process.is_main else None
 
@@ -151,7 +151,7 @@ def build_objective(
     """The network and its loss as training runs them on `device` (channels-last and autocast
     on a GPU where the config asks), and their Adam optimiser."""
     weights = Path(config.backbone_weights) if config.backbone_weights else None
-    network = Embedder(config.embedding_dim, weights).to(
+    network = Embedder(config.architecture, weights).to(
         device, memory_format=input_memory_format(config, device)
     )
     loss_fn = build_loss(
@@ -165,7 +165,16 @@ def build_objective(
         k_delta=config.k_delta,
         k_an=config.k_an,
     ).to(device)
-    objective = Objective(network, loss_fn, amp=device.type == "cuda" and config.amp)
+    classifier = None
+    if config.classification_weight > 0:
+        classifier = CosineClassifier(people, config.embedding_dim).to(device)
+    objective = Objective(
+        network,
+        loss_fn,
+        amp=device.type == "cuda" and config.amp,
+        classifier=classifier,
+        classification_weight=config.classification_weight,
+    )
     optimiser = torch.optim.Adam(
         objective.parameters(), config.lr, weight_decay=config.weight_decay
     )
@@ -184,15 +193,20 @@ def train_one_epoch(
     memory_format: torch.memory_format | None,
     progress: str | None,
     on_step: Callable[[int, int], None] | None = None,
+    lr_at: Callable[[int], float] | None = None,
 ) -> torch.Tensor:
-    """One pass over the loader; returns the loss of every step. With a progress description, a
-    bar shows the loss, the mined triplets and pairs, and the margins (reading them waits for the
-    GPU, so nothing is read without a bar)."""
+    """One pass over the loader; returns the loss of every step. lr_at gives each step's learning
+    rate (the optimiser's own without it). With a progress description, a bar shows the loss,
+    the mined triplets and pairs, and the margins (reading them waits for the GPU, so nothing is
+    read without a bar)."""
     model.train()
     loss_fn = (model.module if isinstance(model, DistributedDataParallel) else model).loss_fn
     losses = []
     steps = tqdm(loader, desc=progress, disable=progress is None)
     for step, (inputs, labels) in enumerate(steps):
+        if lr_at is not None:
+            for group in optimiser.param_groups:
+                group["lr"] = lr_at(step)
         inputs = inputs.to(device, memory_format=memory_format, non_blocking=True)
         loss = model(inputs, labels.to(device))
         optimiser.zero_grad(set_to_none=True)
@@ -207,19 +221,43 @@ def train_one_epoch(
 
 
 class Objective(nn.Module):
-    """The network and its loss as one module, so that DistributedDataParallel also averages the
-    gradients of losses with parameters (ArcFace's and SoftTriple's class centres)."""
+    """The network and its loss (with the identity term, where the run has one) as one module, so
+    that DistributedDataParallel also averages the gradients of losses with parameters (class
+    centres)."""
 
-    def __init__(self, network: Embedder, loss_fn: nn.Module, amp: bool):
+    def __init__(
+        self,
+        network: Embedder,
+        loss_fn: nn.Module,
+        amp: bool,
+        classifier: CosineClassifier | None = None,
+        classification_weight: float = 0.0,
+    ):
         super().__init__()
         self.network = network
         self.loss_fn = loss_fn
         self.amp = amp
+        self.classifier = classifier
+        self.classification_weight = classification_weight
 
     def forward(self, inputs: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=self.amp):
             embeddings = self.network(inputs)
-        return self.loss_fn(embeddings, labels)
+        loss = self.loss_fn(embeddings, labels)
+        if self.classifier is not None:
+            loss = loss + self.classification_weight * self.classifier(embeddings, labels)
+        return loss
+
+
+def scheduled_lr(config: TrainConfig, epochs_done: float) -> float:
+    """The learning rate after `epochs_done` (fractional) epochs: a linear warm-up, then constant
+    or a cosine decay to zero at the end of the run."""
+    if epochs_done < config.warmup_epochs:
+        return config.lr * epochs_done / config.warmup_epochs
+    if config.lr_schedule == "constant":
+        return config.lr
+    decayed = (epochs_done - config.warmup_epochs) / max(config.epochs - config.warmup_epochs, 1)
+    return config.lr * 0.5 * (1 + math.cos(math.pi * min(decayed, 1.0)))
 
 
 class Validation:
@@ -323,6 +361,7 @@ class _Run:
         description = f"epoch {epoch + 1}/{self.config.epochs}" if show else None
         step_done = None if on_step is None else functools.partial(on_step, epoch)
         memory_format = input_memory_format(self.config, self.process.device)
+        steps = len(loader)
         losses = train_one_epoch(
             self.model,
             loader,
@@ -331,6 +370,7 @@ class _Run:
             memory_format,
             description,
             step_done,
+            lambda step: scheduled_lr(self.config, epoch + (step + 0.5) / steps),
         )
         loss_fn = self.objective.loss_fn
         loss_fn.end_epoch()
@@ -339,6 +379,7 @@ class _Run:
             "loss": losses.mean().item(),
             "steps": len(losses) * self.process.world_size,
             "seconds": round(time.perf_counter() - started, 1),
+            "lr": self.optimiser.param_groups[0]["lr"],
             **_margins(loss_fn),
         }
 

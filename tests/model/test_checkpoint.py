@@ -8,14 +8,14 @@ import pytest
 import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, sha256_path
-from model.network import Embedder
+from model.network import Architecture, Embedder
 from model.preprocess import Preprocessing
 
 
 @pytest.fixture
 def saved(tmp_path):
     torch.manual_seed(3)
-    embedder = Embedder(embedding_dim=32).eval()
+    embedder = Embedder(Architecture(embedding_dim=32)).eval()
     path = tmp_path / "run" / "checkpoint.pt"
     prep = Preprocessing(input_size=64)
     digest = save_checkpoint(path, embedder, prep, metrics={"val_mAP": 0.5}, training={"lr": 1e-4})
@@ -65,3 +65,28 @@ def test_another_torch_file_is_refused(tmp_path):
     torch.save(Embedder().state_dict(), path)
     with pytest.raises(CheckpointError, match="not a radmatch embedder checkpoint"):
         load_checkpoint(path)
+
+
+def test_the_architecture_options_come_back(tmp_path):
+    torch.manual_seed(4)
+    architecture = Architecture(embedding_dim=16, pooling="gem", neck="bn", last_stride=1)
+    embedder = Embedder(architecture)
+    embedder(torch.randn(4, 1, 64, 64))  # train mode: the neck's running statistics move
+    embedder.eval()
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, embedder, Preprocessing(input_size=64))
+    loaded = load_checkpoint(path)
+    assert loaded.embedder.architecture == architecture
+    inputs = torch.randn(2, 1, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(loaded.embedder(inputs), embedder(inputs))
+
+
+def test_a_checkpoint_older_than_the_options_loads_with_the_papers_architecture(tmp_path):
+    path = tmp_path / "checkpoint.pt"
+    save_checkpoint(path, Embedder(Architecture(embedding_dim=32)), Preprocessing(input_size=64))
+    payload = torch.load(path, weights_only=True)
+    payload["architecture"] = {"name": "resnet18", "embedding_dim": 32}  # as written before them
+    torch.save(payload, path)
+    sha256_path(path).unlink()
+    assert load_checkpoint(path).embedder.architecture == Architecture(embedding_dim=32)

@@ -3,10 +3,12 @@ rounding), and covers the square of the original that the network saw."""
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from model.explanation import input_region, similarity_maps
-from model.network import Embedder
+from model.inference import flip_averaged
+from model.network import Architecture, Embedder
 from model.preprocess import Preprocessing
 
 
@@ -23,6 +25,33 @@ def test_each_map_sums_to_the_similarity_of_the_embeddings():
     assert abs(float(maps.candidate.sum()) - maps.similarity) < 1e-5
     # Not uniform: the locations differ in what they contribute.
     assert float(maps.query.max() - maps.query.min()) > 1e-4
+
+
+@pytest.mark.parametrize("flip_tta", [False, True])
+@pytest.mark.parametrize(
+    "architecture",
+    [Architecture(), Architecture(pooling="gem", neck="bn", last_stride=1)],
+    ids=["paper", "gem-bn-stride1"],
+)
+def test_the_maps_sum_to_the_similarity_the_service_computes(architecture, flip_tta):
+    torch.manual_seed(6)
+    embedder = Embedder(architecture)
+    embedder(torch.randn(8, 1, 128, 128))  # train mode: the neck's statistics move
+    embedder.eval()
+    # A stem that tells left from right, and a query that rises from left to right: it and its
+    # mirror embed far apart, as images do in a trained model.
+    with torch.no_grad():
+        stem = embedder.backbone.conv1.weight
+        stem.copy_(stem - stem.flip(-1))
+    query = torch.linspace(-3, 3, 128).expand(1, 128, 128) + 0.5 * torch.randn(1, 128, 128)
+    candidate = torch.randn(1, 128, 128)
+    maps = similarity_maps(embedder, query, candidate, flip_tta)
+    with torch.inference_mode():
+        prep = Preprocessing(input_size=128, flip_tta=flip_tta)
+        embeddings = flip_averaged(embedder, torch.stack([query, candidate]), prep)
+    assert maps.similarity == pytest.approx(float(embeddings[0] @ embeddings[1]), abs=1e-5)
+    assert float(maps.query.sum()) == pytest.approx(maps.similarity, abs=1e-5)
+    assert float(maps.candidate.sum()) == pytest.approx(maps.similarity, abs=1e-5)
 
 
 def test_the_region_is_the_central_input_crop_in_the_originals_pixels():

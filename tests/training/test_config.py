@@ -60,3 +60,26 @@ def test_a_bad_config_file_is_refused_with_its_name(tmp_path, text, message):
 def test_an_unknown_preset_is_refused():
     with pytest.raises(ConfigError, match="choose one of paper, cpu, smoke"):
         resolve_config("fast")
+
+
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("pooling", "max"),
+        ("neck", "mlp"),
+        ("last_stride", 4),
+        ("lr_schedule", "step"),
+        ("augmentation", "heavy"),
+        ("loss", "focal"),
+    ],
+)
+def test_an_option_naming_nothing_known_is_refused_with_the_choices(option, value):
+    with pytest.raises(ConfigError, match=f"{option} = {value!r} must be one of"):
+        resolve_config("smoke", overrides={option: value})
+
+
+def test_the_architecture_options_reach_the_network():
+    config = resolve_config("smoke", overrides={"pooling": "gem", "neck": "bn", "last_stride": 1})
+    assert (config.architecture.pooling, config.architecture.neck) == ("gem", "bn")
+    assert config.architecture.last_stride == 1
+    assert config.architecture.embedding_dim == config.embedding_dim

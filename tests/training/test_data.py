@@ -63,3 +63,18 @@ def test_augmentation_is_reproducible_and_random():
     assert first.shape == (1, 64, 64)
     assert torch.equal(first, augment(image, prep, torch.Generator().manual_seed(5)))
     assert not torch.equal(first, augment(image, prep, torch.Generator().manual_seed(6)))
+
+
+def test_the_radiograph_augmentation_draws_more_changes_from_the_same_seed():
+    prep = Preprocessing(input_size=64)
+    image = torch.rand(1, prep.resize, prep.resize)
+    outputs = [
+        augment(image, prep, torch.Generator().manual_seed(seed), "radiograph") for seed in range(8)
+    ]
+    again = augment(image, prep, torch.Generator().manual_seed(0), "radiograph")
+    assert torch.equal(outputs[0], again) and outputs[0].shape == (1, 64, 64)
+    paper = [augment(image, prep, torch.Generator().manual_seed(seed)) for seed in range(8)]
+    assert all(not torch.equal(o, p) for o, p in zip(outputs, paper, strict=True))
+    # More varied than the paper's: its windows, edges and occlusions spread the images further.
+    spread = torch.stack(outputs).std(dim=0).mean()
+    assert spread > torch.stack(paper).std(dim=0).mean()

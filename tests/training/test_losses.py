@@ -12,7 +12,7 @@ from pytorch_metric_learning import distances, losses, miners
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten
 
-from training.losses import AdaTripletLoss, TripletLoss
+from training.losses import AdaTripletLoss, CosineClassifier, TripletLoss
 from training.reference_loss import (
     pair_terms,
     reference_adatriplet_loss,
@@ -348,3 +348,31 @@ def test_mining_runs_in_float32_under_autocast():
         loss = loss_fn(embeddings, labels)
     assert loss.dtype == torch.float32
     assert loss.item() == expected.item()
+
+
+def test_the_identity_term_is_cross_entropy_over_scaled_cosines_to_the_centres():
+    torch.manual_seed(8)
+    classifier = CosineClassifier(num_classes=5, embedding_dim=16, scale=16.0, smoothing=0.1)
+    embeddings = F.normalize(torch.randn(10, 16), dim=1)
+    labels = torch.arange(10) % 5
+    cosines = embeddings @ F.normalize(classifier.centres, dim=1).T
+    log_p = torch.log_softmax(16.0 * cosines, dim=1)
+    expected = -(0.9 * log_p[torch.arange(10), labels] + 0.1 * log_p.mean(dim=1)).mean()
+    assert torch.allclose(classifier(embeddings, labels), expected, atol=1e-6)
+
+
+def test_the_identity_term_learns_to_put_each_embedding_nearest_its_own_centre():
+    torch.manual_seed(9)
+    classifier = CosineClassifier(num_classes=3, embedding_dim=8)
+    points = torch.randn(6, 8, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2])
+    optimiser = torch.optim.Adam([points, *classifier.parameters()], lr=0.05)
+    first = None
+    for _ in range(100):
+        loss = classifier(F.normalize(points, dim=1), labels)
+        first = loss.item() if first is None else first
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    cosines = F.normalize(points, dim=1) @ F.normalize(classifier.centres, dim=1).T
+    assert torch.equal(cosines.argmax(dim=1), labels) and loss.item() < first / 2

@@ -1,5 +1,5 @@
 """Training end to end on a small phantom cohort: `radmatch train` then `radmatch evaluate`,
-resuming after an interruption, and every selectable loss."""
+resuming after an interruption, every selectable loss, and the recipe's options."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from cli import main
 from model.checkpoint import load_checkpoint
 from training.config import PRESETS, ConfigError
 from training.losses import LOSSES
-from training.train import train
+from training.train import scheduled_lr, train
 
 SMOKE = PRESETS["smoke"]
 
@@ -119,6 +119,39 @@ def test_every_loss_trains(phantom_manifest, tmp_path, loss):
     checkpoint = load_checkpoint(train(config, phantom_manifest, tmp_path, progress=False))
     assert checkpoint.info["training"]["loss"] == loss
     assert torch.isfinite(torch.tensor(checkpoint.info["history"][0]["loss"]))
+
+
+def test_the_recipe_options_train_and_the_architecture_reaches_the_checkpoint(
+    phantom_manifest, tmp_path
+):
+    config = dataclasses.replace(
+        SMOKE,
+        epochs=2,
+        max_steps_per_epoch=2,
+        pooling="gem",
+        neck="bn",
+        last_stride=1,
+        classification_weight=1.0,
+        augmentation="radiograph",
+        lr_schedule="cosine",
+        warmup_epochs=1,
+    )
+    checkpoint = load_checkpoint(train(config, phantom_manifest, tmp_path, progress=False))
+    assert checkpoint.embedder.architecture == config.architecture
+    history = torch.load(tmp_path / "last.pt", weights_only=True)["state"]["history"]
+    # each epoch's last step (the midpoint of step 2 of 2): warming up, then decaying
+    assert history[0]["lr"] == pytest.approx(config.lr * 0.75)
+    assert history[1]["lr"] == pytest.approx(scheduled_lr(config, 1.75))
+    assert all(torch.isfinite(torch.tensor(epoch["loss"])) for epoch in history)
+
+
+def test_the_learning_rate_warms_up_then_stays_or_decays_to_zero():
+    cosine = dataclasses.replace(SMOKE, lr=1.0, epochs=10, warmup_epochs=2, lr_schedule="cosine")
+    rates = [scheduled_lr(cosine, epochs) for epochs in (0.0, 1.0, 2.0, 6.0, 10.0)]
+    assert rates == pytest.approx([0.0, 0.5, 1.0, 0.5, 0.0])
+    constant = dataclasses.replace(cosine, lr_schedule="constant")
+    assert scheduled_lr(constant, 1.0) == 0.5 and scheduled_lr(constant, 9.9) == 1.0
+    assert scheduled_lr(dataclasses.replace(constant, warmup_epochs=0), 0.0) == 1.0
 
 
 def _untimed(state: dict) -> dict:

@@ -1,0 +1,180 @@
+"""The training recipe, one change at a time: each variant is the `cpu` preset's recipe before
+the re-identification options (constant rate, average pooling, linear head, the paper's
+augmentation, no identity term) plus one option, or all that helped together ("recipe", the
+`cpu` preset as it stands). Every run trains on one phantom cohort and is evaluated on another's
+people by the paper's protocol, embedding as the service does (flip TTA where the checkpoint has
+it), for each seed and number of epochs asked.
+
+Each run keeps its folder (checkpoint, report.json), so an interrupted ablation resumes where it
+stopped. Prints one JSON object and a Markdown table; writes both to
+docs/results/accuracy/recipe_ablation.{json,md}.
+
+    .venv/bin/python -m bench.recipe_ablation --epochs 15 --seeds 0
+    .venv/bin/python -m bench.recipe_ablation --variants recipe --epochs 30 60 120
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from bench.phantom_benchmark import checkpoint_embeddings, cohort_manifest
+from model.checkpoint import load_checkpoint
+from model.preprocess import Preprocessing
+from training.cohorts import read_knee_manifest
+from training.config import resolve_config
+from training.embedders import record_inputs
+from training.protocol import evaluate_embeddings
+from training.records import ImageRecord
+from training.train import train
+
+# The recipe before this comparison: what the `cpu` preset trained with until then.
+BEFORE = {
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "classification_weight": 0.0,
+    "augmentation": "paper",
+    "pooling": "avg",
+    "neck": "linear",
+    "last_stride": 2,
+}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "before": BEFORE,
+    "warm-up + cosine": BEFORE | {"lr_schedule": "cosine", "warmup_epochs": 2},
+    "identity term": BEFORE | {"classification_weight": 1.0},
+    "radiograph augmentation": BEFORE | {"augmentation": "radiograph"},
+    "GeM pooling": BEFORE | {"pooling": "gem"},
+    "BN neck": BEFORE | {"neck": "bn"},
+    "last stride 1": BEFORE | {"last_stride": 1},
+    "recipe": {},  # the cpu preset as it stands
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
+    parser.add_argument("--epochs", type=int, nargs="+", default=[30])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--train-seed", type=int, default=2000)
+    parser.add_argument("--train-subjects", type=int, default=150)
+    parser.add_argument("--test-seed", type=int, default=1000)
+    parser.add_argument("--test-subjects", type=int, default=200)
+    parser.add_argument("--runs", type=Path, default=Path("runs/recipe-ablation"))
+    parser.add_argument("--docs", type=Path, default=Path("docs/results/accuracy"))
+    args = parser.parse_args()
+
+    train_manifest = cohort_manifest(args.train_seed, args.train_subjects)
+    test = read_knee_manifest(cohort_manifest(args.test_seed, args.test_subjects))
+    test_inputs = record_inputs(test, Preprocessing(input_size=resolve_config("cpu").input_size))
+    rows = []
+    for name in args.variants:
+        for epochs in args.epochs:
+            reports = [
+                _run(name, epochs, seed, train_manifest, (test, test_inputs), args.runs)
+                for seed in args.seeds
+            ]
+            rows.append(_row(name, epochs, reports))
+    result = {
+        "bench": "recipe_ablation",
+        "date": date.today().isoformat(),
+        "train_seed": args.train_seed,
+        "test_seed": args.test_seed,
+        "test_people": len({r.person_id for r in test}),
+        "seeds": args.seeds,
+        "before": BEFORE,
+        "rows": rows,
+    }
+    print(json.dumps(result))
+    table = markdown_table(rows)
+    print(table)
+    args.docs.mkdir(parents=True, exist_ok=True)
+    (args.docs / "recipe_ablation.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.docs / "recipe_ablation.md").write_text(table + "\n")
+
+
+def _run(
+    name: str,
+    epochs: int,
+    seed: int,
+    manifest: Path,
+    test: tuple[list[ImageRecord], torch.Tensor],
+    runs: Path,
+) -> dict:
+    out = runs / f"{_slug(name)}-e{epochs}-seed{seed}"
+    report_path = out / "report.json"
+    if report_path.exists():
+        return json.loads(report_path.read_text())
+    config = resolve_config("cpu", overrides=VARIANTS[name] | {"epochs": epochs, "seed": seed})
+    started = time.perf_counter()
+    checkpoint_path = train(config, manifest, out, progress=False)
+    minutes = (time.perf_counter() - started) / 60
+    checkpoint = load_checkpoint(checkpoint_path)
+    records, inputs = test
+    report = evaluate_embeddings(records, checkpoint_embeddings(checkpoint, inputs))
+    history = checkpoint.info["history"]
+    report["run"] = {
+        "variant": name,
+        "epochs": epochs,
+        "seed": seed,
+        "overrides": VARIANTS[name],
+        "training_minutes": round(minutes, 1),  # calibration of the best checkpoint included
+        "seconds_per_epoch": round(statistics.fmean(e["seconds"] for e in history), 1),
+        "selected_epoch": checkpoint.info["metrics"]["epoch"],
+    }
+    report_path.write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _row(name: str, epochs: int, reports: list[dict]) -> dict:
+    def percent(interval: str, metric: str) -> list[float]:
+        values = [100 * _metric(r["intervals"][interval], metric) for r in reports]
+        return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
+
+    return {
+        "variant": name,
+        "epochs": epochs,
+        "top1_all": percent("all", "top1"),
+        "top1_8y": percent("96", "top1"),
+        "mAP_all": percent("all", "mAP"),
+        "training_minutes": statistics.fmean(r["run"]["training_minutes"] for r in reports),
+        "seconds_per_epoch": statistics.fmean(r["run"]["seconds_per_epoch"] for r in reports),
+        "runs": [r["run"] for r in reports],
+    }
+
+
+def _metric(interval: dict, metric: str) -> float:
+    return interval["cmc"]["1"] if metric == "top1" else interval["mAP"]
+
+
+def markdown_table(rows: list[dict]) -> str:
+    lines = [
+        "| variant | epochs | CMC top-1, all | CMC top-1, 8 y | mAP, all | training min | s / epoch |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        cells = [_cell(row[key]) for key in ("top1_all", "top1_8y", "mAP_all")]
+        lines.append(
+            f"| {row['variant']} | {row['epochs']} | {' | '.join(cells)} | "
+            f"{row['training_minutes']:.1f} | {row['seconds_per_epoch']:.1f} |"
+        )
+    return "\n".join(lines)
+
+
+def _cell(value: list[float]) -> str:
+    mean, spread = value
+    return f"{mean:.1f}" if spread == 0 else f"{mean:.1f} ± {spread:.1f}"
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() else "-" for c in name.lower()).strip("-")
+
+
+if __name__ == "__main__":
+    main()

@@ -120,7 +120,7 @@ class EmbeddingModel:
                 "the torch backend in fp32 or bf16"
             )
         if precision == "int8":
-            onnx = checked_int8(checkpoint, Path(path))
+            onnx = checked_int8(checkpoint.sha256, Path(path))
         else:
             onnx = checked_onnx(checkpoint, Path(path), onnx_dir)
         return cls(checkpoint, Path(path), precision, OnnxForward(onnx, threads))

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from model.backends import BackendError, load_onnxruntime
-from model.checkpoint import Checkpoint
 from model.files import write_atomically
 from model.onnx_file import INPUT_NAME, OnnxFile
 
@@ -120,12 +119,12 @@ def write_int8(checkpoint_path: Path, data: bytes, record: dict[str, Any]) -> di
     return record
 
 
-def checked_int8(checkpoint: Checkpoint, checkpoint_path: Path) -> OnnxFile:
+def checked_int8(checkpoint_sha256: str, checkpoint_path: Path) -> OnnxFile:
     """The checkpoint's int8 file, when its record vouches for it; Int8Refused saying why not."""
     path, record_file = int8_path(checkpoint_path), int8_record_path(checkpoint_path)
     how = (
-        f"run `radmatch quantize --checkpoint {checkpoint_path} --calibration-manifest <its "
-        "training manifest> --manifest <test people>` to make and measure it"
+        f"run `radmatch quantize --checkpoint {checkpoint_path} --training-cohort <the cohort it "
+        "trained on> --manifest <other people's manifest>` to make and measure it"
     )
     try:
         record = json.loads(record_file.read_text())
@@ -138,10 +137,10 @@ def checked_int8(checkpoint: Checkpoint, checkpoint_path: Path) -> OnnxFile:
         raise Int8Refused(
             f"precision int8: cannot read {record_file} or {path} ({error})"
         ) from None
-    if record.get("checkpoint_sha256") != checkpoint.sha256:
+    if record.get("checkpoint_sha256") != checkpoint_sha256:
         raise Int8Refused(
             f"precision int8: {path} was made from another checkpoint (sha256 "
-            f"{str(record.get('checkpoint_sha256'))[:12]}, not {checkpoint.sha256[:12]}); {how}"
+            f"{str(record.get('checkpoint_sha256'))[:12]}, not {checkpoint_sha256[:12]}); {how}"
         )
     if record.get("int8_sha256") != hashlib.sha256(data).hexdigest():
         raise Int8Refused(f"precision int8: {path} is not the file its record measured; {how}")
@@ -152,3 +151,25 @@ def checked_int8(checkpoint: Checkpoint, checkpoint_path: Path) -> OnnxFile:
             f"percentage points to float32, over the bound of {ACCURACY_BOUND_PP}; serve it in fp32"
         )
     return OnnxFile(path, data)
+
+
+def int8_status(checkpoint_sha256: str, checkpoint_path: Path) -> dict[str, Any] | None:
+    """Whether a checkpoint may be served in int8, with the loss its record measured; None where
+    `radmatch quantize` never ran for it."""
+    if not int8_record_path(checkpoint_path).exists():
+        return None
+    try:
+        checked_int8(checkpoint_sha256, checkpoint_path)
+        refused = None
+    except Int8Refused as error:
+        refused = str(error)
+    try:
+        record = json.loads(int8_record_path(checkpoint_path).read_text())
+    except (OSError, ValueError):
+        record = {}
+    return {
+        "servable": refused is None,
+        "refused": refused,
+        "loss_pp": record.get("loss_pp"),
+        "bound_pp": ACCURACY_BOUND_PP,
+    }

@@ -30,6 +30,7 @@ from app.jobs.rebuild import last_publishing_job
 from app.serving.model_versions import register, registrable_checkpoint
 from app.serving.service import Service
 from app.storage.tables import Embedding, Job, ModelVersion
+from model.int8 import int8_status
 
 router = APIRouter(prefix=f"{API_PREFIX}/admin", tags=["admin"], responses=refusals(401, 403, 503))
 
@@ -167,6 +168,7 @@ def _model_out(session: Session, version: ModelVersion) -> dict:
     columns = ModelVersionOut.model_fields.keys() - {
         "embedded_images",
         "calibration",
+        "int8",
         "index_published_at",
         "index_published_by_job",
     }
@@ -177,6 +179,7 @@ def _model_out(session: Session, version: ModelVersion) -> dict:
         "calibration": None if calibration is None else summary(calibration),
         "index_published_at": None if published is None else published.finished_at,
         "index_published_by_job": None if published is None else published.id,
+        "int8": int8_status(version.sha256, Path(version.checkpoint_path)),
     }
 
 

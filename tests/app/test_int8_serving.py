@@ -5,6 +5,7 @@ allow for it."""
 from __future__ import annotations
 
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,18 @@ def own_checkpoint(tmp_path, checkpoint):
     return copy
 
 
+def quantised(checkpoint: Path, int8_top1: float) -> None:
+    """The checkpoint's int8 file, with a record that says int8 scored int8_top1 (float32 0.5)."""
+    fp32 = EmbeddingModel.load(checkpoint, "cpu", backend="onnxruntime")
+    calibration = np.random.default_rng(0).random((16, 1, 64, 64), dtype=np.float32)
+    measured = {"fp32": {"cmc_top1": 0.5, "mAP": 0.5}, "int8": {"cmc_top1": int8_top1, "mAP": 0.5}}
+    write_int8(
+        checkpoint,
+        quantize(fp32.forward.onnx.data, calibration),
+        {"checkpoint_sha256": fp32.sha256, **measured},
+    )
+
+
 def test_a_server_in_int8_will_not_start_with_an_unmeasured_model(tmp_path, own_checkpoint):
     with pytest.raises(AssertionError, match="has no measured int8 file; run `radmatch quantize"):
         new_server(
@@ -33,14 +46,7 @@ def test_a_server_in_int8_will_not_start_with_an_unmeasured_model(tmp_path, own_
 
 
 def test_a_server_in_int8_says_so_on_each_search(tmp_path, own_checkpoint, phantom_manifest):
-    fp32 = EmbeddingModel.load(own_checkpoint, "cpu", backend="onnxruntime")
-    calibration = np.random.default_rng(0).random((16, 1, 64, 64), dtype=np.float32)
-    measured = {"fp32": {"cmc_top1": 0.5, "mAP": 0.5}, "int8": {"cmc_top1": 0.5, "mAP": 0.5}}
-    write_int8(
-        own_checkpoint,
-        quantize(fp32.forward.onnx.data, calibration),
-        {"checkpoint_sha256": fp32.sha256, **measured},
-    )
+    quantised(own_checkpoint, int8_top1=0.5)
     server = new_server(
         tmp_path, f"sqlite:///{tmp_path / 'radmatch.db'}", own_checkpoint, precision="int8"
     )
@@ -57,5 +63,26 @@ def test_a_server_in_int8_says_so_on_each_search(tmp_path, own_checkpoint, phant
         assert body["inference"] == {"device": "cpu", "precision": "int8", "backend": "onnxruntime"}
         assert body["candidates"][0]["person_id"] == person["id"]
         assert body["candidates"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+        with server.admin() as admin:
+            (version,) = admin.get(f"{API}/admin/models").json()
+        assert version["int8"] == {
+            "servable": True,
+            "refused": None,
+            "loss_pp": {"cmc_top1": 0.0, "mAP": 0.0},
+            "bound_pp": 1.0,
+        }
+    finally:
+        server.stop()
+
+
+def test_the_model_listing_says_why_a_version_may_not_run_in_int8(tmp_path, own_checkpoint):
+    server = new_server(tmp_path, f"sqlite:///{tmp_path / 'radmatch.db'}", own_checkpoint)
+    try:
+        with server.admin() as admin:
+            assert admin.get(f"{API}/admin/models").json()[0]["int8"] is None  # never quantised
+            quantised(own_checkpoint, int8_top1=0.48)
+            int8 = admin.get(f"{API}/admin/models").json()[0]["int8"]
+        assert not int8["servable"] and int8["loss_pp"]["cmc_top1"] == pytest.approx(2.0)
+        assert "lost cmc_top1 2.00, mAP 0.00 percentage points" in int8["refused"]
     finally:
         server.stop()

@@ -64,9 +64,16 @@ def sha256_of(checkpoint: Path) -> str:
     return load_checkpoint(checkpoint).sha256
 
 
-def test_int8_is_refused_without_a_measured_file(checkpoint):
-    with pytest.raises(Int8Refused, match="has no measured int8 file; run `radmatch quantize"):
+def test_int8_is_refused_without_a_measured_file_naming_the_command_that_makes_it(
+    checkpoint, capsys
+):
+    with pytest.raises(Int8Refused, match="has no measured int8 file; run `radmatch quantize") as e:
         EmbeddingModel.load(checkpoint, "cpu", precision="int8", backend="onnxruntime")
+    options = [word for word in str(e.value).split("`")[1].split() if word.startswith("--")]
+    with pytest.raises(SystemExit):
+        main(["quantize", "--help"])
+    usage = capsys.readouterr().out
+    assert options and all(f"{option} " in usage for option in options)
 
 
 def test_a_model_measured_within_the_bound_is_served_in_int8(checkpoint, quantised):

@@ -114,6 +114,16 @@ class ValidationOut(BaseModel):
     plots: dict[str, str] = Field(description="Tippett, ECE, PAV and score plots (PNG)")
 
 
+class Int8Out(BaseModel):
+    servable: bool = Field(description="Whether RADMATCH_PRECISION=int8 may serve this version")
+    refused: str | None = Field(description="Why not, where it may not")
+    loss_pp: dict[str, float] | None = Field(
+        description="Percentage points of CMC top-1 and mAP lost from float32 to int8 on test "
+        "people, as `radmatch quantize` measured them"
+    )
+    bound_pp: float = Field(description="The most either may lose")
+
+
 class ModelVersionOut(BaseModel):
     model_config = ConfigDict(from_attributes=True)
 
@@ -141,4 +151,8 @@ class ModelVersionOut(BaseModel):
     embedded_images: int = Field(description="Live images with this version's embedding")
     calibration: CalibrationOut | None = Field(
         description="The current calibration (similarity to likelihood ratio), if any"
+    )
+    int8: Int8Out | None = Field(
+        description="Its int8 file and measured accuracy loss; null: `radmatch quantize` never "
+        "ran for it"
     )

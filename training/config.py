@@ -66,8 +66,10 @@ class TrainConfig:
     # execution
     seed: int = 0
     device: str = "auto"  # "auto" = CUDA when present, else CPU
-    amp: bool = True  # bfloat16 autocast on GPU (never on CPU)
-    channels_last: bool = True  # memory format on GPU
+    # bfloat16 autocast where the device computes it natively (a GPU; a CPU with AVX512-BF16 or
+    # AMX: training.train.computes_bf16), float32 elsewhere
+    amp: bool = True
+    channels_last: bool = True  # the network's memory format (faster for convolutions, CPU too)
     # calibration of the best checkpoint (training/calibration/fitting.py): on this cohort's
     # people never trained on; when unset, on the validation people
     calibration_manifest: str | None = None

@@ -96,7 +96,7 @@ PRESETS: dict[str, TrainConfig] = {
     "cpu": TrainConfig(
         input_size=128,
         people_per_batch=16,
-        epochs=45,
+        epochs=42,
         lr=3e-4,
         classification_weight=1.0,
         cache_images=True,

@@ -144,6 +144,7 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
         f".venv/bin/python -m bench.phantom_benchmark --preset {result['preset']}"
         + (f" --epochs {args.epochs}" if args.epochs is not None else "")
         + f" --seeds {' '.join(map(str, result['seeds']))}"
+        + (f" --losses {' '.join(args.losses)}" if list(args.losses) != list(LOSSES) else "")
     )
     runs = ["| loss | seed | minutes | selected epoch |", "|---|---|---|---|"]
     runs += [
@@ -165,7 +166,13 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
         f"{config['people_per_batch']} people x {config['images_per_person']} images, Adam lr "
         f"{config['lr']:g}, weight decay {config['weight_decay']:g}, {config['epochs']} epochs, "
         f"from scratch, semihard mining, initial margin {config['margin']} and beta "
-        f"{config['beta']} (AutoMargin K_delta = K_an = 2). Produced by:",
+        f"{config['beta']} (AutoMargin K_delta = K_an = 2)"
+        + (
+            f", identity term of weight {config['classification_weight']:g} beside each loss"
+            if config["classification_weight"] > 0
+            else ""
+        )
+        + ". Produced by:",
         "",
         "```",
         command,

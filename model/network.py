@@ -85,8 +85,8 @@ class Embedder(nn.Module):
         A (its share) + b / locations."""
         weight, bias = self._affine_head()
         locations = features.shape[2] * features.shape[3]
-        pooled = self._pool(features)[:, :, None, None]
         powered = self._powered(features)
+        pooled = self._root(powered.mean(dim=(2, 3)))[:, :, None, None]
         total = powered.sum(dim=(2, 3), keepdim=True)
         # A channel that is zero everywhere pools to zero: its shares are zero too.
         shares = torch.where(total > 0, pooled * powered / total.clamp(min=1e-30), 0.0)
@@ -98,8 +98,10 @@ class Embedder(nn.Module):
         return features.clamp(min=GEM_EPS).pow(self.gem_p)
 
     def _pool(self, features: torch.Tensor) -> torch.Tensor:
-        pooled = self._powered(features).mean(dim=(2, 3))
-        return pooled if self.gem_p is None else pooled.pow(1 / self.gem_p)
+        return self._root(self._powered(features).mean(dim=(2, 3)))
+
+    def _root(self, mean_power: torch.Tensor) -> torch.Tensor:
+        return mean_power if self.gem_p is None else mean_power.pow(1 / self.gem_p)
 
     def _head(self, pooled: torch.Tensor) -> torch.Tensor:
         embedding = self.backbone.fc(pooled)

@@ -2,8 +2,12 @@
 AdaTriplet-AM, several seeds each, trained by `training.train` on one cohort and evaluated by the
 paper's protocol on another (other people), beside the raw-pixel baseline.
 
-Each run keeps its folder (checkpoint, last.pt, report.json), so an interrupted benchmark resumes
-where it stopped. Prints one JSON object and writes it and a Markdown table to docs/results/phantom_benchmark.{json,md}.
+Each run trains in its own folder under --runs (checkpoint, last.pt), so an interrupted run
+resumes where it stopped, and each finished run's test report is kept under --records
+(PRESET-LOSS-seedN.json, with the configuration it trained with, the date and the machine). A
+record is reused while the configuration is unchanged, so the twelve runs of a full-length
+benchmark can be spread over several sittings and machines. Prints one JSON object and writes it
+and a Markdown table to DOCS/NAME.{json,md}.
 
     .venv/bin/python -m bench.phantom_benchmark --preset cpu --epochs 8
 """
@@ -12,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import time
 from dataclasses import asdict
@@ -20,15 +25,17 @@ from pathlib import Path
 
 import torch
 
+from bench.ann import cpu_model
 from model.checkpoint import Checkpoint, load_checkpoint
 from model.inference import embed_inputs, flip_averaged
 from model.preprocess import Preprocessing
-from training.cohorts import read_knee_manifest
-from training.config import resolve_config
+from training.cohorts import read_cohort
+from training.config import TrainConfig, resolve_config
 from training.embedders import load_input, raw_pixels
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import METRICS, evaluate_by_interval, evaluate_embeddings
-from training.train import train
+from training.records import ImageRecord
+from training.train import RESUMABLE_CHANGES, computes_bf16, train
 
 LOSSES = ("triplet", "triplet-am", "adatriplet", "adatriplet-am")
 LABELS = {
@@ -51,38 +58,33 @@ def main() -> None:
     parser.add_argument("--test-seed", type=int, default=1000)
     parser.add_argument("--test-subjects", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/phantom-benchmark"))
+    parser.add_argument("--records", type=Path, default=Path("docs/results/accuracy/phantom_runs"))
     parser.add_argument("--docs", type=Path, default=Path("docs/results"))
+    parser.add_argument("--name", default="phantom_benchmark", help="DOCS/NAME.{json,md}")
     args = parser.parse_args()
     started = time.perf_counter()
 
     train_manifest = cohort_manifest(args.train_seed, args.train_subjects)
-    test = read_knee_manifest(cohort_manifest(args.test_seed, args.test_subjects))
+    test, test_sha256 = read_cohort(cohort_manifest(args.test_seed, args.test_subjects))
+    cohorts = {"train_sha256": read_cohort(train_manifest)[1], "test_sha256": test_sha256}
     base = resolve_config(args.preset, overrides={"epochs": args.epochs})
     prep = Preprocessing(input_size=base.input_size)
     test_inputs = torch.stack([load_input(r, prep) for r in test])
 
     reports: dict[str, list[dict]] = {"raw-pixels": [evaluate_by_interval(test, raw_pixels(prep))]}
     runs = []
-    for loss in args.losses:
-        for seed in args.seeds:
-            out = args.runs / f"{loss}-seed{seed}"
-            report_path = out / "report.json"
-            if not report_path.exists():
-                run_started = time.perf_counter()
-                config = resolve_config(
-                    args.preset, overrides={"epochs": args.epochs, "loss": loss, "seed": seed}
-                )
-                checkpoint = load_checkpoint(train(config, train_manifest, out, progress=False))
-                report = evaluate_embeddings(test, checkpoint_embeddings(checkpoint, test_inputs))
-                report["run"] = {
-                    "loss": loss,
-                    "seed": seed,
-                    "minutes": round((time.perf_counter() - run_started) / 60, 1),
-                    "selected_epoch": checkpoint.info["metrics"]["epoch"],
-                    "history": checkpoint.info["history"],
-                }
-                report_path.write_text(json.dumps(report, indent=2) + "\n")
-            report = json.loads(report_path.read_text())
+    for seed in args.seeds:  # seed by seed, so that a benchmark cut short compares the losses
+        for loss in args.losses:
+            config = resolve_config(
+                args.preset, overrides={"epochs": args.epochs, "loss": loss, "seed": seed}
+            )
+            record = args.records / f"{args.preset}-{loss}-seed{seed}.json"
+            report = recorded_report(record, config, cohorts)
+            if report is None:
+                report = train_and_evaluate(config, train_manifest, (test, test_inputs), args.runs)
+                report["run"]["cohorts"] = cohorts
+                record.parent.mkdir(parents=True, exist_ok=True)
+                record.write_text(json.dumps(report, indent=2) + "\n")
             reports.setdefault(loss, []).append(report)
             runs.append(report["run"])
 
@@ -96,12 +98,55 @@ def main() -> None:
         "test_people": len({r.person_id for r in test}),
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "summary": {loss: summarise(r) for loss, r in reports.items()},
-        "runs": [{k: v for k, v in run.items() if k != "history"} for run in runs],
+        "runs": [{k: v for k, v in run.items() if k not in ("history", "config")} for run in runs],
     }
     print(json.dumps(result))
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "phantom_benchmark.json").write_text(json.dumps(result, indent=2) + "\n")
-    write_markdown(result, args, args.docs / "phantom_benchmark.md")
+    (args.docs / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    write_markdown(result, args, args.docs / f"{args.name}.md")
+
+
+def train_and_evaluate(
+    config: TrainConfig, manifest: Path, test: tuple[list[ImageRecord], torch.Tensor], runs: Path
+) -> dict:
+    """Train one run (resuming its folder) and score its selected checkpoint on the test people."""
+    started = time.perf_counter()
+    out = runs / f"{config.loss}-seed{config.seed}"
+    checkpoint = load_checkpoint(train(config, manifest, out, progress=False))
+    records, inputs = test
+    report = evaluate_embeddings(records, checkpoint_embeddings(checkpoint, inputs))
+    report["run"] = {
+        "loss": config.loss,
+        "seed": config.seed,
+        "date": date.today().isoformat(),
+        "machine": machine(config),
+        "minutes": round((time.perf_counter() - started) / 60, 1),
+        "selected_epoch": checkpoint.info["metrics"]["epoch"],
+        "config": asdict(config),
+        "history": checkpoint.info["history"],
+    }
+    return report
+
+
+def recorded_report(record: Path, config: TrainConfig, cohorts: dict[str, str]) -> dict | None:
+    """The report kept for this run if it trained with this configuration (up to the options that
+    do not change what is learned, the number of epochs aside) on these cohorts, else None."""
+    if not record.exists():
+        return None
+    report = json.loads(record.read_text())
+    recorded, wanted = report["run"]["config"], asdict(config)
+    same_config = all(
+        recorded.get(key) == value
+        for key, value in wanted.items()
+        if key == "epochs" or key not in RESUMABLE_CHANGES
+    )
+    return report if same_config and report["run"]["cohorts"] == cohorts else None
+
+
+def machine(config: TrainConfig) -> str:
+    """The machine a run trained on and the precision it computed in, as the results pages say."""
+    precision = "bfloat16" if config.amp and computes_bf16(torch.device("cpu")) else "float32"
+    return f"{os.cpu_count()} CPU cores ({cpu_model()}), {precision}"
 
 
 def checkpoint_embeddings(checkpoint: Checkpoint, inputs: torch.Tensor) -> torch.Tensor:
@@ -146,15 +191,19 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
         + f" --seeds {' '.join(map(str, result['seeds']))}"
         + (f" --losses {' '.join(args.losses)}" if list(args.losses) != list(LOSSES) else "")
     )
-    runs = ["| loss | seed | minutes | selected epoch |", "|---|---|---|---|"]
+    runs = [
+        "| loss | seed | minutes | selected epoch | date | machine |",
+        "|---|---|---|---|---|---|",
+    ]
     runs += [
-        f"| {LABELS[r['loss']]} | {r['seed']} | {r['minutes']} | {r['selected_epoch']} |"
+        f"| {LABELS[r['loss']]} | {r['seed']} | {r['minutes']} | {r['selected_epoch']} | "
+        f"{r['date']} | {r['machine']} |"
         for r in result["runs"]
     ]
     lines = [
         "# Loss comparison on the phantom cohort",
         "",
-        f"Measured {date.today().isoformat()} on 2 CPU cores, {result['minutes']} minutes in all. "
+        "Each run's date, machine and minutes are listed below its table. "
         f"Training cohort: phantom seed {result['train_seed']} "
         f"({round(100 * config['val_fraction'])}% of its people held out for model selection by "
         f"validation mAP); test cohort: phantom seed {result['test_seed']}, "

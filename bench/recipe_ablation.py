@@ -5,12 +5,14 @@ and all that helped together ("recipe", the `cpu` preset as it stands). Every ru
 phantom cohort and is evaluated on another's people by the paper's protocol, embedding as the
 service does (flip TTA where the checkpoint has it), for each seed and number of epochs asked.
 
-Each run keeps its folder (checkpoint, report.json), so an interrupted ablation resumes where it
-stopped. Prints one JSON object and a Markdown table; writes both to
-docs/results/accuracy/recipe_ablation.{json,md}.
+Each run keeps its folder (checkpoint, last.pt, a report per length), so an interrupted ablation
+resumes where it stopped; at a constant learning rate a variant's longer runs resume its shorter
+one, which makes a learning curve cost only its longest run. Prints one JSON object and a Markdown
+table; writes both to DOCS/NAME.{json,md} after every row.
 
     .venv/bin/python -m bench.recipe_ablation --epochs 15 --seeds 0
-    .venv/bin/python -m bench.recipe_ablation --variants recipe --epochs 30 60 120
+    .venv/bin/python -m bench.recipe_ablation --variants recipe --epochs 30 42 60 120 \
+        --name learning_curve
 """
 
 from __future__ import annotations
@@ -71,6 +73,7 @@ def main() -> None:
     parser.add_argument("--test-subjects", type=int, default=200)
     parser.add_argument("--runs", type=Path, default=Path("runs/recipe-ablation"))
     parser.add_argument("--docs", type=Path, default=Path("docs/results/accuracy"))
+    parser.add_argument("--name", default="recipe_ablation", help="DOCS/NAME.{json,md}")
     args = parser.parse_args()
 
     train_manifest = cohort_manifest(args.train_seed, args.train_subjects)
@@ -78,14 +81,18 @@ def main() -> None:
     test_inputs = record_inputs(test, Preprocessing(input_size=resolve_config("cpu").input_size))
     rows = []
     for name in args.variants:
-        for epochs in args.epochs:
+        for epochs in sorted(args.epochs):
             reports = [
                 _run(name, epochs, seed, train_manifest, (test, test_inputs), args.runs)
                 for seed in args.seeds
             ]
             rows.append(_row(name, epochs, reports))
+            _write(rows, args, test)
+
+
+def _write(rows: list[dict], args: argparse.Namespace, test: list[ImageRecord]) -> None:
     result = {
-        "bench": "recipe_ablation",
+        "bench": args.name,
         "date": date.today().isoformat(),
         "train_seed": args.train_seed,
         "test_seed": args.test_seed,
@@ -98,8 +105,8 @@ def main() -> None:
     table = markdown_table(rows)
     print(table)
     args.docs.mkdir(parents=True, exist_ok=True)
-    (args.docs / "recipe_ablation.json").write_text(json.dumps(result, indent=2) + "\n")
-    (args.docs / "recipe_ablation.md").write_text(table + "\n")
+    (args.docs / f"{args.name}.json").write_text(json.dumps(result, indent=2) + "\n")
+    (args.docs / f"{args.name}.md").write_text(table + "\n")
 
 
 def _run(
@@ -110,14 +117,24 @@ def _run(
     test: tuple[list[ImageRecord], torch.Tensor],
     runs: Path,
 ) -> dict:
-    out = runs / f"{_slug(name)}-e{epochs}-seed{seed}"
-    report_path = out / "report.json"
+    config = resolve_config("cpu", overrides=VARIANTS[name] | {"epochs": epochs, "seed": seed})
+    # At a constant rate the first epochs do not depend on how many follow, so a longer run of the
+    # variant resumes the shorter one's folder; a decaying rate depends on them.
+    chained = config.lr_schedule == "constant"
+    out = runs / (f"{_slug(name)}-seed{seed}" if chained else f"{_slug(name)}-e{epochs}-seed{seed}")
+    report_path = out / f"report-e{epochs}.json"
     if report_path.exists():
         return json.loads(report_path.read_text())
-    config = resolve_config("cpu", overrides=VARIANTS[name] | {"epochs": epochs, "seed": seed})
+    lengths = sorted(int(p.stem.split("-e")[1]) for p in out.glob("report-e*.json"))
+    if lengths and lengths[-1] > epochs:
+        raise SystemExit(f"{out} has trained past {epochs} epochs; measure it with another --runs")
+    report_before = out / f"report-e{lengths[-1]}.json" if lengths else None
+    minutes_before = (
+        json.loads(report_before.read_text())["run"]["training_minutes"] if report_before else 0.0
+    )
     started = time.perf_counter()
     checkpoint_path = train(config, manifest, out, progress=False)
-    minutes = (time.perf_counter() - started) / 60
+    minutes = minutes_before + (time.perf_counter() - started) / 60
     checkpoint = load_checkpoint(checkpoint_path)
     records, inputs = test
     report = evaluate_embeddings(records, checkpoint_embeddings(checkpoint, inputs))
@@ -127,7 +144,8 @@ def _run(
         "epochs": epochs,
         "seed": seed,
         "overrides": VARIANTS[name],
-        "training_minutes": round(minutes, 1),  # calibration of the best checkpoint included
+        # from the first epoch, calibration of the best checkpoint at each length included
+        "training_minutes": round(minutes, 1),
         "seconds_per_epoch": round(statistics.fmean(e["seconds"] for e in history), 1),
         "selected_epoch": checkpoint.info["metrics"]["epoch"],
     }

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,11 +74,14 @@ class EmbeddingModel:
         path: Path,
         precision: Precision = "fp32",
         forward: Forward | None = None,
+        *,
+        int8_loss_pp: dict[str, float] | None = None,
     ):
         self.checkpoint = checkpoint
         self.path = path
         self.precision = precision
         self.forward = forward or TorchForward(checkpoint.embedder, precision)
+        self.int8_loss_pp = int8_loss_pp
 
     @classmethod
     def load(
@@ -120,9 +123,10 @@ class EmbeddingModel:
                 "the torch backend in fp32 or bf16"
             )
         if precision == "int8":
-            onnx = checked_int8(checkpoint.sha256, Path(path))
-        else:
-            onnx = checked_onnx(checkpoint, Path(path), onnx_dir)
+            int8 = checked_int8(checkpoint.sha256, Path(path))
+            forward = OnnxForward(int8.onnx, threads)
+            return cls(checkpoint, Path(path), precision, forward, int8_loss_pp=int8.loss_pp)
+        onnx = checked_onnx(checkpoint, Path(path), onnx_dir)
         return cls(checkpoint, Path(path), precision, OnnxForward(onnx, threads))
 
     @property
@@ -134,12 +138,16 @@ class EmbeddingModel:
         return self.forward.name
 
     @property
-    def inference(self) -> dict[str, str]:
+    def inference(self) -> dict[str, Any]:
         """How this model embeds: device type ("cpu", "cuda"), precision and backend ("torch",
-        "onnxruntime"); a search records it because they decide how far a similarity moves when
-        the query is embedded again."""
+        "onnxruntime"), and in int8 the accuracy its record measured it to lose; a search records
+        it because they decide how far a similarity moves when the query is embedded again, and
+        a case report states what int8 cost."""
         device = next(self.checkpoint.embedder.parameters()).device.type
-        return {"device": device, "precision": self.precision, "backend": self.backend}
+        how = {"device": device, "precision": self.precision, "backend": self.backend}
+        if self.int8_loss_pp is not None:
+            how["int8_loss_pp"] = self.int8_loss_pp
+        return how
 
     @property
     def dimension(self) -> int:

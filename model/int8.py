@@ -20,6 +20,7 @@ import hashlib
 import json
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +39,21 @@ CALIBRATION_BATCH = 16
 
 
 class Int8Refused(BackendError):
-    """Precision int8 asked for a checkpoint with no valid int8 record, or one over the bound."""
+    """Precision int8 asked for a checkpoint with no valid int8 record, or one over the bound
+    (then `loss_pp` holds what it lost)."""
+
+    def __init__(self, message: str, loss_pp: dict[str, float] | None = None):
+        super().__init__(message)
+        self.loss_pp = loss_pp
+
+
+@dataclass(frozen=True)
+class MeasuredInt8:
+    """A checkpoint's int8 file, vouched for by its record, and the percentage points of each
+    measure it lost to float32 on test people (negative: a gain)."""
+
+    onnx: OnnxFile
+    loss_pp: dict[str, float]
 
 
 def int8_path(checkpoint_path: Path) -> Path:
@@ -119,7 +134,7 @@ def write_int8(checkpoint_path: Path, data: bytes, record: dict[str, Any]) -> di
     return record
 
 
-def checked_int8(checkpoint_sha256: str, checkpoint_path: Path) -> OnnxFile:
+def checked_int8(checkpoint_sha256: str, checkpoint_path: Path) -> MeasuredInt8:
     """The checkpoint's int8 file, when its record vouches for it; Int8Refused saying why not."""
     path, record_file = int8_path(checkpoint_path), int8_record_path(checkpoint_path)
     how = (
@@ -144,32 +159,31 @@ def checked_int8(checkpoint_sha256: str, checkpoint_path: Path) -> OnnxFile:
         )
     if record.get("int8_sha256") != hashlib.sha256(data).hexdigest():
         raise Int8Refused(f"precision int8: {path} is not the file its record measured; {how}")
+    loss = accuracy_loss(record)  # from the measured numbers, not the record's own verdict
     if not within_bound(record):
-        losses = ", ".join(f"{m} {loss:.2f}" for m, loss in accuracy_loss(record).items())
+        losses = ", ".join(f"{m} {points:.2f}" for m, points in loss.items())
         raise Int8Refused(
             f"precision int8 is refused for this model: on test people it lost {losses} "
-            f"percentage points to float32, over the bound of {ACCURACY_BOUND_PP}; serve it in fp32"
+            f"percentage points to float32, over the bound of {ACCURACY_BOUND_PP}; serve it in "
+            "fp32",
+            loss_pp=loss,
         )
-    return OnnxFile(path, data)
+    return MeasuredInt8(OnnxFile(path, data), loss)
 
 
 def int8_status(checkpoint_sha256: str, checkpoint_path: Path) -> dict[str, Any] | None:
-    """Whether a checkpoint may be served in int8, with the loss its record measured; None where
-    `radmatch quantize` never ran for it."""
+    """Whether a checkpoint may be served in int8, with the loss its record measured (null where
+    the record does not vouch for this checkpoint's file); None where `radmatch quantize` never
+    ran for it."""
     if not int8_record_path(checkpoint_path).exists():
         return None
     try:
-        checked_int8(checkpoint_sha256, checkpoint_path)
-        refused = None
+        loss, refused = checked_int8(checkpoint_sha256, checkpoint_path).loss_pp, None
     except Int8Refused as error:
-        refused = str(error)
-    try:
-        record = json.loads(int8_record_path(checkpoint_path).read_text())
-    except (OSError, ValueError):
-        record = {}
+        loss, refused = error.loss_pp, str(error)
     return {
         "servable": refused is None,
         "refused": refused,
-        "loss_pp": record.get("loss_pp"),
+        "loss_pp": loss,
         "bound_pp": ACCURACY_BOUND_PP,
     }

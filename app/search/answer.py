@@ -87,8 +87,9 @@ class SearchAnswer:
     created_at: str
     query_sha256: str
     model_version: ModelVersionRef
-    # {device, precision}; None on searches stored before it was recorded.
-    inference: dict[str, str] | None
+    # {device, precision, backend, int8_loss_pp in int8}; None on searches stored before it was
+    # recorded.
+    inference: dict[str, Any] | None
     index_generation: int
     index_size: int
     index: dict[str, Any]

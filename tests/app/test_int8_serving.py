@@ -1,6 +1,6 @@
 """A server in int8 (RADMATCH_PRECISION=int8): it starts only with a model whose int8 file was
-measured within the bound, and each search says it was embedded in int8, so that a re-run can
-allow for it."""
+measured within the bound, and each search says it was embedded in int8 and what int8 was measured
+to cost, so that a re-run can allow for it and the case report can state it."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import pytest
 
 from model.inference import EmbeddingModel
 from model.int8 import quantize, write_int8
+from tests.app.test_case_report import case_search, open_case, pdf_text, report
 from tests.support.servers import API, new_server
 from training.cohorts import read_knee_manifest
 
@@ -45,8 +46,10 @@ def test_a_server_in_int8_will_not_start_with_an_unmeasured_model(tmp_path, own_
         )
 
 
-def test_a_server_in_int8_says_so_on_each_search(tmp_path, own_checkpoint, phantom_manifest):
-    quantised(own_checkpoint, int8_top1=0.5)
+def test_a_server_in_int8_says_so_on_each_search_and_in_the_case_report(
+    tmp_path, own_checkpoint, phantom_manifest
+):
+    quantised(own_checkpoint, int8_top1=0.496)
     server = new_server(
         tmp_path, f"sqlite:///{tmp_path / 'radmatch.db'}", own_checkpoint, precision="int8"
     )
@@ -55,20 +58,30 @@ def test_a_server_in_int8_says_so_on_each_search(tmp_path, own_checkpoint, phant
         with server.examiner() as client:
             person = client.post(f"{API}/people", json={"external_ref": "P1"}).json()
             files = {"file": ("image.png", record.path.read_bytes())}
-            uploaded = client.post(f"{API}/people/{person['id']}/images", files=files)
+            spacing = {"pixel_spacing_mm": record.pixel_spacing_mm}  # as the case search has it
+            uploaded = client.post(f"{API}/people/{person['id']}/images", files=files, data=spacing)
             assert uploaded.status_code == 201, uploaded.text
-            answer = client.post(f"{API}/search", files={"file": ("q", record.path.read_bytes())})
-        assert answer.status_code == 200, answer.text
-        body = answer.json()
-        assert body["inference"] == {"device": "cpu", "precision": "int8", "backend": "onnxruntime"}
+            case = open_case(client, "2026/INT8-001")
+            body = case_search(client, case["id"], record)
+            pdf = report(client, case["id"])
+        loss = {"cmc_top1": pytest.approx(0.4), "mAP": 0.0}
+        assert body["inference"] == {
+            "device": "cpu",
+            "precision": "int8",
+            "backend": "onnxruntime",
+            "int8_loss_pp": loss,
+        }
         assert body["candidates"][0]["person_id"] == person["id"]
         assert body["candidates"][0]["similarity"] == pytest.approx(1.0, abs=1e-5)
+        text = pdf_text(pdf, tmp_path)
+        assert "Embedded on cpu, int8, by onnxruntime" in text
+        assert "int8 measured lost 0.40 points of CMC top-1 and 0.00 of mAP to float32" in text
         with server.admin() as admin:
             (version,) = admin.get(f"{API}/admin/models").json()
         assert version["int8"] == {
             "servable": True,
             "refused": None,
-            "loss_pp": {"cmc_top1": 0.0, "mAP": 0.0},
+            "loss_pp": loss,
             "bound_pp": 1.0,
         }
     finally:

@@ -81,7 +81,13 @@ def test_a_model_measured_within_the_bound_is_served_in_int8(checkpoint, quantis
     assert record["accepted"] and record["loss_pp"]["cmc_top1"] == pytest.approx(0.5)
     int8 = EmbeddingModel.load(checkpoint, "cpu", precision="int8", backend="auto")
     fp32 = EmbeddingModel.load(checkpoint, "cpu", backend="onnxruntime")
-    assert int8.inference == {"device": "cpu", "precision": "int8", "backend": "onnxruntime"}
+    assert int8.inference == {
+        "device": "cpu",
+        "precision": "int8",
+        "backend": "onnxruntime",
+        "int8_loss_pp": {"cmc_top1": pytest.approx(0.5), "mAP": 0.0},
+    }
+    assert fp32.inference == {"device": "cpu", "precision": "fp32", "backend": "onnxruntime"}
     assert int8.forward.onnx.path == int8_path(checkpoint)
     inputs = torch.rand(4, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     cosine = np.sum(int8.embed_inputs(inputs) * fp32.embed_inputs(inputs), axis=1)
@@ -94,8 +100,11 @@ def test_a_model_that_lost_more_than_the_bound_is_refused(checkpoint, quantised)
         checkpoint, quantised[1], measured(0.60, 0.60 - lost, sha256_of(checkpoint))
     )
     assert not record["accepted"]
-    with pytest.raises(Int8Refused, match=r"lost cmc_top1 2\.00, mAP 0\.00 percentage points"):
+    with pytest.raises(
+        Int8Refused, match=r"lost cmc_top1 2\.00, mAP 0\.00 percentage points"
+    ) as refused:
         EmbeddingModel.load(checkpoint, "cpu", precision="int8", backend="auto")
+    assert refused.value.loss_pp == {"cmc_top1": pytest.approx(2.0), "mAP": 0.0}
 
 
 def test_a_record_proves_only_its_own_file_and_checkpoint(checkpoint, quantised):

@@ -90,6 +90,12 @@ class Inference(BaseModel):
         default="torch",
         description="What ran the network (torch on searches stored before it was recorded)",
     )
+    int8_loss_pp: dict[str, float] | None = Field(
+        default=None,
+        description="In int8: the percentage points of CMC top-1 and mAP that the model's int8 "
+        "file was measured to lose to float32 on test people (`radmatch quantize`; negative: a "
+        "gain), as it stood when the query was embedded",
+    )
 
 
 class IndexUsed(BaseModel):

@@ -92,9 +92,10 @@ class Inference(BaseModel):
     )
     int8_loss_pp: dict[str, float] | None = Field(
         default=None,
-        description="In int8: the percentage points of CMC top-1 and mAP that the model's int8 "
-        "file was measured to lose to float32 on test people (`radmatch quantize`; negative: a "
-        "gain), as it stood when the query was embedded",
+        exclude_if=lambda loss: loss is None,  # sent only as stored: in int8
+        description="In int8 only: the percentage points of CMC top-1 and mAP that the model's "
+        "int8 file was measured to lose to float32 on test people (`radmatch quantize`; "
+        "negative: a gain), as it stood when the query was embedded",
     )
 
 

@@ -192,7 +192,8 @@ def write_markdown(result: dict, args: argparse.Namespace, path: Path) -> None:
     for metric in METRICS:
         for loss, by_metric in summary.items():
             deterministic = loss == "raw-pixels"
-            cells = [_cell(*by_metric[metric][n], deterministic) for n in intervals]
+            single = deterministic or seeds[loss] == 1  # no spread to show
+            cells = [_cell(*by_metric[metric][n], single) for n in intervals]
             count = "-" if deterministic else str(seeds[loss])
             table.append(f"| {metric} | {LABELS[loss]} | {count} | " + " | ".join(cells) + " |")
     config = result["config"]
@@ -255,8 +256,8 @@ def runs_table(result: dict) -> list[str]:
     return lines
 
 
-def _cell(mean: float, spread: float, deterministic: bool) -> str:
-    return f"{mean:.1f}" if deterministic else f"{mean:.1f} ± {spread:.1f}"
+def _cell(mean: float, spread: float, single: bool) -> str:
+    return f"{mean:.1f}" if single else f"{mean:.1f} ± {spread:.1f}"
 
 
 if __name__ == "__main__":

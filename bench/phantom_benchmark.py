@@ -31,7 +31,7 @@ from model.inference import embed_inputs, flip_averaged
 from model.preprocess import Preprocessing
 from training.cohorts import read_cohort
 from training.config import TrainConfig, resolve_config
-from training.embedders import load_input, raw_pixels
+from training.embedders import raw_pixels, record_inputs
 from training.phantom.cohort import CohortSpec, synthesize
 from training.protocol import METRICS, evaluate_by_interval, evaluate_embeddings
 from training.records import ImageRecord
@@ -72,7 +72,7 @@ def main() -> None:
     cohorts = {"train_sha256": read_cohort(train_manifest)[1], "test_sha256": test_sha256}
     base = resolve_config(args.preset, overrides={"epochs": args.epochs})
     prep = Preprocessing(input_size=base.input_size)
-    test_inputs = torch.stack([load_input(r, prep) for r in test])
+    test_inputs = record_inputs(test, prep)
 
     reports: dict[str, list[dict]] = {"raw-pixels": [evaluate_by_interval(test, raw_pixels(prep))]}
     runs, missing = [], []
@@ -87,8 +87,8 @@ def main() -> None:
                 missing.append({"loss": loss, "seed": seed})
                 continue
             if report is None:
-                report = train_and_evaluate(config, train_manifest, (test, test_inputs), args.runs)
-                report["run"]["cohorts"] = cohorts
+                test_set = (test, test_inputs)
+                report = train_and_evaluate(config, train_manifest, test_set, cohorts, args.runs)
                 record.parent.mkdir(parents=True, exist_ok=True)
                 record.write_text(json.dumps(report, indent=2) + "\n")
             reports.setdefault(loss, []).append(report)
@@ -114,7 +114,11 @@ def main() -> None:
 
 
 def train_and_evaluate(
-    config: TrainConfig, manifest: Path, test: tuple[list[ImageRecord], torch.Tensor], runs: Path
+    config: TrainConfig,
+    manifest: Path,
+    test: tuple[list[ImageRecord], torch.Tensor],
+    cohorts: dict[str, str],
+    runs: Path,
 ) -> dict:
     """Train one run (resuming its folder) and score its selected checkpoint on the test people."""
     started = time.perf_counter()
@@ -130,6 +134,7 @@ def train_and_evaluate(
         "minutes": round((time.perf_counter() - started) / 60, 1),
         "selected_epoch": checkpoint.info["metrics"]["epoch"],
         "config": asdict(config),
+        "cohorts": cohorts,
         "history": checkpoint.info["history"],
     }
     return report

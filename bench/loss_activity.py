@@ -2,10 +2,13 @@
 training people (P people x K images, as it trained, without augmentation), how many triplets
 semi-hard mining keeps and how many negative pairs AdaTriplet's term keeps, at the margin and beta
 the run ended with and at the fixed ones it started from, with the statistics AutoMargin sets
-them from (mean Delta over all triplets, mean similarity over all negative pairs).
+them from (mean Delta over all triplets, mean similarity over all negative pairs), and how hard
+each of AdaTriplet's two terms pulls: the norm of its gradient with respect to the batch's
+embeddings.
 
 A loss that keeps almost nothing has stopped shaping the embedding; one that keeps many triplets
-at a margin the data cannot reach pulls against what the rest of the objective learned.
+at a margin the data cannot reach pulls against what the rest of the objective learned. Both terms
+are means over what they keep, so a term that keeps a few pairs still pulls at full strength.
 Prints one JSON object.
 
     .venv/bin/python -m bench.loss_activity \\
@@ -27,7 +30,7 @@ from model.checkpoint import load_checkpoint
 from training.cohorts import read_cohort
 from training.data import IdentityBatches
 from training.embedders import record_inputs
-from training.losses import AdaTripletLoss
+from training.losses import AdaTripletLoss, TripletLoss
 from training.train import split_people
 
 
@@ -78,17 +81,29 @@ def activity(
     beta: float,
 ) -> dict[str, float]:
     """Per batch on average: the triplets semi-hard mining keeps at this margin, the negative
-    pairs at or above this beta, and AutoMargin's next margin and beta from these batches."""
+    pairs at or above this beta, the gradient norm of the triplet term and of the pair term, and
+    AutoMargin's next margin and beta from these batches."""
     loss = AdaTripletLoss(margin, beta, automargin=True)
-    kept_triplets, kept_pairs = [], []
+    triplet_term = TripletLoss(margin)
+    kept_triplets, kept_pairs, triplet_pulls, pair_pulls = [], [], [], []
     for batch in batches:
-        loss(embeddings[batch], labels[batch])
+        batch_embeddings = embeddings[batch].detach().requires_grad_()
+        (both_gradient,) = torch.autograd.grad(
+            loss(batch_embeddings, labels[batch]), batch_embeddings
+        )
         kept_triplets.append(int(loss.last["triplets"]))
         kept_pairs.append(int(loss.last["pairs"]))
+        (triplet_gradient,) = torch.autograd.grad(
+            triplet_term(batch_embeddings, labels[batch]), batch_embeddings
+        )
+        triplet_pulls.append(float(triplet_gradient.norm()))
+        pair_pulls.append(float((both_gradient - triplet_gradient).norm()))
     loss.end_epoch()
     return {
         "mined_triplets_per_batch": statistics.fmean(kept_triplets),
         "kept_negative_pairs_per_batch": statistics.fmean(kept_pairs),
+        "triplet_term_gradient_norm": statistics.fmean(triplet_pulls),
+        "pair_term_gradient_norm": statistics.fmean(pair_pulls),
         "automargin_next_margin": loss.margin,
         "automargin_next_beta": loss.beta,
     }

@@ -62,6 +62,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # The triplet loss at a fixed margin as large as AutoMargin's towards the end of the recipe
     # (0.38-0.42), beside the benchmark's Triplet at 0.25: what the larger margin alone does.
     "recipe with Triplet, margin 0.4": {"loss": "triplet", "margin": 0.4},
+    # AdaTriplet's negative-pair term at a quarter of its weight, between the recipe (1) and
+    # Triplet-AM (0): whether a lighter pair term keeps the method without its cost.
+    "recipe, pair term x 0.25": {"lambda_an": 0.25},
 }
 
 

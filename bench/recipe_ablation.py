@@ -33,7 +33,7 @@ from model.preprocess import Preprocessing
 from training.cohorts import read_knee_manifest
 from training.config import resolve_config
 from training.embedders import record_inputs
-from training.protocol import evaluate_embeddings
+from training.protocol import METRICS, evaluate_embeddings
 from training.records import ImageRecord
 from training.train import train
 
@@ -92,7 +92,7 @@ def main() -> None:
                 _run(name, epochs, seed, train_manifest, (test, test_inputs), args.runs)
                 for seed in args.seeds
             ]
-            rows.append(_row(name, epochs, reports))
+            rows.append(variant_row(name, epochs, reports))
             _write(rows, args, test)
 
 
@@ -159,25 +159,37 @@ def _run(
     return report
 
 
-def _row(name: str, epochs: int, reports: list[dict]) -> dict:
-    def percent(interval: str, metric: str) -> list[float]:
-        values = [100 * _metric(r["intervals"][interval], metric) for r in reports]
+FIGURES = {
+    "top1_all": ("all", "CMC top-1"),
+    "top1_8y": ("96", "CMC top-1"),
+    "mAP_all": ("all", "mAP"),
+}
+
+
+def variant_row(name: str, epochs: int, reports: list[dict]) -> dict:
+    """Mean and spread over the seeds, and each seed's run with its own figures."""
+    runs = [r["run"] | _figures(r) for r in reports]
+
+    def spread(key: str) -> list[float]:
+        values = [run[key] for run in runs]
         return [statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0]
 
     return {
         "variant": name,
         "epochs": epochs,
-        "top1_all": percent("all", "top1"),
-        "top1_8y": percent("96", "top1"),
-        "mAP_all": percent("all", "mAP"),
-        "training_minutes": statistics.fmean(r["run"]["training_minutes"] for r in reports),
-        "seconds_per_epoch": statistics.fmean(r["run"]["seconds_per_epoch"] for r in reports),
-        "runs": [r["run"] for r in reports],
+        **{key: spread(key) for key in FIGURES},
+        "training_minutes": statistics.fmean(run["training_minutes"] for run in runs),
+        "seconds_per_epoch": statistics.fmean(run["seconds_per_epoch"] for run in runs),
+        "runs": runs,
     }
 
 
-def _metric(interval: dict, metric: str) -> float:
-    return interval["cmc"]["1"] if metric == "top1" else interval["mAP"]
+def _figures(report: dict) -> dict[str, float]:
+    """CMC top-1 over all follow-ups and at 8 years, and mAP over all, in percent."""
+    return {
+        key: 100 * METRICS[metric](report["intervals"][interval])
+        for key, (interval, metric) in FIGURES.items()
+    }
 
 
 def markdown_table(rows: list[dict]) -> str:

@@ -33,14 +33,18 @@ _COMPRESSED_SLICE = 1 << 16
 _INFLATE_PIECE = 1 << 20
 
 
-def check_png_complete(data: bytes) -> None:
+def check_png_complete(data: bytes, image: Image.Image | None = None) -> None:
     """Refuse a PNG whose image data inflates to fewer bytes than its header's size, depth,
     colour type and interlacing need. Data past what the header declares is not read, as libpng
-    only warns of it: the picture is what the header says."""
+    only warns of it: the picture is what the header says. `image` is the file as Pillow
+    decoded it, before any rotation, where it decoded."""
     width, height, depth, colour, interlaced = _png_header(data)
+    idat = list(_idat_slices(data))  # the chunk walk: the file must reach its IEND
+    if image is not None and not interlaced and _last_row_written(image):
+        return
     row_bits = _PNG_CHANNELS.get(colour, 1) * depth
     expected = _png_data_length(width, height, row_bits, interlaced)
-    inflated, finished = _inflated_length(_idat_slices(data), limit=expected)
+    inflated, finished = _inflated_length(iter(idat), limit=expected)
     if inflated < expected or (inflated == expected and not finished):
         rows = (
             ""
@@ -51,6 +55,15 @@ def check_png_complete(data: bytes) -> None:
             f"truncated PNG: its image data holds {inflated:,} of the {expected:,} bytes its "
             f"{width}x{height} header declares{rows}"
         )
+
+
+def _last_row_written(image: Image.Image) -> bool:
+    """Pillow writes a row only once all of its data has inflated, top to bottom, into an image
+    that starts as zeros: a last row with any bit set proves every row arrived, and saves
+    inflating the stream a second time (a third of a PNG's decoding). A last row of zeros may be
+    padding, and the stream is measured."""
+    width, height = image.size
+    return any(image.crop((0, height - 1, width, height)).tobytes())
 
 
 def check_tiff_complete(image: Image.Image) -> None:

@@ -66,9 +66,7 @@ def decode_raster(
     check_dimensions(width, height, limits)
     estimate = raster_estimate(width, height, image.mode, fmt, len(data))
     check_memory(estimate, limits)
-    if fmt == "png":
-        check_png_complete(data)
-    elif fmt == "tiff":
+    if fmt == "tiff":
         check_tiff_complete(image)
     with admit(estimate):
         pixels, bits = _load_grey(image, label, data)
@@ -104,13 +102,18 @@ def _load_grey(image: Image.Image, label: str, data: bytes) -> tuple[np.ndarray,
     # padded with black.
     try:
         image.load()
-        if label == "JPEG":  # before the EXIF rotation: the check looks at the last MCU
+        # Before the EXIF rotation: the checks look at the last row or MCU the file holds.
+        if label == "PNG":
+            check_png_complete(data, image)
+        elif label == "JPEG":
             check_jpeg_complete(data, image)
         ImageOps.exif_transpose(image, in_place=True)
         return _to_unit_grey(image)
     except DecodeError:
         raise
     except Exception as exc:  # truncation and corruption surface as OSError, SyntaxError, ...
+        if label == "PNG":  # where rows are missing, say how many
+            check_png_complete(data)
         raise CorruptImage(f"corrupt or truncated {label}: {exc}") from exc
 
 

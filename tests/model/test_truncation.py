@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import ImageFile
 
+from model import completeness
 from model.decode import decode_image
 from model.image import CorruptImage
 from tests.support.images import jpeg_bytes, png_chunk, png_declaring
@@ -60,6 +61,28 @@ def test_complete_png_split_over_several_idat_chunks_decodes() -> None:
     decoded = decode_image(data)
 
     np.testing.assert_array_equal(decoded.pixels, NOISE / np.float32(255))
+
+
+def test_a_complete_png_is_inflated_once(monkeypatch) -> None:
+    inflaters = []
+    real = completeness.zlib.decompressobj
+    monkeypatch.setattr(
+        completeness.zlib, "decompressobj", lambda: inflaters.append(real()) or inflaters[-1]
+    )
+    data = png_declaring(SIDE, SIDE, zlib.compress(png_rows(NOISE)))
+
+    np.testing.assert_array_equal(decode_image(data).pixels, NOISE / np.float32(255))
+    assert inflaters == []  # Pillow's own inflation was the only one
+
+
+def test_a_complete_png_with_a_black_last_row_is_measured_and_decodes() -> None:
+    # A last row of zeros could be Pillow's padding, so the stream is measured before trusting it.
+    black_bottom = np.vstack([NOISE[:-1], np.zeros((1, SIDE), np.uint8)])
+    data = png_declaring(SIDE, SIDE, zlib.compress(png_rows(black_bottom)))
+
+    np.testing.assert_array_equal(decode_image(data).pixels, black_bottom / np.float32(255))
+    with pytest.raises(CorruptImage, match="truncated PNG.*543 of 544 rows"):
+        decode_image(png_declaring(SIDE, SIDE, zlib.compress(png_rows(black_bottom[:-1]))))
 
 
 def interlaced_png(side: int, data_length: int) -> bytes:

@@ -31,6 +31,7 @@ from sqlalchemy.orm import Session
 from app.serving.index_options import IndexKind, IndexOptions
 from app.storage.tables import Embedding, ModelVersion
 from model.files import write_atomically
+from model.threads import thread_count, use_faiss_threads
 
 SNAPSHOT_FORMAT = "radmatch-index/2"
 
@@ -104,6 +105,7 @@ class VectorIndex:
         trained on them)."""
         kind = options.kind_for(len(ids))
         faiss_index = _new_faiss_index(kind, dimension, options, len(ids))
+        use_faiss_threads(thread_count())
         if len(ids):
             vectors = np.ascontiguousarray(vectors, dtype=np.float32)
             if kind == "ivf":
@@ -138,6 +140,7 @@ class VectorIndex:
                     self._tombstone(remove_ids)
             if len(add_ids):
                 vectors = np.ascontiguousarray(add_vectors, dtype=np.float32)
+                use_faiss_threads(thread_count())
                 self._index.add_with_ids(vectors, np.asarray(add_ids, dtype=np.int64))
             self.generation = generation
 
@@ -162,6 +165,7 @@ class VectorIndex:
             if len(selectors) == 2:
                 selectors.append(faiss.IDSelectorAnd(selectors[0], selectors[1]))
             params = self._search_parameters(k, selectors[-1] if selectors else None)
+            use_faiss_threads(1)  # one query: see model/threads.py
             similarities, ids = self._index.search(query[None].astype(np.float32), k, params=params)
             return similarities[0], ids[0], self.generation, self.size
 

@@ -5,10 +5,12 @@ rebuilding its index when the snapshot on disk is unusable."""
 from __future__ import annotations
 
 import io
+import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pytest
 from PIL import Image as PILImage
@@ -24,9 +26,11 @@ from app.serving.index import (
     current_generation,
     snapshot_path,
 )
+from app.serving.index_options import IndexOptions
 from app.serving.service import Service
 from app.storage.database import make_engine, session_factory, upgrade
 from app.storage.tables import Embedding, Image, ModelVersion, Person
+from model.threads import apply_threads
 from tests.support.in_process import delete, ingest, new_person
 
 DIM = 128  # the `checkpoint` fixture's embedding size
@@ -84,6 +88,29 @@ def test_allowed_ids_restrict_the_results() -> None:
     np.testing.assert_allclose(similarities[:2], [0, -1], atol=1e-6)
     _, ids, _, _ = index.search(query, k=4, allowed_ids=np.array([], dtype=np.int64))
     assert (ids == -1).all()
+
+
+def test_faiss_runs_with_the_chosen_threads_in_whichever_thread_calls_it() -> None:
+    """OpenMP keeps its thread count per thread: what apply_threads set where the service started
+    must hold in the threads that serve requests, which build with every chosen thread and search
+    one query with one (model/threads.py)."""
+    seen: dict[str, int] = {}
+
+    def serve_a_request() -> None:
+        index = VectorIndex.build(1, DIM, 1, np.arange(10), unit_vectors(10, 3), IndexOptions())
+        seen["build"] = faiss.omp_get_max_threads()
+        index.search(unit_vectors(1, 4)[0], k=3)
+        seen["search"] = faiss.omp_get_max_threads()
+
+    try:
+        for chosen in (2, 1):
+            apply_threads(chosen)
+            request = threading.Thread(target=serve_a_request)
+            request.start()
+            request.join()
+            assert (seen["build"], seen["search"]) == (chosen, 1)
+    finally:
+        apply_threads()
 
 
 # --- against the database -------------------------------------------------------------------------

@@ -4,8 +4,10 @@ writes them as PNG and DICOM), and the raw network timings the service is compar
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +91,22 @@ def histogram_means(metrics_text: str, name: str, label: str | None = None) -> d
 
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q))
+
+
+def process_cpu_seconds(pid: int) -> float:
+    """User and system CPU seconds a running process has used, all its threads together."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def multipart_body(filename: str, data: bytes) -> tuple[bytes, str]:
+    """A one-file multipart/form-data body under the field name "file", and its content type,
+    built ahead so that a benchmark's clients only send."""
+    boundary = uuid.uuid4().hex
+    head = (
+        f"--{boundary}\r\n"
+        f'Content-Disposition: form-data; name="file"; filename="{filename}"\r\n'
+        "Content-Type: application/octet-stream\r\n\r\n"
+    )
+    body = head.encode() + data + f"\r\n--{boundary}--\r\n".encode()
+    return body, f"multipart/form-data; boundary={boundary}"

@@ -96,31 +96,33 @@ def ingest_image(
     if decoded is None:
         with metrics.timed("upload", "decode"):
             decoded = matcher.decode(data)
-    with metrics.timed("upload", "embed"):
-        vector = matcher.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
-    image = fields.image_row(
-        decoded,
-        person_id=person_id,
-        sha256=sha256,
-        size_bytes=len(data),
-        uploaded_by_key_id=key_id,
-    )
     # The original first, then the rows: a committed row never points at nothing. The hold on
     # the digest lets a failed or interrupted upload's original be removed (app/storage/originals.py).
+    # The original is written while the image is embedded.
     with (
-        metrics.timed("upload", "store"),
         records.originals.writing(sha256, records.original_needed) as writing,
+        records.originals.storing(sha256, data) as stored,
     ):
-        records.originals.put(sha256, data)
-        try:
-            _commit_image(records, image, serving.version, vector, key_id=key_id, origin=origin)
-        except IntegrityError:
-            # A concurrent upload of the same bytes for the same person committed first.
-            with records.sessions() as session:
-                existing = _existing(session, person_id, sha256)
-            if existing is None:
-                raise
-            return existing, False
+        with metrics.timed("upload", "embed"):
+            vector = matcher.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
+        image = fields.image_row(
+            decoded,
+            person_id=person_id,
+            sha256=sha256,
+            size_bytes=len(data),
+            uploaded_by_key_id=key_id,
+        )
+        with metrics.timed("upload", "store"):
+            stored()
+            try:
+                _commit_image(records, image, serving.version, vector, key_id=key_id, origin=origin)
+            except IntegrityError:
+                # A concurrent upload of the same bytes for the same person committed first.
+                with records.sessions() as session:
+                    existing = _existing(session, person_id, sha256)
+                if existing is None:
+                    raise
+                return existing, False
         writing.needed = True
     metrics.ingested.inc()
     _catch_up(matcher, metrics, serving.version)

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass
 from datetime import date
 from functools import cached_property
 
+import numpy as np
 from sqlalchemy.orm import Session
 
 from app.audit.entries import record_entry
@@ -83,9 +84,37 @@ def search(
     serving = matcher.require_index()
     with metrics.timed("search", "decode"):
         decoded = matcher.decode(query.data)
-    with metrics.timed("search", "embed"):
-        vector = matcher.batcher.embed(serving.model, decoded, query.pixel_spacing_mm)
-    query_date = query.date_of(decoded)
+    # The query is evidence too: stored first, and removed again unless its row commits (or
+    # another row needs the same bytes); see app/storage/originals.py. It is written while the
+    # query is embedded and searched.
+    with (
+        records.originals.writing(query.sha256, records.original_needed) as writing,
+        records.originals.storing(query.sha256, query.data) as stored,
+    ):
+        with metrics.timed("search", "embed"):
+            vector = matcher.batcher.embed(serving.model, decoded, query.pixel_spacing_mm)
+        weighed, ranking = _rank_and_weigh(
+            records, serving, query, vector, query.date_of(decoded), metrics, case_id
+        )
+        with metrics.timed("search", "store"):
+            stored()
+            answer = _record(
+                records, serving, query, ranking, weighed, key_id=key_id, case_id=case_id
+            )
+        writing.needed = True
+    metrics.searches.inc()
+    return answer
+
+
+def _rank_and_weigh(
+    records: Records,
+    serving: Serving,
+    query: SearchQuery,
+    vector: np.ndarray,
+    query_date: date | None,
+    metrics: Metrics,
+    case_id: int | None,
+) -> tuple[Weighed, Ranking]:
     with records.sessions() as session:
         with metrics.timed("search", "search"):
             ranking = rank_people(
@@ -101,18 +130,7 @@ def search(
                 query_date=query_date,
                 prior=search_prior(session, query, case_id),
             )
-    with metrics.timed("search", "store"):
-        answer = _record(
-            records,
-            serving,
-            query,
-            ranking,
-            Weighed(assessed, query_date),
-            key_id=key_id,
-            case_id=case_id,
-        )
-    metrics.searches.inc()
-    return answer
+    return Weighed(assessed, query_date), ranking
 
 
 def search_prior(session: Session, query: SearchQuery, case_id: int | None) -> Prior:
@@ -141,32 +159,27 @@ def _record(
     key_id: int | None,
     case_id: int | None,
 ) -> SearchAnswer:
-    """Store the query's original and the search exactly as answered."""
-    # The query is evidence too: stored first, and removed again unless its row commits (or
-    # another row needs the same bytes); see app/storage/originals.py.
-    with records.originals.writing(query.sha256, records.original_needed) as writing:
-        records.originals.put(query.sha256, query.data)
-        with records.sessions.begin() as session:
-            row = _search_row(session, serving, query, ranking, key_id=key_id, case_id=case_id)
-            answer = SearchAnswer(
-                search_id=row.id,
-                case_id=case_id,
-                created_at=row.created_at.isoformat(),
-                query_sha256=query.sha256,
-                model_version=ModelVersionRef(serving.version.id, serving.version.sha256),
-                inference=serving.model.inference,
-                index_generation=ranking.index_generation,
-                index_size=ranking.index_size,
-                index=serving.index.description(),
-                parameters=row.parameters,
-                candidates=weighed.assessed.candidates,
-                calibration=_calibration_ref(weighed.assessed),
-                query_date=None if weighed.query_date is None else weighed.query_date.isoformat(),
-                open_set=weighed.assessed.open_set,
-            )
-            row.response = answer.as_json()
-            _add_results(session, answer, key_id=key_id)
-        writing.needed = True
+    """Store the search exactly as answered, its query's original already stored."""
+    with records.sessions.begin() as session:
+        row = _search_row(session, serving, query, ranking, key_id=key_id, case_id=case_id)
+        answer = SearchAnswer(
+            search_id=row.id,
+            case_id=case_id,
+            created_at=row.created_at.isoformat(),
+            query_sha256=query.sha256,
+            model_version=ModelVersionRef(serving.version.id, serving.version.sha256),
+            inference=serving.model.inference,
+            index_generation=ranking.index_generation,
+            index_size=ranking.index_size,
+            index=serving.index.description(),
+            parameters=row.parameters,
+            candidates=weighed.assessed.candidates,
+            calibration=_calibration_ref(weighed.assessed),
+            query_date=None if weighed.query_date is None else weighed.query_date.isoformat(),
+            open_set=weighed.assessed.open_set,
+        )
+        row.response = answer.as_json()
+        _add_results(session, answer, key_id=key_id)
     return answer
 
 

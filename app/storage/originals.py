@@ -19,6 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +35,11 @@ NOT_STORED = (
     "the original could not be stored: the server's file store is full or not writable; "
     "nothing was saved, try again once an administrator has freed space"
 )
+
+
+# Writes whose fsyncs overlap the caller's own work (`OriginalStore.storing`); shared by every store
+# of the process, its threads mostly waiting on the disk.
+_WRITERS = ThreadPoolExecutor(max_workers=8, thread_name_prefix="originals")
 
 
 def sha256_of(data: bytes) -> str:
@@ -69,6 +75,18 @@ class OriginalStore:
             log.error("cannot store original %s: %s", sha256, error)
             raise InsufficientStorage(NOT_STORED) from None
         return True
+
+    @contextmanager
+    def storing(self, sha256: str, data: bytes) -> Iterator[Callable[[], bool]]:
+        """`put` on a writer thread while the caller goes on (its fsyncs then cost no time beside
+        a forward pass). The caller calls what this yields, which waits for the write and raises
+        what `put` raised, before committing a row that needs the original; leaving waits for it
+        in any case. Use it inside `writing(sha256, ...)`."""
+        stored = _WRITERS.submit(self.put, sha256, data)
+        try:
+            yield stored.result
+        finally:
+            wait([stored])
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

@@ -7,6 +7,10 @@ close the two backends' embeddings are: the worst cosine over the batch (target 
 the largest difference between the similarities the two give the batch's pairs. Beside them,
 the same graph in int8 (model/int8.py, calibrated on the batch: speed only; its accuracy is
 measured by `radmatch quantize`). These rows run as radmatch runs: OpenMP threads passive.
+Each row also gives the network's arithmetic (GFLOP per image, counted by torch's FlopCounterMode)
+and the rate each engine reaches, beside the rate of a plain 1024 x 1024 float32 matrix product
+on the same threads: what this CPU sustains on the densest work there is, the ceiling for a
+float32 engine.
 
 Then the same at 128 px and 2 threads with the other core busy (a `python -c "while True: pass"`
 process), with and without the thread settings of model/threads.py: PyTorch with its OpenMP
@@ -152,6 +156,8 @@ def measure(
             run(inputs)
             times[name].append(time.perf_counter() - started)
     rate = {name: BATCH / statistics.median(seconds) for name, seconds in times.items()}
+    gflop = gflop_per_image(torch_model.forward.network, size)
+    matmul = matmul_gflop_per_second(repeats)
     cosine = np.sum(expected * got, axis=1) / (
         np.linalg.norm(expected, axis=1) * np.linalg.norm(got, axis=1)
     )
@@ -173,7 +179,33 @@ def measure(
         ),
         "min_cosine": float(cosine.min()),
         "max_similarity_difference": float(np.abs(expected @ expected.T - got @ got.T).max()),
+        "gflop_per_image": round(gflop, 3),
+        "matmul_gflop_per_s": round(matmul, 1),
+        "share_of_matmul_rate": {name: round(r * gflop / matmul, 3) for name, r in rate.items()},
     }
+
+
+def gflop_per_image(network, size: int) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        network(torch.zeros(1, 1, size, size))
+    return counter.get_total_flops() / 1e9
+
+
+def matmul_gflop_per_second(repeats: int, side: int = 1024) -> float:
+    """The median rate of a float32 matrix product on torch's threads."""
+    import torch
+
+    a, b = torch.rand(side, side), torch.rand(side, side)
+    a @ b  # warm-up
+    seconds = []
+    for _ in range(max(repeats, 5)):
+        started = time.perf_counter()
+        a @ b
+        seconds.append(time.perf_counter() - started)
+    return 2 * side**3 / statistics.median(seconds) / 1e9
 
 
 if __name__ == "__main__":

@@ -72,9 +72,7 @@ def apply_threads(threads: int | None = None) -> int:
                 log.debug("torch's inter-op threads were already in use; left as they are")
             _interop_set = True
         with contextlib.suppress(ImportError):  # faiss is an extra (cpu or gpu)
-            import faiss
-
-            faiss.omp_set_num_threads(count)
+            use_faiss_threads(count)
         _applied = count
     return count
 

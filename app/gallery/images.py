@@ -99,10 +99,7 @@ def ingest_image(
     # The original first, then the rows: a committed row never points at nothing. The hold on
     # the digest lets a failed or interrupted upload's original be removed (app/storage/originals.py).
     # The original is written while the image is embedded.
-    with (
-        records.originals.writing(sha256, records.original_needed) as writing,
-        records.originals.storing(sha256, data) as stored,
-    ):
+    with records.originals.storing(sha256, data, records.original_needed) as writing:
         with metrics.timed("upload", "embed"):
             vector = matcher.batcher.embed(serving.model, decoded, fields.pixel_spacing_mm)
         image = fields.image_row(
@@ -113,7 +110,7 @@ def ingest_image(
             uploaded_by_key_id=key_id,
         )
         with metrics.timed("upload", "store"):
-            stored()
+            writing.stored()
             try:
                 _commit_image(records, image, serving.version, vector, key_id=key_id, origin=origin)
             except IntegrityError:

@@ -87,17 +87,14 @@ def search(
     # The query is evidence too: stored first, and removed again unless its row commits (or
     # another row needs the same bytes); see app/storage/originals.py. It is written while the
     # query is embedded and searched.
-    with (
-        records.originals.writing(query.sha256, records.original_needed) as writing,
-        records.originals.storing(query.sha256, query.data) as stored,
-    ):
+    with records.originals.storing(query.sha256, query.data, records.original_needed) as writing:
         with metrics.timed("search", "embed"):
             vector = matcher.batcher.embed(serving.model, decoded, query.pixel_spacing_mm)
         weighed, ranking = _rank_and_weigh(
             records, serving, query, vector, query.date_of(decoded), metrics, case_id
         )
         with metrics.timed("search", "store"):
-            stored()
+            writing.stored()
             answer = _record(
                 records, serving, query, ranking, weighed, key_id=key_id, case_id=case_id
             )

@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,6 +51,13 @@ class Writing:
     """One writer's hold on a digest. Set `needed` once a committed row refers to the original."""
 
     needed: bool = False
+    _stored: Future[bool] | None = None
+
+    def stored(self) -> bool:
+        """Under `storing`: wait for the write it began; put's answer, or what put raised."""
+        if self._stored is None:
+            raise RuntimeError("nothing is being stored under this hold: use storing()")
+        return self._stored.result()
 
 
 class OriginalStore:
@@ -77,16 +84,17 @@ class OriginalStore:
         return True
 
     @contextmanager
-    def storing(self, sha256: str, data: bytes) -> Iterator[Callable[[], bool]]:
-        """`put` on a writer thread while the caller goes on (its fsyncs then cost no time beside
-        a forward pass). The caller calls what this yields, which waits for the write and raises
-        what `put` raised, before committing a row that needs the original; leaving waits for it
-        in any case. Use it inside `writing(sha256, ...)`."""
-        stored = _WRITERS.submit(self.put, sha256, data)
-        try:
-            yield stored.result
-        finally:
-            wait([stored])
+    def storing(self, sha256: str, data: bytes, needed: Callable[[str], bool]) -> Iterator[Writing]:
+        """`writing`, with the bytes put on a writer thread meanwhile, so that their fsyncs cost no
+        time beside the caller's own work (a forward pass). Call `stored()` on what this yields
+        before committing a row that needs the original; leaving waits for the write in any case,
+        so that the hold's end sees it."""
+        with self.writing(sha256, needed) as writing:
+            writing._stored = _WRITERS.submit(self.put, sha256, data)
+            try:
+                yield writing
+            finally:
+                wait([writing._stored])
 
     def read(self, sha256: str) -> bytes:
         return self.path(sha256).read_bytes()

@@ -15,12 +15,12 @@ SHA256 = sha256_of(DATA)
 
 def test_the_original_is_on_disk_once_the_wait_returns(tmp_path) -> None:
     store = OriginalStore(tmp_path)
-    with store.writing(SHA256, lambda _: False) as writing, store.storing(SHA256, DATA) as stored:
-        assert stored() is True  # new
+    with store.storing(SHA256, DATA, lambda _: False) as writing:
+        assert writing.stored() is True  # new
         assert store.read(SHA256) == DATA
         writing.needed = True
-    with store.writing(SHA256, lambda _: True), store.storing(SHA256, DATA) as stored:
-        assert stored() is False  # already there
+    with store.storing(SHA256, DATA, lambda _: True) as writing:
+        assert writing.stored() is False  # already there
     assert store.read(SHA256) == DATA
     assert list((tmp_path / PENDING).iterdir()) == []
 
@@ -29,8 +29,7 @@ def test_a_caller_that_fails_meanwhile_leaves_nothing_behind(tmp_path) -> None:
     store = OriginalStore(tmp_path)
     with (
         pytest.raises(RuntimeError, match="the forward pass failed"),
-        store.writing(SHA256, lambda _: False),
-        store.storing(SHA256, DATA),
+        store.storing(SHA256, DATA, lambda _: False),
     ):
         raise RuntimeError("the forward pass failed")
     assert not store.exists(SHA256)
@@ -38,10 +37,11 @@ def test_a_caller_that_fails_meanwhile_leaves_nothing_behind(tmp_path) -> None:
 
 
 def test_a_store_that_cannot_take_the_original_says_so_at_the_wait(tmp_path) -> None:
-    blocked = tmp_path / "not-a-directory"
-    blocked.write_bytes(b"")
+    store = OriginalStore(tmp_path)
+    (tmp_path / SHA256[:2]).write_bytes(b"")  # where the original's folder would go
     with (
-        OriginalStore(blocked).storing(SHA256, DATA) as stored,
+        store.storing(SHA256, DATA, lambda _: False) as writing,
         pytest.raises(InsufficientStorage, match="could not be stored"),
     ):
-        stored()
+        writing.stored()
+    assert list((tmp_path / PENDING).iterdir()) == []  # the hold ended
